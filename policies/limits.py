@@ -1,0 +1,47 @@
+"""Which limits apply to a line: action policy > pack policy > global default."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from app.config import Settings
+
+
+@dataclass(frozen=True)
+class Limits:
+    concurrency: int
+    max_queue_length: int
+    queue_timeout_s: int
+    partition_by: tuple[str, ...] = ()
+
+
+def resolve(
+    action_policy: dict[str, Any], pack_policy: dict[str, Any], settings: Settings
+) -> Limits:
+    def pick(key: str, default: int) -> int:
+        for policy in (action_policy, pack_policy):
+            if policy.get(key) is not None:
+                return int(policy[key])
+        return default
+
+    partition_by = action_policy.get("partition_by", pack_policy.get("partition_by")) or []
+    return Limits(
+        concurrency=pick("concurrency", settings.default_max_concurrent),
+        max_queue_length=pick("max_queue_length", settings.default_max_queue_length),
+        queue_timeout_s=pick("queue_timeout_s", settings.default_queue_timeout_s),
+        partition_by=tuple(partition_by),
+    )
+
+
+def partition_key(partition_by: tuple[str, ...], parameters: dict[str, Any]) -> str:
+    """The line an execution waits in: '' when unpartitioned, else e.g. 'host=db1'."""
+    if not partition_by:
+        return ""
+    return ",".join(
+        f"{name}={json.dumps(parameters.get(name), sort_keys=True, default=str)}"
+        if not isinstance(parameters.get(name), str)
+        else f"{name}={parameters[name]}"
+        for name in partition_by
+    )

@@ -1,0 +1,53 @@
+"""What the sweeper looks for: lost workers, lost messages, lines with waiting work."""
+
+from __future__ import annotations
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from policies.admission import Grant
+
+
+def expired_leases(session: Session, limit: int = 500) -> list[tuple[int, int]]:
+    """(execution_id, attempt) of running executions whose worker stopped renewing the lease."""
+    rows = session.execute(
+        text("""
+            SELECT id, attempt FROM executions
+            WHERE status = 'running' AND lease_expires_at < clock_timestamp()
+            ORDER BY lease_expires_at LIMIT :limit
+        """),
+        {"limit": limit},
+    ).all()
+    return [(r.id, r.attempt) for r in rows]
+
+
+def unclaimed(session: Session, older_than_s: float, limit: int = 500) -> list[Grant]:
+    """Scheduled executions whose message no worker claimed in time: to publish again.
+
+    Marks them republished now, so each is sent again at most once per ``older_than_s``.
+    """
+    rows = session.execute(
+        text("""
+            UPDATE executions e SET published_at = clock_timestamp()
+            FROM actions a
+            WHERE e.id IN (
+                SELECT id FROM executions
+                WHERE status = 'scheduled'
+                  AND published_at < clock_timestamp() - make_interval(secs => :s)
+                ORDER BY published_at LIMIT :limit
+                FOR UPDATE SKIP LOCKED
+            ) AND a.id = e.action_id
+            RETURNING e.id, e.attempt, a.ref, a.timeout_s
+        """),
+        {"s": older_than_s, "limit": limit},
+    ).all()
+    return [Grant(r.id, r.attempt, r.ref, r.timeout_s) for r in rows]
+
+
+def waiting_lines(session: Session) -> list[int]:
+    """Lines with at least one queued execution (for queue timeouts)."""
+    return list(session.execute(text("SELECT id FROM queues WHERE queue_length > 0")).scalars())
+
+
+def action_refs(session: Session) -> list[str]:
+    return list(session.execute(text("SELECT ref FROM actions ORDER BY ref")).scalars())

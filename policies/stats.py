@@ -1,0 +1,59 @@
+"""Queue statistics as the API and the CLI show them, with the limit that applies."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app import queries
+from app.config import Settings
+from policies import limits
+
+COUNTERS = (
+    "queue_length",
+    "active_count",
+    "total_enqueued",
+    "total_completed",
+    "total_failed",
+    "total_cancelled",
+    "total_expired",
+)
+
+
+def _line(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    resolved = limits.resolve(row["action_policy"], row["pack_policy"], settings)
+    oldest = row["oldest_enqueued_at"]
+    return {
+        "action_ref": row["action_ref"],
+        "partition": row["partition_key"],
+        **{key: row[key] for key in COUNTERS},
+        "max_concurrent": resolved.concurrency,
+        "max_queue_length": resolved.max_queue_length,
+        "oldest_enqueued_at": oldest.isoformat() if oldest else None,
+        "oldest_wait_s": (datetime.now(UTC) - oldest).total_seconds() if oldest else None,
+        "last_updated": row["last_updated"].isoformat() if row["last_updated"] else None,
+    }
+
+
+def lines(session: Session, settings: Settings, ref: str | None = None) -> list[dict[str, Any]]:
+    """One entry per line: an action, or one partition of a partitioned action."""
+    return [_line(row, settings) for row in queries.queue_rows(session, ref)]
+
+
+def action_stats(session: Session, settings: Settings, ref: str) -> dict[str, Any]:
+    """The action's totals over all its lines; ``partitions`` lists each line when partitioned."""
+    queries.action_row(session, ref)  # 404 for an unknown action
+    parts = lines(session, settings, ref)
+    total: dict[str, Any] = {"action_ref": ref}
+    for key in COUNTERS:
+        total[key] = sum(p[key] for p in parts)
+    total["max_concurrent"] = parts[0]["max_concurrent"]
+    olds = [p["oldest_enqueued_at"] for p in parts if p["oldest_enqueued_at"]]
+    total["oldest_enqueued_at"] = min(olds) if olds else None
+    updated = [p["last_updated"] for p in parts if p["last_updated"]]
+    total["last_updated"] = max(updated) if updated else None
+    if any(p["partition"] for p in parts):
+        total["partitions"] = parts
+    return total

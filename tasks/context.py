@@ -1,0 +1,31 @@
+"""Per-process access to the settings and the database from inside worker processes."""
+
+from __future__ import annotations
+
+import os
+import socket
+from functools import cache
+
+from celery import current_app
+from sqlalchemy import Engine
+
+from app import config, db
+
+
+def settings() -> config.Settings:
+    configured = current_app.conf.get("usher_settings")
+    return configured if isinstance(configured, config.Settings) else _load()
+
+
+@cache
+def _load() -> config.Settings:
+    return config.load()
+
+
+def engine() -> Engine:
+    # db.engine_for keys by pid, so a forked pool child never reuses its parent's pool.
+    return db.engine_for(db.database_url(settings()))
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"

@@ -1,0 +1,99 @@
+"""Record outcomes from Celery signals: the fast path that frees a slot the moment a task ends.
+
+Success and ordinary failure fire in the pool child; a killed child (WorkerLostError) and
+``revoke(terminate=True)`` fire in the worker's main process; a hard time limit fires
+``task_failure`` twice. ``admission.release`` is fenced by attempt and idempotent, so all of
+these may fire in any number and order. Leases (the sweeper) are the guarantee behind them.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
+from celery import signals
+from celery.app import app_or_default
+from celery.exceptions import Terminated
+
+from app import celery as usher_celery
+from app import db
+from policies import admission
+from tasks import context
+from tasks.execute import SKIPPED
+from tasks.runners import RunnerError
+
+log = logging.getLogger(__name__)
+
+RESULT_LIMIT = 64 * 1024
+
+
+def _execution_args(args: Any) -> tuple[int, int] | None:
+    if isinstance(args, list | tuple) and len(args) == 2:
+        return int(args[0]), int(args[1])
+    return None
+
+
+def _record(args: Any, status: str, result: Any = None, error: str | None = None) -> None:
+    ids = _execution_args(args)
+    if ids is None:
+        return
+    execution_id, attempt = ids
+    try:
+        with db.unit_of_work(context.engine()) as session:
+            grants = admission.release(
+                session, context.settings(), execution_id, attempt, status, result, error
+            )
+    except Exception:
+        # The lease runs out and the sweeper releases the slot: nothing is lost.
+        log.exception("recording %s for execution %s failed", status, execution_id)
+        return
+    usher_celery.publish(app_or_default(), grants)
+
+
+def _outcome(exception: BaseException) -> tuple[str, str]:
+    if isinstance(exception, SoftTimeLimitExceeded | TimeLimitExceeded):
+        return "timed_out", f"timed out: {exception}"
+    if isinstance(exception, WorkerLostError):
+        return "failed", f"worker_lost: {exception}"
+    if isinstance(exception, Terminated):
+        return "cancelled", f"terminated: {exception}"
+    kind = "permanent" if isinstance(exception, RunnerError) and exception.permanent else "error"
+    return "failed", f"{kind}: {type(exception).__name__}: {exception}"
+
+
+def _jsonable(result: Any) -> Any:
+    import json
+
+    try:
+        text = json.dumps(result, default=str)
+    except (TypeError, ValueError):
+        return {"repr": repr(result)[:RESULT_LIMIT]}
+    if len(text) > RESULT_LIMIT:
+        return {"truncated": text[:RESULT_LIMIT]}
+    return json.loads(text)
+
+
+@signals.task_success.connect
+def on_success(sender: Any = None, result: Any = None, **_: Any) -> None:
+    if sender is None or sender.name != usher_celery.EXECUTE or result == SKIPPED:
+        return
+    _record(sender.request.args, "succeeded", result=_jsonable(result))
+
+
+@signals.task_failure.connect
+def on_failure(
+    sender: Any = None, args: Any = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    if sender is None or sender.name != usher_celery.EXECUTE or exception is None:
+        return
+    status, error = _outcome(exception)
+    _record(args, status, error=error)
+
+
+@signals.task_revoked.connect
+def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False, **_: Any) -> None:
+    if sender is None or sender.name != usher_celery.EXECUTE or request is None:
+        return
+    # A revoked message never runs: without this the sweeper would republish it forever.
+    _record(request.args, "cancelled", error="revoked" + (" and terminated" if terminated else ""))

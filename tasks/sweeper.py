@@ -1,0 +1,64 @@
+"""The sweeper, run by beat: the guarantee behind the signals' fast path."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import current_app, shared_task
+from sqlalchemy import text
+
+from app import celery as usher_celery
+from app import db
+from policies import admission, recovery
+from tasks import context
+
+log = logging.getLogger(__name__)
+
+SWEEP_LOCK = 724312
+
+
+def sweep() -> dict[str, int]:
+    """One pass; each repair is its own short transaction. Safe to run concurrently."""
+    settings = context.settings()
+    engine = context.engine()
+    counts = {"lost_workers": 0, "republished": 0, "expired": 0}
+    with engine.connect() as lock_conn:
+        if not lock_conn.execute(text(f"SELECT pg_try_advisory_lock({SWEEP_LOCK})")).scalar():
+            return counts  # another sweeper is at it
+        try:
+            for execution_id, attempt in _in_tx(recovery.expired_leases):
+                with db.unit_of_work(engine) as session:
+                    grants = admission.release(
+                        session,
+                        settings,
+                        execution_id,
+                        attempt,
+                        "failed",
+                        error="worker_lost: lease expired",
+                    )
+                counts["lost_workers"] += 1
+                usher_celery.publish(current_app, grants)
+            republish_after = max(30.0, 2.0 * settings.lease_s)
+            with db.unit_of_work(engine) as session:
+                stale = recovery.unclaimed(session, republish_after)
+            counts["republished"] = usher_celery.publish(current_app, stale)
+            for queue_id in _in_tx(recovery.waiting_lines):
+                with db.unit_of_work(engine) as session:
+                    counts["expired"] += admission.expire(session, settings, queue_id)
+        finally:
+            lock_conn.execute(text(f"SELECT pg_advisory_unlock({SWEEP_LOCK})"))
+            lock_conn.commit()
+    if any(counts.values()):
+        log.info("sweep: %s", counts)
+    return counts
+
+
+def _in_tx(query: Any) -> Any:
+    with db.unit_of_work(context.engine()) as session:
+        return query(session)
+
+
+@shared_task(name="usher.sweep", ignore_result=True)
+def sweep_task() -> dict[str, int]:
+    return sweep()

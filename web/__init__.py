@@ -1,0 +1,46 @@
+"""The Flask app factory: REST API now, dashboard next."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
+from werkzeug.exceptions import HTTPException
+
+from app import celery as usher_celery
+from app import config, db
+from app.errors import DatabaseUnavailable, UsherError
+
+
+def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
+    settings = settings or config.load()
+    flask_app = Flask(__name__)
+    flask_app.config["USHER_SETTINGS"] = settings
+    flask_app.config["USHER_ENGINE"] = db.engine_for(db.database_url(settings))
+    flask_app.config["USHER_CELERY"] = celery_app or usher_celery.create(settings)
+    flask_app.json.sort_keys = False  # type: ignore[attr-defined]
+
+    from web import api
+
+    flask_app.register_blueprint(api.bp)
+
+    @flask_app.get("/healthz")
+    def healthz() -> Any:
+        return {"status": "ok"}
+
+    @flask_app.errorhandler(UsherError)
+    def usher_error(error: UsherError) -> Any:
+        return jsonify(error={"code": error.code, "message": error.message}), error.status
+
+    @flask_app.errorhandler(OperationalError)
+    def database_down(error: OperationalError) -> Any:
+        return usher_error(DatabaseUnavailable())
+
+    @flask_app.errorhandler(HTTPException)
+    def http_error(error: HTTPException) -> Any:
+        code = (error.name or "error").lower().replace(" ", "_")
+        return jsonify(error={"code": code, "message": error.description}), error.code
+
+    return flask_app

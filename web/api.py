@@ -1,0 +1,143 @@
+"""REST API ``/api/v1``: thin views over ``app.queries`` and ``policies``."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from flask import Blueprint, current_app, request
+from sqlalchemy.orm import Session
+
+from app import celery as usher_celery
+from app import db, queries
+from app.config import Settings
+from app.errors import InvalidRequest, Unauthorized
+from app.models import STATUSES
+from policies import admission, stats
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+
+def settings() -> Settings:
+    value: Settings = current_app.config["USHER_SETTINGS"]
+    return value
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    with db.unit_of_work(current_app.config["USHER_ENGINE"]) as session:
+        yield session
+
+
+@bp.before_request
+def authenticate() -> None:
+    header = request.headers.get("Authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthorized()
+    admin = settings().api_token
+    if admin and hmac.compare_digest(token.encode(), admin.encode()):
+        return
+    raise Unauthorized("the bearer token is not valid")
+
+
+def _body() -> dict[str, Any]:
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise InvalidRequest("the body must be a JSON object (Content-Type: application/json)")
+    return body
+
+
+def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise InvalidRequest(f"{name} must be an integer") from None
+    if not low <= value <= high:
+        raise InvalidRequest(f"{name} must be between {low} and {high}")
+    return value
+
+
+@bp.get("/actions")
+def list_actions() -> Any:
+    with unit_of_work() as session:
+        items = queries.actions(session)
+        for item in items:
+            item["queue_stats"] = stats.action_stats(session, settings(), item["ref"])
+    return {"items": items}
+
+
+@bp.get("/actions/<path:ref>/queue-stats")
+def queue_stats(ref: str) -> Any:
+    with unit_of_work() as session:
+        return stats.action_stats(session, settings(), ref)
+
+
+@bp.get("/actions/<path:ref>")
+def show_action(ref: str) -> Any:
+    with unit_of_work() as session:
+        action = queries.action_row(session, ref)
+        action["queue_stats"] = stats.action_stats(session, settings(), ref)
+    return action
+
+
+@bp.post("/executions")
+def submit_execution() -> Any:
+    body = _body()
+    action = body.get("action")
+    if not isinstance(action, str) or not action:
+        raise InvalidRequest("'action' (an action ref such as 'demo.hello') is required")
+    priority = body.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1000:
+        raise InvalidRequest("'priority' must be an integer between -1000 and 1000")
+    with unit_of_work() as session:
+        enqueued = admission.enqueue(
+            session, settings(), action, body.get("parameters", {}), priority
+        )
+        position = admission.position(session, enqueued.execution_id)
+    usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
+    status = "scheduled" if enqueued.granted else "queued"
+    return {"id": enqueued.execution_id, "status": status, "position": position}, 202
+
+
+@bp.get("/executions")
+def list_executions() -> Any:
+    status = request.args.get("status") or None
+    if status is not None and status not in STATUSES:
+        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
+    limit = _int_arg("limit", 50, 1, 1000)
+    before = _int_arg("before", None, 1, 2**62)
+    with unit_of_work() as session:
+        items = queries.executions(
+            session,
+            action=request.args.get("action") or None,
+            status=status,
+            limit=limit or 50,
+            before=before,
+        )
+    next_cursor = items[-1]["id"] if len(items) == limit else None
+    return {"items": items, "next": next_cursor}
+
+
+@bp.get("/executions/<int:execution_id>")
+def show_execution(execution_id: int) -> Any:
+    with unit_of_work() as session:
+        row = queries.execution(session, execution_id)
+        row["position"] = admission.position(session, execution_id)
+    return row
+
+
+@bp.post("/executions/<int:execution_id>/cancel")
+def cancel_execution(execution_id: int) -> Any:
+    with unit_of_work() as session:
+        cancelled = admission.cancel(session, settings(), execution_id)
+        row = queries.execution(session, execution_id)
+    celery_app = current_app.config["USHER_CELERY"]
+    usher_celery.terminate(celery_app, execution_id, row["attempt"], cancelled.previous_status)
+    usher_celery.publish(celery_app, cancelled.grants)
+    return row
