@@ -94,3 +94,9 @@ def upgrade(url: str) -> None:
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
     config.attributes["url"] = url
     command.upgrade(config, "head")
+
+
+def dispose_all() -> None:
+    """Close every pooled connection this process holds (tests drop databases after)."""
+    for key in [k for k in _engines if k[0] == os.getpid()]:
+        _engines.pop(key).dispose()

@@ -27,5 +27,6 @@ def engine() -> Engine:
     return db.engine_for(db.database_url(settings()))
 
 
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+def worker_name(nodename: str | None = None) -> str:
+    """The Celery node name (or host) and the pool process id: ``w1@host/1234``."""
+    return f"{nodename or socket.gethostname()}/{os.getpid()}"

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from celery import shared_task
+from celery import Task, shared_task
 
 from app import db
 from policies import admission
@@ -52,13 +52,12 @@ def heartbeat(execution_id: int, attempt: int) -> Iterator[threading.Event]:
         thread.join(timeout=5)
 
 
-@shared_task(name="usher.execute", acks_late=True, ignore_result=True)
-def execute(execution_id: int, attempt: int) -> Any:
+@shared_task(name="usher.execute", bind=True, acks_late=True, ignore_result=True)
+def execute(self: Task, execution_id: int, attempt: int) -> Any:
     settings = context.settings()
+    worker = context.worker_name(self.request.hostname)
     with db.unit_of_work(context.engine()) as session:
-        claimed = admission.claim(
-            session, execution_id, attempt, context.worker_name(), settings.lease_s
-        )
+        claimed = admission.claim(session, execution_id, attempt, worker, settings.lease_s)
     if claimed is None:
         # A duplicate or stale message (cancelled, republished, already running elsewhere).
         log.info("execution %s attempt %s is not ours to run; skipped", execution_id, attempt)

@@ -1,0 +1,106 @@
+"""Shared fixtures: a real Postgres (local server or embedded), a broker, worker processes."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import Engine
+from sqlalchemy.engine import make_url
+
+from app import config, db
+from tests.support import workers
+
+ADMIN_URL_ENV = "USHER_TEST_DATABASE_URL"
+BROKER_ENV = "USHER_TEST_BROKER_URL"
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Postgres server to make test databases on: USHER_TEST_DATABASE_URL or an embedded one."""
+    given = os.environ.get(ADMIN_URL_ENV)
+    if given:
+        yield given
+        return
+    home = tmp_path_factory.mktemp("embedded-pg")
+    url = db.embedded_url(home)
+    yield url
+    db.stop_embedded(home)
+
+
+def _psycopg_url(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+def _admin(url: str) -> psycopg.Connection:
+    return psycopg.connect(_psycopg_url(url), autocommit=True)
+
+
+@pytest.fixture(scope="session")
+def template_db(pg_admin_url: str) -> Iterator[str]:
+    """A migrated database that each test's database is copied from."""
+    name = f"usher_tpl_{uuid.uuid4().hex[:10]}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    db.upgrade(make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False))
+    yield name
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for this test alone."""
+    name = f"usher_t_{uuid.uuid4().hex[:12]}"
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
+    url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
+    yield url
+    db.dispose_all()
+    with _admin(pg_admin_url) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture(scope="session")
+def broker_url() -> str | None:
+    """USHER_TEST_BROKER_URL, or None for the embedded filesystem:// broker."""
+    return os.environ.get(BROKER_ENV) or None
+
+
+@pytest.fixture
+def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
+    return config.load(
+        database_url=db_url, broker_url=broker_url, home=tmp_path / "home", lease_s=6
+    )
+
+
+@pytest.fixture
+def engine(settings: config.Settings) -> Engine:
+    assert settings.database_url
+    return db.engine_for(settings.database_url)
+
+
+@pytest.fixture
+def celery_app(settings: config.Settings) -> Iterator[object]:
+    from app import celery as usher_celery
+
+    app = usher_celery.create(settings)
+    app.set_current()
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def worker_pool(
+    settings: config.Settings, tmp_path: Path
+) -> Iterator[workers.Pool]:
+    pool = workers.Pool(settings, tmp_path / "logs")
+    yield pool
+    pool.stop_all()

@@ -1,0 +1,236 @@
+"""The core's promises with real worker processes, a real broker and a real Postgres.
+
+Runs against USHER_TEST_BROKER_URL (RabbitMQ or Redis), or the embedded filesystem:// broker
+when none is named.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+
+from app import config, db
+from app import celery as usher_celery
+from policies import admission
+from tasks import sweeper
+from tests.support import invariants, packs
+from tests.support.flow import status, statuses, submit, wait_final, wait_until
+from tests.support.workers import Pool
+
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
+
+SLEEP_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}}
+
+
+def sleeper(name: str, concurrency: int, **policy: object) -> dict[str, object]:
+    return {"name": name, "runner": "sleep", "parameters": SLEEP_SCHEMA,
+            "policy": {"concurrency": concurrency, **policy}}
+
+
+def test_a_thousand_executions_with_limit_five(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    # Given one action with limit 5 and three worker processes with 8 slots between them
+    ref = packs.load(engine, tmp_path, [sleeper("job", 5)]) + ".job"
+    for concurrency in (3, 3, 2):
+        worker_pool.start(concurrency=concurrency)
+    # When 1,000 executions are requested
+    ids = submit(engine, settings, celery_app, ref, [{"seconds": 0.005}] * 1000)
+    wait_final(engine, [ref], timeout=240)
+    # Then all succeed, never more than 5 at once, granted strictly in seq order
+    assert statuses(engine, ref) == {"succeeded": 1000}
+    invariants.check_line(engine, ref, limit=5)
+    with engine.connect() as conn:
+        granted = conn.execute(text(
+            "SELECT id FROM executions ORDER BY scheduled_at, seq")).scalars().all()
+        workers = conn.execute(text(
+            "SELECT count(DISTINCT split_part(worker, '/', 1)) FROM executions")).scalar_one()
+    assert granted == ids
+    assert workers == 3
+
+
+def test_limit_one_runs_never_overlap_and_follow_seq(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    ref = packs.load(engine, tmp_path, [sleeper("serial", 1)]) + ".serial"
+    worker_pool.start(concurrency=2)
+    worker_pool.start(concurrency=2)
+    submit(engine, settings, celery_app, ref, [{"seconds": 0.01}] * 100)
+    wait_final(engine, [ref], timeout=180)
+    invariants.check_line(engine, ref, limit=1)
+    with engine.connect() as conn:
+        runs = conn.execute(text(
+            "SELECT seq, started_at, finished_at FROM executions ORDER BY started_at")).all()
+    assert [r.seq for r in runs] == list(range(1, 101))
+    for before, after in zip(runs, runs[1:], strict=False):
+        assert before.finished_at <= after.started_at
+
+
+def test_independent_lines_and_a_slow_action_does_not_delay_a_fast_one(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    name = packs.load(
+        engine, tmp_path, [sleeper("slow", 1), sleeper("medium", 2), sleeper("fast", 4)]
+    )
+    worker_pool.start(concurrency=4)
+    worker_pool.start(concurrency=4)
+    slow, medium, fast = (f"{name}.{a}" for a in ("slow", "medium", "fast"))
+    submit(engine, settings, celery_app, slow, [{"seconds": 0.3}] * 50)
+    submit(engine, settings, celery_app, medium, [{"seconds": 0.02}] * 50)
+    submit(engine, settings, celery_app, fast, [{"seconds": 0.0}] * 50)
+    wait_final(engine, [fast, medium], timeout=120)
+    # The slow line (50 x 0.3 s, one at a time) is far from done when the others finish.
+    assert statuses(engine, slow).get("succeeded", 0) < 45
+    wait_final(engine, [slow], timeout=120)
+    for ref, limit in ((slow, 1), (medium, 2), (fast, 4)):
+        invariants.check_line(engine, ref, limit)
+        assert statuses(engine, ref) == {"succeeded": 50}
+
+
+def test_pinned_pools_and_a_pool_for_everything(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    name = packs.load(engine, tmp_path, [sleeper("a", 2), sleeper("b", 4)])
+    a, b = f"{name}.a", f"{name}.b"
+    worker_pool.start(concurrency=1, actions=a, name="pool-a")
+    worker_pool.start(concurrency=3, actions=f"{name}.b*", name="pool-b")
+    worker_pool.start(concurrency=2, name="pool-all")
+    submit(engine, settings, celery_app, a, [{"seconds": 0.1}] * 30)
+    submit(engine, settings, celery_app, b, [{"seconds": 0.01}] * 60)
+    wait_final(engine, [a, b], timeout=180)
+    with engine.connect() as conn:
+        pools = {
+            ref: set(conn.execute(text(
+                "SELECT DISTINCT split_part(split_part(e.worker, '/', 1), '@', 1) "
+                "FROM executions e JOIN actions x ON x.id = e.action_id WHERE x.ref = :r"),
+                {"r": ref}).scalars())
+            for ref in (a, b)
+        }
+    assert pools[a] <= {"pool-a", "pool-all"}
+    assert pools[b] <= {"pool-b", "pool-all"}
+    assert "pool-a" in pools[a] and "pool-b" in pools[b]
+    invariants.check_line(engine, a, 2)
+    invariants.check_line(engine, b, 4)
+
+
+def test_partitions_have_their_own_limit_and_progress_in_parallel(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    action = sleeper("restart", 1, partition_by=["host"])
+    action["parameters"] = {"type": "object", "properties": {
+        "host": {"type": "string"}, "seconds": {"type": "number"}}}
+    ref = packs.load(engine, tmp_path, [action]) + ".restart"
+    worker_pool.start(concurrency=4)
+    hosts = ["db1", "db2", "web1"]
+    submit(engine, settings, celery_app, ref,
+           [{"host": hosts[i % 3], "seconds": 0.1} for i in range(30)])
+    wait_final(engine, [ref], timeout=120)
+    invariants.check_line(engine, ref, limit=1)  # per partition
+    ids = invariants.queue_ids(engine, ref)
+    assert len(ids) == 3
+    assert invariants.max_active(engine, ids) >= 2  # lines overlapped in time
+
+
+def test_actions_registered_after_the_worker_started_are_picked_up(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    worker_pool.start(concurrency=1)
+    ref = packs.load(engine, tmp_path, [sleeper("late", 1)]) + ".late"
+    (execution_id,) = submit(engine, settings, celery_app, ref, [{"seconds": 0}])
+    wait_until(lambda: status(engine, execution_id) == "succeeded", 30, what="the late action")
+
+
+def test_cancel_a_running_execution_terminates_it_and_starts_the_next(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    ref = packs.load(engine, tmp_path, [{
+        "name": "long", "runner": "python",
+        "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+        "policy": {"concurrency": 1},
+    }]) + ".long"
+    worker_pool.start(concurrency=2)
+    marker = tmp_path / "first.done"
+    first, second = submit(engine, settings, celery_app, ref, [
+        {"seconds": 4, "marker": str(marker)},
+        {"seconds": 0, "marker": str(tmp_path / "second.done")},
+    ])
+    wait_until(lambda: status(engine, first) == "running", 30, what="first running")
+    with db.unit_of_work(engine) as session:
+        cancelled = admission.cancel(session, settings, first)
+    usher_celery.terminate(celery_app, first, 1, cancelled.previous_status)  # type: ignore[arg-type]
+    usher_celery.publish(celery_app, cancelled.grants)  # type: ignore[arg-type]
+    wait_until(lambda: status(engine, second) == "succeeded", 30, what="second to run")
+    time.sleep(5)  # past the moment the first would have finished on its own
+    assert not marker.exists(), "the cancelled execution was not terminated"
+    assert status(engine, first) == "cancelled"
+    invariants.check_line(engine, ref, limit=1)
+
+
+def test_a_killed_pool_process_frees_its_slot_at_once(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    ref = packs.load(engine, tmp_path, [sleeper("victim", 1)]) + ".victim"
+    worker = worker_pool.start(concurrency=2)
+    first, second = submit(engine, settings, celery_app, ref,
+                           [{"seconds": 60}, {"seconds": 0}])
+    wait_until(lambda: status(engine, first) == "running", 30, what="first running")
+    with engine.connect() as conn:
+        pid = int(conn.execute(text("SELECT split_part(worker, '/', 2) FROM executions "
+                                    "WHERE id = :i"), {"i": first}).scalar_one())
+    assert pid in worker.child_pids()
+    os.kill(pid, signal.SIGKILL)
+    # The worker's main process reports WorkerLostError: no waiting for the lease.
+    wait_until(lambda: status(engine, second) == "succeeded", 20, what="the next in line")
+    assert status(engine, first) == "failed"
+    with engine.connect() as conn:
+        error = conn.execute(text("SELECT error FROM executions WHERE id = :i"),
+                             {"i": first}).scalar_one()
+    assert error.startswith("worker_lost")
+    invariants.check_line(engine, ref, limit=1)
+
+
+def test_the_sweeper_republishes_a_grant_whose_message_was_lost(
+    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    ref = packs.load(engine, tmp_path, [sleeper("lost", 1)]) + ".lost"
+    # Granted in Postgres, but the message never reached the broker (app=None: no publish).
+    (execution_id,) = submit(engine, settings, None, ref, [{"seconds": 0}])
+    assert status(engine, execution_id) == "scheduled"
+    worker_pool.start(concurrency=1)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE executions SET published_at = published_at - "
+                          "interval '10 minutes'"))
+    counts = sweeper.sweep()
+    assert counts["republished"] == 1
+    wait_until(lambda: status(engine, execution_id) == "succeeded", 30, what="republished run")
+    invariants.check_line(engine, ref, limit=1)
+
+
+def test_the_sweeper_releases_an_expired_lease(
+    engine: Engine, settings: config.Settings, celery_app: object, tmp_path: Path
+) -> None:
+    ref = packs.load(engine, tmp_path, [sleeper("ghost", 1)]) + ".ghost"
+    first, second = submit(engine, settings, None, ref, [{}, {}])
+    with db.unit_of_work(engine) as session:
+        assert admission.claim(session, first, 1, "gone@host/1", 6)
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE executions SET lease_expires_at = now() - interval '1 s' "
+                          "WHERE id = :i"), {"i": first})
+    assert sweeper.sweep()["lost_workers"] == 1
+    assert status(engine, first) == "failed"
+    assert status(engine, second) == "scheduled"
+    assert invariants.counter_mismatches(engine) == []

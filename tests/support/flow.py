@@ -1,0 +1,66 @@
+"""Submit work the way the API does (enqueue, commit, publish) and wait for it to finish."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from sqlalchemy import Engine, text
+
+from app import celery as usher_celery
+from app import config, db
+from policies import admission
+from tests.support import invariants
+
+
+def submit(
+    engine: Engine,
+    settings: config.Settings,
+    app: Any,
+    ref: str,
+    parameters: list[dict[str, Any]],
+    priority: int = 0,
+) -> list[int]:
+    ids = []
+    for params in parameters:
+        with db.unit_of_work(engine) as session:
+            enqueued = admission.enqueue(session, settings, ref, params, priority)
+        if app is not None:
+            usher_celery.publish(app, enqueued.grants)
+        ids.append(enqueued.execution_id)
+    return ids
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.2, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
+        time.sleep(interval)
+
+
+def wait_final(engine: Engine, refs: list[str], timeout: float) -> None:
+    wait_until(
+        lambda: all(invariants.unfinished(engine, ref) == 0 for ref in refs),
+        timeout,
+        what=f"every execution of {refs} to finish",
+    )
+
+
+def status(engine: Engine, execution_id: int) -> str:
+    with engine.connect() as conn:
+        return str(
+            conn.execute(
+                text("SELECT status FROM executions WHERE id = :id"), {"id": execution_id}
+            ).scalar_one()
+        )
+
+
+def statuses(engine: Engine, ref: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("""SELECT e.status, count(*) FROM executions e JOIN actions a
+                    ON a.id = e.action_id WHERE a.ref = :ref GROUP BY e.status"""),
+            {"ref": ref},
+        ).all()
+    return {r[0]: r[1] for r in rows}
