@@ -48,13 +48,23 @@ def filesystem_transport_options(home: Path) -> dict[str, str]:
         "control_folder": str(folders["control"]),
         "processed_folder": str(folders["processed"]),
         "store_processed": False,  # type: ignore[dict-item]
+        # Kombu polls a virtual transport once a second by default: too slow for a line
+        # whose next grant waits on the previous completion.
+        "polling_interval": 0.05,  # type: ignore[dict-item]
     }
 
 
 def create(settings: Settings) -> Celery:
     """Build the app; nothing connects until a worker starts or a message is sent."""
     app = Celery(
-        "usher", include=["tasks.execute", "tasks.sweeper", "tasks.signals", "tasks.consumers"]
+        "usher",
+        include=[
+            "tasks.execute",
+            "tasks.sweeper",
+            "tasks.signals",
+            "tasks.consumers",
+            "tasks.plain",
+        ],
     )
     transport_options: dict[str, object] = {}
     broker = settings.broker_url

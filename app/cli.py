@@ -370,6 +370,32 @@ def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
     up.run(rt, demo=demo, workers=workers, concurrency=concurrency)
 
 
+@main.command("bench")
+@click.option("--executions", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True)
+@click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=8,
+    show_default=True,
+    help="the Usher line's concurrency limit",
+)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def bench_cmd(
+    rt: Runtime, executions: int, workers: int, concurrency: int, limit: int, as_json: bool
+) -> None:
+    """Usher against plain Celery on the same broker and workers (a scratch database)."""
+    from app import bench
+
+    figures = bench.run(rt.settings, executions, workers, concurrency, limit, err_console)
+    if as_json:
+        emit_json(bench.as_dicts(figures))
+    else:
+        bench.show(figures, (rt.settings.broker_url or "filesystem://").split("@")[-1], console)
+
+
 def entry() -> None:
     try:
         main(standalone_mode=False)

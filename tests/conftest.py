@@ -98,9 +98,7 @@ def celery_app(settings: config.Settings) -> Iterator[object]:
 
 
 @pytest.fixture
-def worker_pool(
-    settings: config.Settings, tmp_path: Path
-) -> Iterator[workers.Pool]:
+def worker_pool(settings: config.Settings, tmp_path: Path) -> Iterator[workers.Pool]:
     pool = workers.Pool(settings, tmp_path / "logs")
     yield pool
     pool.stop_all()

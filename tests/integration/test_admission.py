@@ -21,21 +21,27 @@ def _pack(engine: Engine, tmp_path: Path, **policy: object) -> str:
     return packs.load(
         engine,
         tmp_path,
-        [{"name": "job", "runner": "noop", "policy": policy,
-          "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}}}],
+        [
+            {
+                "name": "job",
+                "runner": "noop",
+                "policy": policy,
+                "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}},
+            }
+        ],
     )
 
 
-def test_grants_up_to_the_limit_in_seq_order(engine: Engine, settings: config.Settings,
-                                              tmp_path: Path) -> None:
+def test_grants_up_to_the_limit_in_seq_order(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
     # Given a line with limit 2
     ref = _pack(engine, tmp_path, concurrency=2) + ".job"
     # When five executions arrive
     ids = submit(engine, settings, None, ref, [{"n": i} for i in range(5)])
     # Then the first two hold the slots and the rest wait in order
     with engine.connect() as conn:
-        rows = conn.execute(
-            text("SELECT id, seq, status FROM executions ORDER BY seq")).all()
+        rows = conn.execute(text("SELECT id, seq, status FROM executions ORDER BY seq")).all()
     assert [r.status for r in rows] == ["scheduled"] * 2 + ["queued"] * 3
     assert [r.id for r in rows] == ids
     assert [r.seq for r in rows] == [1, 2, 3, 4, 5]
@@ -61,8 +67,9 @@ def test_release_grants_the_next_in_the_same_transaction(
     with db.unit_of_work(engine) as session:
         assert admission.release(session, settings, first, 1, "failed") == []
     with engine.connect() as conn:
-        row = conn.execute(text("SELECT status, result FROM executions WHERE id = :i"),
-                           {"i": first}).one()
+        row = conn.execute(
+            text("SELECT status, result FROM executions WHERE id = :i"), {"i": first}
+        ).one()
     assert row.status == "succeeded" and row.result == {"ok": 1}
     assert invariants.counter_mismatches(engine) == []
 
@@ -102,9 +109,10 @@ def test_unknown_action_and_bad_parameters(
     ref = _pack(engine, tmp_path) + ".job"
     with pytest.raises(UnknownAction), db.unit_of_work(engine) as session:
         admission.enqueue(session, settings, "nope.nothing", {})
-    with pytest.raises(InvalidParameters, match=r"parameters\.n"), db.unit_of_work(
-        engine
-    ) as session:
+    with (
+        pytest.raises(InvalidParameters, match=r"parameters\.n"),
+        db.unit_of_work(engine) as session,
+    ):
         admission.enqueue(session, settings, ref, {"n": "not a number"})
 
 
@@ -144,8 +152,10 @@ def test_queue_timeout_expires_waiting_executions(
     ids = submit(engine, settings, None, ref, [{}] * 4)
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE executions SET enqueued_at = enqueued_at - interval '2 minutes' "
-                 "WHERE id = ANY(:ids)"),
+            text(
+                "UPDATE executions SET enqueued_at = enqueued_at - interval '2 minutes' "
+                "WHERE id = ANY(:ids)"
+            ),
             {"ids": ids[1:3]},
         )
         queue_id = conn.execute(text("SELECT id FROM queues")).scalar_one()
@@ -162,9 +172,12 @@ def test_limits_resolve_action_over_pack_over_default(
 ) -> None:
     # default 10 (settings), pack 3, one action overrides with 1
     name = packs.load(
-        engine, tmp_path,
-        [{"name": "own", "runner": "noop", "policy": {"concurrency": 1}},
-         {"name": "inherits", "runner": "noop"}],
+        engine,
+        tmp_path,
+        [
+            {"name": "own", "runner": "noop", "policy": {"concurrency": 1}},
+            {"name": "inherits", "runner": "noop"},
+        ],
         policy={"concurrency": 3},
     )
     bare = packs.load(engine, tmp_path, [{"name": "bare", "runner": "noop"}])
@@ -173,25 +186,44 @@ def test_limits_resolve_action_over_pack_over_default(
         submit(engine, settings, None, ref, [{}] * 12)
         with engine.connect() as conn:
             granted[ref.split(".")[1]] = conn.execute(
-                text("SELECT count(*) FROM executions e JOIN actions a ON a.id = e.action_id "
-                     "WHERE a.ref = :r AND e.status = 'scheduled'"), {"r": ref}).scalar_one()
+                text(
+                    "SELECT count(*) FROM executions e JOIN actions a ON a.id = e.action_id "
+                    "WHERE a.ref = :r AND e.status = 'scheduled'"
+                ),
+                {"r": ref},
+            ).scalar_one()
     assert granted == {"own": 1, "inherits": 3, "bare": settings.default_max_concurrent}
 
 
 def test_partitioned_lines_have_their_own_limit_and_order(
     engine: Engine, settings: config.Settings, tmp_path: Path
 ) -> None:
-    name = packs.load(engine, tmp_path, [{
-        "name": "restart", "runner": "noop",
-        "policy": {"concurrency": 1, "partition_by": ["host"]},
-        "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
-    }])
-    submit(engine, settings, None, f"{name}.restart",
-           [{"host": h} for h in ["a", "b", "a", "c", "b", "a"]])
+    name = packs.load(
+        engine,
+        tmp_path,
+        [
+            {
+                "name": "restart",
+                "runner": "noop",
+                "policy": {"concurrency": 1, "partition_by": ["host"]},
+                "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
+            }
+        ],
+    )
+    submit(
+        engine,
+        settings,
+        None,
+        f"{name}.restart",
+        [{"host": h} for h in ["a", "b", "a", "c", "b", "a"]],
+    )
     with engine.connect() as conn:
-        rows = conn.execute(text(
-            "SELECT q.partition_key, e.seq, e.status FROM executions e "
-            "JOIN queues q ON q.id = e.queue_id ORDER BY q.partition_key, e.seq")).all()
+        rows = conn.execute(
+            text(
+                "SELECT q.partition_key, e.seq, e.status FROM executions e "
+                "JOIN queues q ON q.id = e.queue_id ORDER BY q.partition_key, e.seq"
+            )
+        ).all()
     lines: dict[str, list[tuple[int, str]]] = {}
     for r in rows:
         lines.setdefault(r.partition_key, []).append((r.seq, r.status))
@@ -219,9 +251,16 @@ def test_concurrent_clients_never_break_the_limit_or_fifo(
         try:
             while not stop.is_set() or invariants.unfinished(engine, ref):
                 with engine.connect() as conn:
-                    ids = conn.execute(text(
-                        "SELECT id FROM executions WHERE status = 'scheduled' "
-                        "ORDER BY random() LIMIT 1")).scalars().all()
+                    ids = (
+                        conn.execute(
+                            text(
+                                "SELECT id FROM executions WHERE status = 'scheduled' "
+                                "ORDER BY random() LIMIT 1"
+                            )
+                        )
+                        .scalars()
+                        .all()
+                    )
                 for execution_id in ids:
                     with db.unit_of_work(engine) as session:
                         claimed = admission.claim(session, execution_id, 1, "t/1", 15)
@@ -247,8 +286,8 @@ def test_concurrent_clients_never_break_the_limit_or_fifo(
 
 
 def test_migrations_match_the_models(engine: Engine) -> None:
-    from alembic.migration import MigrationContext
     from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
 
     from app.models import Base
 

@@ -6,6 +6,7 @@ when none is named.
 
 from __future__ import annotations
 
+import itertools
 import os
 import signal
 import time
@@ -14,8 +15,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, text
 
-from app import config, db
 from app import celery as usher_celery
+from app import config, db
 from policies import admission
 from tasks import sweeper
 from tests.support import invariants, packs
@@ -28,12 +29,19 @@ SLEEP_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}}
 
 
 def sleeper(name: str, concurrency: int, **policy: object) -> dict[str, object]:
-    return {"name": name, "runner": "sleep", "parameters": SLEEP_SCHEMA,
-            "policy": {"concurrency": concurrency, **policy}}
+    return {
+        "name": name,
+        "runner": "sleep",
+        "parameters": SLEEP_SCHEMA,
+        "policy": {"concurrency": concurrency, **policy},
+    }
 
 
 def test_a_thousand_executions_with_limit_five(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     # Given one action with limit 5 and three worker processes with 8 slots between them
@@ -47,16 +55,23 @@ def test_a_thousand_executions_with_limit_five(
     assert statuses(engine, ref) == {"succeeded": 1000}
     invariants.check_line(engine, ref, limit=5)
     with engine.connect() as conn:
-        granted = conn.execute(text(
-            "SELECT id FROM executions ORDER BY scheduled_at, seq")).scalars().all()
-        workers = conn.execute(text(
-            "SELECT count(DISTINCT split_part(worker, '/', 1)) FROM executions")).scalar_one()
+        granted = (
+            conn.execute(text("SELECT id FROM executions ORDER BY scheduled_at, seq"))
+            .scalars()
+            .all()
+        )
+        workers = conn.execute(
+            text("SELECT count(DISTINCT split_part(worker, '/', 1)) FROM executions")
+        ).scalar_one()
     assert granted == ids
     assert workers == 3
 
 
 def test_limit_one_runs_never_overlap_and_follow_seq(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     ref = packs.load(engine, tmp_path, [sleeper("serial", 1)]) + ".serial"
@@ -66,15 +81,19 @@ def test_limit_one_runs_never_overlap_and_follow_seq(
     wait_final(engine, [ref], timeout=180)
     invariants.check_line(engine, ref, limit=1)
     with engine.connect() as conn:
-        runs = conn.execute(text(
-            "SELECT seq, started_at, finished_at FROM executions ORDER BY started_at")).all()
+        runs = conn.execute(
+            text("SELECT seq, started_at, finished_at FROM executions ORDER BY started_at")
+        ).all()
     assert [r.seq for r in runs] == list(range(1, 101))
-    for before, after in zip(runs, runs[1:], strict=False):
+    for before, after in itertools.pairwise(runs):
         assert before.finished_at <= after.started_at
 
 
 def test_independent_lines_and_a_slow_action_does_not_delay_a_fast_one(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     name = packs.load(
@@ -96,7 +115,10 @@ def test_independent_lines_and_a_slow_action_does_not_delay_a_fast_one(
 
 
 def test_pinned_pools_and_a_pool_for_everything(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     name = packs.load(engine, tmp_path, [sleeper("a", 2), sleeper("b", 4)])
@@ -109,10 +131,15 @@ def test_pinned_pools_and_a_pool_for_everything(
     wait_final(engine, [a, b], timeout=180)
     with engine.connect() as conn:
         pools = {
-            ref: set(conn.execute(text(
-                "SELECT DISTINCT split_part(split_part(e.worker, '/', 1), '@', 1) "
-                "FROM executions e JOIN actions x ON x.id = e.action_id WHERE x.ref = :r"),
-                {"r": ref}).scalars())
+            ref: set(
+                conn.execute(
+                    text(
+                        "SELECT DISTINCT split_part(split_part(e.worker, '/', 1), '@', 1) "
+                        "FROM executions e JOIN actions x ON x.id = e.action_id WHERE x.ref = :r"
+                    ),
+                    {"r": ref},
+                ).scalars()
+            )
             for ref in (a, b)
         }
     assert pools[a] <= {"pool-a", "pool-all"}
@@ -123,17 +150,27 @@ def test_pinned_pools_and_a_pool_for_everything(
 
 
 def test_partitions_have_their_own_limit_and_progress_in_parallel(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     action = sleeper("restart", 1, partition_by=["host"])
-    action["parameters"] = {"type": "object", "properties": {
-        "host": {"type": "string"}, "seconds": {"type": "number"}}}
+    action["parameters"] = {
+        "type": "object",
+        "properties": {"host": {"type": "string"}, "seconds": {"type": "number"}},
+    }
     ref = packs.load(engine, tmp_path, [action]) + ".restart"
     worker_pool.start(concurrency=4)
     hosts = ["db1", "db2", "web1"]
-    submit(engine, settings, celery_app, ref,
-           [{"host": hosts[i % 3], "seconds": 0.1} for i in range(30)])
+    submit(
+        engine,
+        settings,
+        celery_app,
+        ref,
+        [{"host": hosts[i % 3], "seconds": 0.1} for i in range(30)],
+    )
     wait_final(engine, [ref], timeout=120)
     invariants.check_line(engine, ref, limit=1)  # per partition
     ids = invariants.queue_ids(engine, ref)
@@ -142,7 +179,10 @@ def test_partitions_have_their_own_limit_and_progress_in_parallel(
 
 
 def test_actions_registered_after_the_worker_started_are_picked_up(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     worker_pool.start(concurrency=1)
@@ -152,20 +192,39 @@ def test_actions_registered_after_the_worker_started_are_picked_up(
 
 
 def test_cancel_a_running_execution_terminates_it_and_starts_the_next(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
-    ref = packs.load(engine, tmp_path, [{
-        "name": "long", "runner": "python",
-        "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
-        "policy": {"concurrency": 1},
-    }]) + ".long"
+    ref = (
+        packs.load(
+            engine,
+            tmp_path,
+            [
+                {
+                    "name": "long",
+                    "runner": "python",
+                    "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+                    "policy": {"concurrency": 1},
+                }
+            ],
+        )
+        + ".long"
+    )
     worker_pool.start(concurrency=2)
     marker = tmp_path / "first.done"
-    first, second = submit(engine, settings, celery_app, ref, [
-        {"seconds": 4, "marker": str(marker)},
-        {"seconds": 0, "marker": str(tmp_path / "second.done")},
-    ])
+    first, second = submit(
+        engine,
+        settings,
+        celery_app,
+        ref,
+        [
+            {"seconds": 4, "marker": str(marker)},
+            {"seconds": 0, "marker": str(tmp_path / "second.done")},
+        ],
+    )
     wait_until(lambda: status(engine, first) == "running", 30, what="first running")
     with db.unit_of_work(engine) as session:
         cancelled = admission.cancel(session, settings, first)
@@ -179,31 +238,41 @@ def test_cancel_a_running_execution_terminates_it_and_starts_the_next(
 
 
 def test_a_killed_pool_process_frees_its_slot_at_once(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     ref = packs.load(engine, tmp_path, [sleeper("victim", 1)]) + ".victim"
     worker = worker_pool.start(concurrency=2)
-    first, second = submit(engine, settings, celery_app, ref,
-                           [{"seconds": 60}, {"seconds": 0}])
+    first, second = submit(engine, settings, celery_app, ref, [{"seconds": 60}, {"seconds": 0}])
     wait_until(lambda: status(engine, first) == "running", 30, what="first running")
     with engine.connect() as conn:
-        pid = int(conn.execute(text("SELECT split_part(worker, '/', 2) FROM executions "
-                                    "WHERE id = :i"), {"i": first}).scalar_one())
+        pid = int(
+            conn.execute(
+                text("SELECT split_part(worker, '/', 2) FROM executions WHERE id = :i"),
+                {"i": first},
+            ).scalar_one()
+        )
     assert pid in worker.child_pids()
     os.kill(pid, signal.SIGKILL)
     # The worker's main process reports WorkerLostError: no waiting for the lease.
     wait_until(lambda: status(engine, second) == "succeeded", 20, what="the next in line")
     assert status(engine, first) == "failed"
     with engine.connect() as conn:
-        error = conn.execute(text("SELECT error FROM executions WHERE id = :i"),
-                             {"i": first}).scalar_one()
+        error = conn.execute(
+            text("SELECT error FROM executions WHERE id = :i"), {"i": first}
+        ).scalar_one()
     assert error.startswith("worker_lost")
     invariants.check_line(engine, ref, limit=1)
 
 
 def test_the_sweeper_republishes_a_grant_whose_message_was_lost(
-    engine: Engine, settings: config.Settings, celery_app: object, worker_pool: Pool,
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
     ref = packs.load(engine, tmp_path, [sleeper("lost", 1)]) + ".lost"
@@ -212,8 +281,9 @@ def test_the_sweeper_republishes_a_grant_whose_message_was_lost(
     assert status(engine, execution_id) == "scheduled"
     worker_pool.start(concurrency=1)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE executions SET published_at = published_at - "
-                          "interval '10 minutes'"))
+        conn.execute(
+            text("UPDATE executions SET published_at = published_at - interval '10 minutes'")
+        )
     counts = sweeper.sweep()
     assert counts["republished"] == 1
     wait_until(lambda: status(engine, execution_id) == "succeeded", 30, what="republished run")
@@ -228,8 +298,10 @@ def test_the_sweeper_releases_an_expired_lease(
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, first, 1, "gone@host/1", 6)
     with engine.begin() as conn:
-        conn.execute(text("UPDATE executions SET lease_expires_at = now() - interval '1 s' "
-                          "WHERE id = :i"), {"i": first})
+        conn.execute(
+            text("UPDATE executions SET lease_expires_at = now() - interval '1 s' WHERE id = :i"),
+            {"i": first},
+        )
     assert sweeper.sweep()["lost_workers"] == 1
     assert status(engine, first) == "failed"
     assert status(engine, second) == "scheduled"

@@ -1,0 +1,107 @@
+"""Start and stop ``usher worker`` processes: for ``usher bench`` and the integration tests."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app import config
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def environment(settings: config.Settings) -> dict[str, str]:
+    """The settings as USHER_* variables for a child process (nothing inherited beside them)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("USHER_")}
+    env.update(
+        USHER_DATABASE_URL=settings.database_url or "",
+        USHER_HOME=str(settings.home),
+        USHER_LEASE_S=str(settings.lease_s),
+        USHER_DEFAULT_MAX_CONCURRENT=str(settings.default_max_concurrent),
+        PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
+    )
+    if settings.broker_url:
+        env["USHER_BROKER_URL"] = settings.broker_url
+    return env
+
+
+@dataclass
+class Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def child_pids(self) -> list[int]:
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
+        ).stdout
+        return [int(p) for p in out.split()]
+
+
+@dataclass
+class Pool:
+    """Worker processes, each in its own session so teardown can kill the whole group."""
+
+    settings: config.Settings
+    log_dir: Path
+    workers: list[Worker] = field(default_factory=list)
+
+    def start(
+        self,
+        concurrency: int = 2,
+        actions: str = "",
+        name: str | None = None,
+        ready_s: float = 60,
+        extra: tuple[str, ...] = (),
+    ) -> Worker:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
+        log = self.log_dir / f"{name}.log"
+        args = [sys.executable, "-m", "app.cli", "worker", "-c", str(concurrency)]
+        if actions:
+            args += ["--actions", actions]
+        args += ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", *extra]
+        with log.open("wb") as out:
+            process = subprocess.Popen(
+                args,
+                env=environment(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        worker = Worker(name, process, log)
+        self.workers.append(worker)
+        deadline = time.monotonic() + ready_s
+        while " ready." not in worker.text():
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.stop_all()
+                raise RuntimeError(f"worker {name} did not start:\n{worker.text()[-3000:]}")
+            time.sleep(0.2)
+        return worker
+
+    def stop_all(self, grace_s: float = 10) -> None:
+        for worker in self.workers:
+            if worker.process.poll() is None:
+                worker.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for worker in self.workers:
+            try:
+                worker.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                pass
+            try:
+                os.killpg(worker.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            worker.process.wait(timeout=10)
+        self.workers.clear()
