@@ -69,7 +69,7 @@ def create(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {}
     broker = settings.broker_url
     if not broker:
-        broker = "filesystem://"
+        broker = "filesystem://localhost//"  # a hostname keeps kombu from warning per connect
         transport_options.update(filesystem_transport_options(settings.home))
     elif broker.startswith(("redis://", "rediss://")):
         # Redis redelivers an unacked message only after the visibility timeout; Postgres

@@ -88,6 +88,9 @@ def describe(error: ValidationError) -> str:
 
 def load(**overrides: Any) -> Settings:
     """Read and validate the settings; raise ConfigError with one line on a bad value."""
+    config_file = os.environ.get("USHER_CONFIG")
+    if config_file and not Path(config_file).is_file():
+        raise ConfigError(f"USHER_CONFIG={config_file!r} is invalid: no such file")
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -37,11 +37,10 @@ def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
         USHER_API_TOKEN=token,
         USHER_HOME=str(settings.home.resolve()),
     )
-    processes = [spawn(["web"], env), spawn(["beat"], env)]
-    processes += [
-        spawn(["worker", "-c", str(concurrency), "-n", f"worker{i}@%h"], env)
-        for i in range(1, workers + 1)
+    commands = [["web"], ["beat"]] + [
+        ["worker", "-c", str(concurrency), "-n", f"worker{i}@%h"] for i in range(1, workers + 1)
     ]
+    processes = [spawn(command, env) for command in commands]
     console.print(f"dashboard: http://{settings.web_host}:{settings.web_port}/")
     console.print(f"admin API token: [bold]{token}[/bold]")
     stopping = False
@@ -57,7 +56,13 @@ def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
         while not stopping and all(p.poll() is None for p in processes):
             time.sleep(0.5)
     except KeyboardInterrupt:
-        pass
+        stopping = True
+    for command, process in zip(commands, processes, strict=True):
+        if process.poll() is not None and not stopping:
+            console.print(
+                f"[red]usher {' '.join(command)} exited with code {process.returncode}; "
+                "stopping everything (its output is above)[/red]"
+            )
     console.print("stopping...")
     terminate_all(processes)
     rt.engine.dispose()

@@ -263,10 +263,12 @@ def release(
     status: str,
     result: Any = None,
     error: str | None = None,
+    lease_expired: bool = False,
 ) -> list[Grant]:
     """End this attempt with a final status, free its slot and grant the next, all at once.
 
     Idempotent and fenced: a second signal, a late worker or a stale attempt changes nothing.
+    ``lease_expired`` (the sweeper) releases only if no heartbeat renewed the lease since.
     """
     if status not in RELEASE_STATUSES:
         raise ValueError(f"release status must be one of {RELEASE_STATUSES}, not {status!r}")
@@ -277,6 +279,7 @@ def release(
                 UPDATE executions SET status = :status, finished_at = clock_timestamp(),
                     result = CAST(:result AS jsonb), error = :error, lease_expires_at = NULL
                 WHERE id = :id AND attempt = :attempt AND status IN ('scheduled', 'running')
+                  AND (NOT :lease_expired OR lease_expires_at < clock_timestamp())
                 RETURNING queue_id
             )
             UPDATE queues SET active_count = active_count - 1,
@@ -290,6 +293,7 @@ def release(
             "status": status,
             "result": _json(result) if result is not None else None,
             "error": error,
+            "lease_expired": lease_expired,
         },
     ).one_or_none()
     if released is None:
@@ -323,9 +327,11 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
     return Cancelled(previous, grants)
 
 
-def expire(session: Session, settings: Settings, queue_id: int) -> int:
-    """Mark executions that waited longer than the line's queue timeout as expired."""
-    line = lock_line(session, settings, queue_id)
+def expire(session: Session, line: Line) -> int:
+    """Mark executions that waited longer than the line's queue timeout as expired.
+
+    The caller holds the line's lock (``lock_line``).
+    """
     return int(
         session.execute(
             text("""
@@ -343,7 +349,7 @@ def expire(session: Session, settings: Settings, queue_id: int) -> int:
                 )
                 SELECT count(*) FROM gone
             """),
-            {"queue_id": queue_id, "timeout": line.limits.queue_timeout_s},
+            {"queue_id": line.queue_id, "timeout": line.limits.queue_timeout_s},
         ).scalar_one()
     )
 

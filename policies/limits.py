@@ -26,7 +26,9 @@ def resolve(
                 return int(policy[key])
         return default
 
-    partition_by = action_policy.get("partition_by", pack_policy.get("partition_by")) or []
+    partition_by = action_policy.get("partition_by")
+    if partition_by is None:
+        partition_by = pack_policy.get("partition_by") or []
     return Limits(
         concurrency=pick("concurrency", settings.default_max_concurrent),
         max_queue_length=pick("max_queue_length", settings.default_max_queue_length),

@@ -22,7 +22,7 @@ def sweep() -> dict[str, int]:
     """One pass; each repair is its own short transaction. Safe to run concurrently."""
     settings = context.settings()
     engine = context.engine()
-    counts = {"lost_workers": 0, "republished": 0, "expired": 0}
+    counts = {"lost_workers": 0, "republished": 0, "expired": 0, "granted": 0}
     with engine.connect() as lock_conn:
         if not lock_conn.execute(text(f"SELECT pg_try_advisory_lock({SWEEP_LOCK})")).scalar():
             return counts  # another sweeper is at it
@@ -36,6 +36,7 @@ def sweep() -> dict[str, int]:
                         attempt,
                         "failed",
                         error="worker_lost: lease expired",
+                        lease_expired=True,
                     )
                 counts["lost_workers"] += 1
                 usher_celery.publish(current_app, grants)
@@ -45,7 +46,11 @@ def sweep() -> dict[str, int]:
             counts["republished"] = usher_celery.publish(current_app, stale)
             for queue_id in _in_tx(recovery.waiting_lines):
                 with db.unit_of_work(engine) as session:
-                    counts["expired"] += admission.expire(session, settings, queue_id)
+                    line = admission.lock_line(session, settings, queue_id)
+                    counts["expired"] += admission.expire(session, line)
+                    # A raised limit (pack reload) is granted here even on an idle line.
+                    grants = admission.admit(session, line)
+                counts["granted"] += usher_celery.publish(current_app, grants)
         finally:
             lock_conn.execute(text(f"SELECT pg_advisory_unlock({SWEEP_LOCK})"))
             lock_conn.commit()

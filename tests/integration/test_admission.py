@@ -160,7 +160,8 @@ def test_queue_timeout_expires_waiting_executions(
         )
         queue_id = conn.execute(text("SELECT id FROM queues")).scalar_one()
     with db.unit_of_work(engine) as session:
-        assert admission.expire(session, settings, queue_id) == 2
+        line = admission.lock_line(session, settings, queue_id)
+        assert admission.expire(session, line) == 2
     with engine.connect() as conn:
         got = dict(conn.execute(text("SELECT id, status FROM executions")).all())
     assert [got[i] for i in ids] == ["scheduled", "expired", "expired", "queued"]
