@@ -22,10 +22,11 @@ from sqlalchemy import Engine
 from app import celery as usher_celery
 from app import config, db, packs, queries
 from app.errors import UsherError
+from app.models import STATUSES
 
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
 FINAL = {"succeeded", "failed", "timed_out", "dead", "cancelled", "expired"}
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -248,7 +249,7 @@ def executions_group() -> None:
 
 @executions_group.command("list")
 @click.option("--action", default=None)
-@click.option("--status", default=None)
+@click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime

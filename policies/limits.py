@@ -38,12 +38,16 @@ def resolve(
 
 
 def partition_key(partition_by: tuple[str, ...], parameters: dict[str, Any]) -> str:
-    """The line an execution waits in: '' when unpartitioned, else e.g. 'host=db1'."""
+    """The line an execution waits in: '' when unpartitioned, else e.g. 'host=db1'.
+
+    Strings appear as they are, other values as JSON; ``,``, ``=`` and ``%`` are
+    percent-encoded so that two different sets of values never share a line.
+    """
     if not partition_by:
         return ""
-    return ",".join(
-        f"{name}={json.dumps(parameters.get(name), sort_keys=True, default=str)}"
-        if not isinstance(parameters.get(name), str)
-        else f"{name}={parameters[name]}"
-        for name in partition_by
-    )
+
+    def shown(value: Any) -> str:
+        raw = value if isinstance(value, str) else json.dumps(value, sort_keys=True, default=str)
+        return raw.replace("%", "%25").replace(",", "%2C").replace("=", "%3D")
+
+    return ",".join(f"{name}={shown(parameters.get(name))}" for name in partition_by)

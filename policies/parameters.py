@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jsonschema
@@ -10,9 +11,25 @@ from jsonschema import exceptions
 from app.errors import InvalidParameters
 
 
+def _storable(value: Any, path: str) -> None:
+    """Postgres jsonb holds neither NUL characters nor NaN/Infinity: refuse them up front."""
+    if isinstance(value, str) and "\x00" in value:
+        raise InvalidParameters(f"{path}: NUL characters are not allowed")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise InvalidParameters(f"{path}: {value} is not a finite number")
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _storable(key, path)
+            _storable(item, f"{path}.{key}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _storable(item, f"{path}[{index}]")
+
+
 def validate(schema: dict[str, Any], parameters: Any) -> dict[str, Any]:
     if not isinstance(parameters, dict):
         raise InvalidParameters("parameters must be a JSON object")
+    _storable(parameters, "parameters")
     if not schema:
         return parameters
     validator_cls = jsonschema.validators.validator_for(

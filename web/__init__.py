@@ -6,12 +6,12 @@ from typing import Any
 
 from celery import Celery
 from flask import Flask, jsonify
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
 from app import celery as usher_celery
 from app import config, db
-from app.errors import DatabaseUnavailable, UsherError
+from app.errors import DatabaseUnavailable, InvalidRequest, UsherError
 
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
@@ -33,6 +33,11 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     @flask_app.errorhandler(UsherError)
     def usher_error(error: UsherError) -> Any:
         return jsonify(error={"code": error.code, "message": error.message}), error.status
+
+    @flask_app.errorhandler(DataError)
+    def unstorable(error: DataError) -> Any:
+        # e.g. a NUL character in a path or query value: Postgres refuses it, so do we.
+        return usher_error(InvalidRequest("the request holds a value Postgres cannot store"))
 
     @flask_app.errorhandler(OperationalError)
     def database_down(error: OperationalError) -> Any:

@@ -578,10 +578,6 @@ def test_wrong_method_or_path_is_a_json_4xx(
     assert_error(response, response.status_code)
 
 
-NUL_BUG = "a NUL character reaches Postgres (text/jsonb refuse it) and the DataError becomes a 500"
-NAN_BUG = "NaN is accepted by the JSON parser but refused by jsonb: DataError becomes a 500"
-
-
 @pytest.mark.parametrize(
     ("method", "path", "body"),
     [
@@ -589,42 +585,36 @@ NAN_BUG = "NaN is accepted by the JSON parser but refused by jsonb: DataError be
             "GET",
             "/api/v1/executions?action=%00",
             None,
-            marks=pytest.mark.xfail(reason=NUL_BUG, strict=True),
             id="list-action-nul",
         ),
         pytest.param(
             "GET",
             "/api/v1/actions/a%00b",
             None,
-            marks=pytest.mark.xfail(reason=NUL_BUG, strict=True),
             id="show-action-nul",
         ),
         pytest.param(
             "GET",
             "/api/v1/actions/a%00b/queue-stats",
             None,
-            marks=pytest.mark.xfail(reason=NUL_BUG, strict=True),
             id="queue-stats-nul",
         ),
         pytest.param(
             "POST",
             "/api/v1/executions",
             '{"action": "a\\u0000b"}',
-            marks=pytest.mark.xfail(reason=NUL_BUG, strict=True),
             id="submit-action-nul",
         ),
         pytest.param(
             "POST",
             "/api/v1/executions",
             '{"action": "PACK.free", "parameters": {"x": "\\u0000"}}',
-            marks=pytest.mark.xfail(reason=NUL_BUG, strict=True),
             id="submit-parameter-nul",
         ),
         pytest.param(
             "POST",
             "/api/v1/executions",
             '{"action": "PACK.free", "parameters": {"x": NaN}}',
-            marks=pytest.mark.xfail(reason=NAN_BUG, strict=True),
             id="submit-parameter-nan",
         ),
         pytest.param(

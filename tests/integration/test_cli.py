@@ -185,11 +185,6 @@ def test_packs_load_refuses_an_invalid_pack(settings: config.Settings, tmp_path:
     assert "Traceback" not in done.stderr and done.stdout == ""
 
 
-@pytest.mark.xfail(
-    reason="app.cli.entry prints UsherError through rich (err_console), which wraps at 80 "
-    "columns and splits long messages and file paths over several lines",
-    strict=True,
-)
 def test_error_messages_are_one_unwrapped_line(settings: config.Settings, tmp_path: Path) -> None:
     _, directory = write_pack(tmp_path, [{"name": "bad", "runner": "teleport"}])
     done = usher_process(settings, "packs", "load", str(directory))

@@ -306,3 +306,17 @@ def test_the_sweeper_releases_an_expired_lease(
     assert status(engine, first) == "failed"
     assert status(engine, second) == "scheduled"
     assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_raised_limit_is_granted_by_the_next_sweep(
+    engine: Engine, settings: config.Settings, celery_app: object, tmp_path: Path
+) -> None:
+    # Given a line with limit 1 and three waiting behind the one that holds the slot
+    name = packs.load(engine, tmp_path, [sleeper("grow", 1)])
+    ids = submit(engine, settings, None, f"{name}.grow", [{}] * 4)
+    # When the pack is reloaded with limit 3 and the sweeper runs
+    packs.load(engine, tmp_path, [sleeper("grow", 3)], name=name)
+    assert sweeper.sweep()["granted"] == 2
+    # Then the two oldest waiting get the new slots, the last still waits
+    assert [status(engine, i) for i in ids] == ["scheduled"] * 3 + ["queued"]
+    assert invariants.counter_mismatches(engine) == []

@@ -155,10 +155,6 @@ def test_a_toml_syntax_error_names_the_file(
     assert str(path) in caught.value.message
 
 
-@pytest.mark.xfail(
-    reason="USHER_CONFIG naming a missing file is silently ignored (defaults are used)",
-    strict=True,
-)
 def test_a_missing_toml_file_is_a_config_error(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
@@ -166,8 +162,7 @@ def test_a_missing_toml_file_is_a_config_error(
     monkeypatch.setenv("USHER_CONFIG", str(missing))
     with pytest.raises(ConfigError) as caught:
         config.load()
-    assert caught.value.message.startswith("USHER_CONFIG=")
-    assert str(missing) in caught.value.message
+    assert caught.value.message == f"USHER_CONFIG={str(missing)!r} is invalid: no such file"
 
 
 # --- policies.limits ------------------------------------------------------------------------
@@ -223,7 +218,7 @@ def test_an_action_can_turn_partitioning_off(settings: config.Settings) -> None:
         (("host",), {}, "host=null"),
         (("port",), {"port": 5432}, "port=5432"),
         (("on",), {"on": True}, "on=true"),
-        (("tags",), {"tags": {"b": 1, "a": 2}}, 'tags={"a": 2, "b": 1}'),
+        (("tags",), {"tags": {"b": 1, "a": 2}}, 'tags={"a": 2%2C "b": 1}'),
         (("host", "port"), {"port": 22, "host": "db1"}, "host=db1,port=22"),
         (("port", "host"), {"port": 22, "host": "db1"}, "port=22,host=db1"),
     ],
@@ -238,10 +233,6 @@ def test_partition_key_is_stable_for_equal_mappings() -> None:
     assert one == two
 
 
-@pytest.mark.xfail(
-    reason="string values are joined unescaped, so ',' and '=' in a value collide lines",
-    strict=True,
-)
 def test_different_values_never_share_a_line() -> None:
     by = ("a", "b")
     one = limits.partition_key(by, {"a": "x,b=y", "b": "z"})
@@ -300,10 +291,6 @@ def _environment(**settings: str) -> dict[str, str]:
     return env
 
 
-@pytest.mark.xfail(
-    reason="app.cli.entry prints the ConfigError through rich, which wraps it at 80 columns",
-    strict=True,
-)
 def test_bad_setting_stops_the_cli_with_one_line() -> None:
     # Given an invalid global limit (config fails before any connection is tried)
     env = _environment(
