@@ -9,6 +9,8 @@ from __future__ import annotations
 import itertools
 import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -21,7 +23,7 @@ from policies import admission
 from tasks import sweeper
 from tests.support import invariants, packs
 from tests.support.flow import status, statuses, submit, wait_final, wait_until
-from tests.support.workers import Pool
+from tests.support.workers import REPO, Pool, environment
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
@@ -320,3 +322,56 @@ def test_a_raised_limit_is_granted_by_the_next_sweep(
     # Then the two oldest waiting get the new slots, the last still waits
     assert [status(engine, i) for i in ids] == ["scheduled"] * 3 + ["queued"]
     assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_time_limit_ends_as_timed_out_and_frees_the_slot(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    action = sleeper("slowpoke", 1)
+    action["timeout_s"] = 1
+    ref = packs.load(engine, tmp_path, [action]) + ".slowpoke"
+    worker_pool.start(concurrency=1)
+    first, second = submit(engine, settings, celery_app, ref, [{"seconds": 30}, {"seconds": 0}])
+    wait_until(lambda: status(engine, second) == "succeeded", 30, what="the next in line")
+    assert status(engine, first) == "timed_out"
+    invariants.check_line(engine, ref, limit=1)
+
+
+def test_beat_runs_the_sweeper_that_frees_a_dead_workers_slot(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    # Given an execution claimed by a worker that vanished without a signal
+    ref = packs.load(engine, tmp_path, [sleeper("orphan", 1)]) + ".orphan"
+    first, second = submit(engine, settings, celery_app, ref, [{"seconds": 0}] * 2)
+    with db.unit_of_work(engine) as session:
+        assert admission.claim(session, first, 1, "vanished@host/1", settings.lease_s)
+    # When a worker and beat run
+    worker_pool.start(concurrency=1)
+    beat = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "beat"],
+        env=environment(settings),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    try:
+        # Then within the lease and a few sweeps the slot is back and the next one ran
+        wait_until(
+            lambda: status(engine, second) == "succeeded",
+            settings.lease_s + 30,
+            what="the sweeper to release the lost lease",
+        )
+    finally:
+        os.killpg(beat.pid, signal.SIGTERM)
+        beat.wait(timeout=15)
+    assert status(engine, first) == "failed"
+    invariants.check_line(engine, ref, limit=1)

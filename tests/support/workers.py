@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from app.processes import Pool, Worker, environment
+from app.processes import REPO, Pool, Worker, environment
 
-__all__ = ["Pool", "Worker", "environment"]
+__all__ = ["REPO", "Pool", "Worker", "environment"]
