@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol
 
@@ -15,6 +16,9 @@ log = logging.getLogger(__name__)
 
 EXECUTE = "usher.execute"
 SWEEP = "usher.sweep"
+WAKE = "usher.wake_line"
+PROCESS_EVENT = "usher.process_event"
+EVENTS_QUEUE = "usher.events"
 DEFAULT_QUEUE = "usher.default"
 # Seconds between a soft time limit (the runner is asked to stop) and the hard kill.
 HARD_KILL_GRACE_S = 5
@@ -92,7 +96,11 @@ def create(settings: Settings) -> Celery:
         task_send_sent_event=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         task_default_queue=DEFAULT_QUEUE,
-        task_routes={SWEEP: {"queue": DEFAULT_QUEUE}},
+        task_routes={
+            SWEEP: {"queue": DEFAULT_QUEUE},
+            WAKE: {"queue": DEFAULT_QUEUE},
+            PROCESS_EVENT: {"queue": EVENTS_QUEUE},
+        },
         worker_hijack_root_logger=False,
         beat_schedule={
             "usher-sweep": {
@@ -151,3 +159,22 @@ def terminate(app: Celery, execution_id: int, attempt: int, previous_status: str
         app.control.revoke(task_id(execution_id, attempt), terminate=True, signal="SIGTERM")
     except Exception:
         log.exception("could not send revoke for execution %s", execution_id)
+
+
+def wake_line(app: Celery, queue_id: int, at: datetime | None) -> None:
+    """Ask a worker to re-admit a line at ``at`` (a retry falls due).
+
+    Only a hint: the retry's state and due time are in Postgres, and the sweeper finds it
+    anyway within one sweep if this message is lost.
+    """
+    try:
+        app.send_task(WAKE, args=[queue_id], eta=at, expires=None)
+    except Exception:
+        log.exception("could not send the wake-up for line %s; the sweeper will", queue_id)
+
+
+def send_event(app: Celery, event_id: int) -> None:
+    try:
+        app.send_task(PROCESS_EVENT, args=[event_id])
+    except Exception:
+        log.exception("could not publish event %s; the sweeper will", event_id)

@@ -332,7 +332,8 @@ def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
     app = rt.celery
     app.conf.usher_actions = [a.strip() for a in actions.split(",") if a.strip()]
     app.steps["consumer"].add(consumers.ActionQueueWatcher)
-    argv = ["worker", "-Q", usher_celery.DEFAULT_QUEUE, "--loglevel", "INFO", *celery_args]
+    queues = f"{usher_celery.DEFAULT_QUEUE},{usher_celery.EVENTS_QUEUE}"
+    argv = ["worker", "-Q", queues, "--loglevel", "INFO", *celery_args]
     app.worker_main(argv)
 
 

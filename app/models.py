@@ -7,6 +7,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -116,6 +117,16 @@ class Execution(Base):
         ),
         Index("ix_executions_action_id_id", "action_id", text("id DESC")),
         Index("ix_executions_status_id", "status", text("id DESC")),
+        Index(
+            "ix_executions_retrying",
+            "not_before",
+            postgresql_where=text("status = 'retrying'"),
+        ),
+        Index(
+            "ix_executions_dlq",
+            text("id DESC"),
+            postgresql_where=text("status = 'dead' AND dlq_cleared_at IS NULL"),
+        ),
         UniqueConstraint("queue_id", "seq"),
     )
 
@@ -128,6 +139,10 @@ class Execution(Base):
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     attempt: Mapped[int] = mapped_column(Integer, server_default="1")
     enqueued_at: Mapped[datetime] = _now()
+    # When this attempt joined the line: enqueued_at for the first, the retry's due time after.
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    holds_slot: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
     scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     published_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -136,5 +151,76 @@ class Execution(Base):
     worker: Mapped[str | None] = mapped_column(String(300))
     result: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
+    replay_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
+    # Set when a dead execution leaves the dead-letter queue (replayed or purged).
+    dlq_cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     action: Mapped[Action] = relationship()
+
+
+class Attempt(Base):
+    """The history of an execution: one row per finished attempt."""
+
+    __tablename__ = "attempts"
+    __table_args__ = (UniqueConstraint("execution_id", "attempt"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), index=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer)
+    outcome: Mapped[str] = mapped_column(String(20))
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    scheduled_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    finished_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    worker: Mapped[str | None] = mapped_column(String(300))
+    error: Mapped[str | None] = mapped_column(Text)
+    # True when the execution kept its slot into the next attempt (retry.hold_slot).
+    kept_slot: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class Rule(Base):
+    __tablename__ = "rules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pack_id: Mapped[int] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), index=True)
+    ref: Mapped[str] = mapped_column(String(401), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    trigger: Mapped[str] = mapped_column(String(200), index=True)
+    criteria: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    action_ref: Mapped[str] = mapped_column(String(401))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    priority: Mapped[int] = mapped_column(Integer, server_default="0")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class Event(Base):
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(200))
+    payload: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    received_at: Mapped[datetime] = _now()
+    processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class Enforcement(Base):
+    """One rule matching one event: executed, rejected (with the reason) or skipped."""
+
+    __tablename__ = "enforcements"
+    __table_args__ = (UniqueConstraint("event_id", "rule_ref"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    rule_id: Mapped[int | None] = mapped_column(ForeignKey("rules.id", ondelete="SET NULL"))
+    rule_ref: Mapped[str] = mapped_column(String(401))
+    status: Mapped[str] = mapped_column(String(20))
+    reason: Mapped[str | None] = mapped_column(Text)
+    execution_id: Mapped[int | None] = mapped_column(
+        ForeignKey("executions.id", ondelete="SET NULL")
+    )
+    created_at: Mapped[datetime] = _now()

@@ -8,12 +8,13 @@ from typing import Any
 
 import jsonschema
 import yaml
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidPack
-from app.models import Action, Pack
+from app.models import Action, Pack, Rule
+from policies import criteria
 
 RUNNERS = ("noop", "sleep", "python", "shell", "http", "slack", "email")
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
@@ -26,7 +27,18 @@ POLICY_SCHEMA = {
         "max_queue_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
         "queue_timeout_s": {"type": "integer", "minimum": 1, "maximum": 604_800},
         "rate_limit": {"type": "object"},
-        "retry": {"type": "object"},
+        "retry": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
+                "strategy": {"enum": ["fixed", "linear", "exponential"]},
+                "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 10_000},
+                "max_delay_ms": {"type": "integer", "minimum": 100, "maximum": 300_000},
+                "jitter": {"type": "boolean"},
+                "hold_slot": {"type": "boolean"},
+            },
+        },
     },
 }
 PACK_SCHEMA = {
@@ -53,17 +65,55 @@ ACTION_SCHEMA = {
 }
 
 
+RULE_SCHEMA = {
+    "type": "object",
+    "required": ["name", "trigger", "action"],
+    "additionalProperties": False,
+    "properties": {
+        "name": {"type": "string", "pattern": NAME_PATTERN},
+        "description": {"type": "string"},
+        "trigger": {"type": "string", "minLength": 1, "maxLength": 200},
+        "criteria": {"type": "object"},
+        "action": {"type": "string", "minLength": 3},
+        "parameters": {"type": "object"},
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+        "enabled": {"type": "boolean"},
+    },
+}
+
+
 @dataclass
 class PackSpec:
     name: str
     description: str
     policy: dict[str, Any]
     actions: list[dict[str, Any]] = field(default_factory=list)
+    rules: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
+    """The 1-based line of the YAML node at ``path`` (or of its nearest ancestor)."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in path:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == part), None)
+        elif (
+            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
+        ):
+            match = node.value[part]
+        else:
+            match = None
+        if match is None:
+            break
+        node, line = match, match.start_mark.line + 1
+    return line
 
 
 def _read(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
+    source = path.read_text()
     try:
-        document = yaml.safe_load(path.read_text())
+        document = yaml.safe_load(source)
+        root = yaml.compose(source)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
@@ -73,7 +123,9 @@ def _read(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
     )
     if problem is not None:
         location = problem.json_path.removeprefix("$").lstrip(".") or "document"
-        raise InvalidPack(f"{path}: {location}: {problem.message}")
+        line = _line_of(root, list(problem.absolute_path))
+        where = f"{path}:{line}" if line else str(path)
+        raise InvalidPack(f"{where}: {location}: {problem.message}")
     return dict(document)
 
 
@@ -88,6 +140,14 @@ def read_pack(directory: Path) -> PackSpec:
         except jsonschema.SchemaError as error:
             raise InvalidPack(f"{path}: parameters is not a JSON Schema: {error.message}") from None
         spec.actions.append(action)
+    for path in sorted((directory / "rules").glob("*.y*ml")):
+        rule = _read(path, RULE_SCHEMA)
+        problems = criteria.check(rule.get("criteria") or {})
+        if problems:
+            raise InvalidPack(f"{path}: criteria: {'; '.join(problems)}")
+        if "." not in rule["action"]:
+            raise InvalidPack(f"{path}: action must be a reference 'pack.action'")
+        spec.rules.append(rule)
     return spec
 
 
@@ -137,6 +197,29 @@ def _upsert(session: Session, spec: PackSpec) -> None:
             .values(**values)
             .on_conflict_do_update(index_elements=[Action.ref], set_=update)
         )
+    refs = []
+    for rule in spec.rules:
+        values = {
+            "pack_id": pack_id,
+            "ref": f"{spec.name}.{rule['name']}",
+            "name": rule["name"],
+            "description": rule.get("description", ""),
+            "trigger": rule["trigger"],
+            "criteria": rule.get("criteria") or {},
+            "action_ref": rule["action"],
+            "parameters": rule.get("parameters") or {},
+            "priority": rule.get("priority", 0),
+            "enabled": rule.get("enabled", True),
+        }
+        refs.append(values["ref"])
+        update = {k: v for k, v in values.items() if k != "ref"} | {"updated_at": func.now()}
+        session.execute(
+            insert(Rule)
+            .values(**values)
+            .on_conflict_do_update(index_elements=[Rule.ref], set_=update)
+        )
+    # A rule whose file is gone stops firing; its past enforcements keep its ref.
+    session.execute(delete(Rule).where(Rule.pack_id == pack_id, Rule.ref.not_in(refs)))
 
 
 def action_refs(session: Session) -> list[str]:

@@ -16,7 +16,7 @@ EXECUTION_FROM = """
 EXECUTION_FIELDS = """
     e.id, a.ref AS action_ref, e.status, e.parameters, e.priority, e.seq, e.attempt,
     e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
-    q.partition_key
+    q.partition_key, e.not_before, e.replay_of
 """
 STATS_FIELDS = """
     a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
@@ -104,7 +104,19 @@ def execution(session: Session, execution_id: int) -> dict[str, Any]:
     )
     if row is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
-    return _iso(dict(row))
+    found = _iso(dict(row))
+    found["attempts"] = [
+        _iso(dict(r))
+        for r in session.execute(
+            text("""
+                SELECT attempt, outcome, queued_at, scheduled_at, started_at, finished_at,
+                       worker, error
+                FROM attempts WHERE execution_id = :id ORDER BY attempt
+            """),
+            {"id": execution_id},
+        ).mappings()
+    ]
+    return found
 
 
 def executions(

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import AlreadyFinished, QueueFull, UnknownAction, UnknownExecution
-from policies import limits, parameters
+from policies import limits, parameters, retry
 
 # Which counter a final status adds to.
 COUNTER = {
@@ -30,7 +30,8 @@ COUNTER = {
     "cancelled": "total_cancelled",
     "expired": "total_expired",
 }
-RELEASE_STATUSES = ("succeeded", "failed", "timed_out", "dead", "cancelled")
+# What an attempt can end with; failures become ``retrying`` or ``dead`` by the retry policy.
+OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "cancelled")
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,7 @@ class Line:
     action_ref: str
     timeout_s: int | None
     limits: limits.Limits
+    retry: retry.RetryPolicy
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,17 @@ class Claimed:
 
 
 @dataclass(frozen=True)
+class Released:
+    """What a release did: the final status (or ``retrying``), the grants it made, and for a
+    retry the queue and time at which the line should be woken."""
+
+    status: str | None
+    grants: list[Grant]
+    queue_id: int | None = None
+    retry_at: Any = None
+
+
+@dataclass(frozen=True)
 class Cancelled:
     previous_status: str
     grants: list[Grant]
@@ -90,6 +103,7 @@ def _line(settings: Settings, row: Any) -> Line:
         action_ref=row.ref,
         timeout_s=row.timeout_s,
         limits=limits.resolve(row.action_policy, row.pack_policy, settings),
+        retry=retry.resolve(row.action_policy, row.pack_policy, settings),
     )
 
 
@@ -123,30 +137,41 @@ def _lock_line_of(session: Session, settings: Settings, execution_id: int) -> Li
 
 
 def admit(session: Session, line: Line) -> list[Grant]:
-    """Grant free slots to the oldest waiting executions, in (priority DESC, seq ASC) order.
+    """Grant free slots to the oldest eligible executions, in (priority DESC, seq ASC) order.
 
+    Eligible: waiting (``queued``), or backing off (``retrying``) and already due, so a due
+    retry keeps its place in line even before the sweeper moves it back to ``queued``.
     The caller holds the line's lock, so this statement's snapshot (taken after the lock)
     sees every committed waiting row and the current ``active_count``.
     """
     rows = session.execute(
         text("""
             WITH now AS (SELECT clock_timestamp() AS ts),
+            free AS (
+                SELECT GREATEST(:limit - active_count, 0) AS n FROM queues WHERE id = :queue_id
+            ),
+            candidates AS (
+                (SELECT id, priority, seq, status FROM executions
+                 WHERE queue_id = :queue_id AND status = 'queued'
+                 ORDER BY priority DESC, seq LIMIT (SELECT n FROM free))
+                UNION ALL
+                (SELECT id, priority, seq, status FROM executions
+                 WHERE queue_id = :queue_id AND status = 'retrying' AND NOT holds_slot
+                   AND not_before <= (SELECT ts FROM now)
+                 ORDER BY priority DESC, seq LIMIT (SELECT n FROM free))
+                ORDER BY priority DESC, seq LIMIT (SELECT n FROM free)
+            ),
             granted AS (
-                UPDATE executions SET status = 'scheduled',
+                UPDATE executions e SET status = 'scheduled',
                     scheduled_at = (SELECT ts FROM now), published_at = (SELECT ts FROM now)
-                WHERE id IN (
-                    SELECT id FROM executions
-                    WHERE queue_id = :queue_id AND status = 'queued'
-                    ORDER BY priority DESC, seq
-                    LIMIT GREATEST(
-                        :limit - (SELECT active_count FROM queues WHERE id = :queue_id), 0)
-                )
-                RETURNING id, attempt, priority, seq
+                FROM candidates c WHERE e.id = c.id
+                RETURNING e.id, e.attempt, e.priority, e.seq, c.status AS was
             ),
             counted AS (
                 UPDATE queues SET
                     active_count = active_count + (SELECT count(*) FROM granted),
-                    queue_length = queue_length - (SELECT count(*) FROM granted),
+                    queue_length = queue_length
+                        - (SELECT count(*) FROM granted WHERE was = 'queued'),
                     last_updated = (SELECT ts FROM now)
                 WHERE id = :queue_id AND EXISTS (SELECT 1 FROM granted)
             )
@@ -157,12 +182,47 @@ def admit(session: Session, line: Line) -> list[Grant]:
     return [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
 
 
+def requeue_due(session: Session, line: Line) -> list[Grant]:
+    """Move due retries back into the line (the caller holds its lock).
+
+    A retry that kept its slot (``hold_slot``) is granted at once; the others become
+    ``queued`` again with their original seq, so they keep their place. Then ``admit``.
+    """
+    rows = session.execute(
+        text("""
+            WITH now AS (SELECT clock_timestamp() AS ts),
+            due AS (
+                UPDATE executions SET
+                    status = CASE WHEN holds_slot THEN 'scheduled' ELSE 'queued' END,
+                    scheduled_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
+                    published_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
+                    holds_slot = false
+                WHERE queue_id = :queue_id AND status = 'retrying'
+                  AND not_before <= (SELECT ts FROM now)
+                RETURNING id, attempt, priority, seq, status
+            ),
+            counted AS (
+                UPDATE queues SET
+                    queue_length = queue_length
+                        + (SELECT count(*) FROM due WHERE status = 'queued'),
+                    last_updated = (SELECT ts FROM now)
+                WHERE id = :queue_id AND EXISTS (SELECT 1 FROM due)
+            )
+            SELECT id, attempt FROM due WHERE status = 'scheduled' ORDER BY priority DESC, seq
+        """),
+        {"queue_id": line.queue_id},
+    ).all()
+    held = [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+    return held + admit(session, line)
+
+
 def enqueue(
     session: Session,
     settings: Settings,
     action_ref: str,
     params: Any,
     priority: int = 0,
+    replay_of: int | None = None,
 ) -> Enqueued:
     """Put a new execution at the tail of its line and admit what fits; QueueFull past the cap."""
     action = session.execute(
@@ -202,9 +262,9 @@ def enqueue(
     execution_id = session.execute(
         text("""
             INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                                    enqueued_at)
+                                    enqueued_at, queued_at, replay_of)
             VALUES (:action_id, :queue_id, :seq, :priority, 'queued', CAST(:params AS jsonb),
-                    clock_timestamp())
+                    clock_timestamp(), clock_timestamp(), :replay_of)
             RETURNING id
         """),
         {
@@ -213,9 +273,16 @@ def enqueue(
             "seq": queue.next_seq,
             "priority": priority,
             "params": _json(params),
+            "replay_of": replay_of,
         },
     ).scalar_one()
-    line = Line(queue.id, action.ref, action.timeout_s, resolved)
+    line = Line(
+        queue.id,
+        action.ref,
+        action.timeout_s,
+        resolved,
+        retry.resolve(action.action_policy, action.pack_policy, settings),
+    )
     return Enqueued(execution_id, queue.next_seq, admit(session, line))
 
 
@@ -260,45 +327,89 @@ def release(
     settings: Settings,
     execution_id: int,
     attempt: int,
-    status: str,
+    outcome: str,
     result: Any = None,
     error: str | None = None,
+    transient: bool = True,
     lease_expired: bool = False,
-) -> list[Grant]:
-    """End this attempt with a final status, free its slot and grant the next, all at once.
+) -> Released:
+    """End this attempt, record it, and free its slot and grant the next, all at once.
 
+    A failure becomes ``retrying`` (attempt + 1, due at ``not_before``) while the retry
+    policy allows and the failure is transient, else ``dead`` (the dead-letter queue).
     Idempotent and fenced: a second signal, a late worker or a stale attempt changes nothing.
     ``lease_expired`` (the sweeper) releases only if no heartbeat renewed the lease since.
     """
-    if status not in RELEASE_STATUSES:
-        raise ValueError(f"release status must be one of {RELEASE_STATUSES}, not {status!r}")
+    if outcome not in OUTCOMES:
+        raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
     line = _lock_line_of(session, settings, execution_id)
+    policy = line.retry
+    if outcome in ("succeeded", "cancelled"):
+        status = outcome
+    elif transient and policy.allows_retry(attempt):
+        status = "retrying"
+    else:
+        status = "dead"
+    hold = status == "retrying" and policy.hold_slot
+    delay_s = policy.delay_ms(attempt) / 1000 if status == "retrying" else 0.0
+    counter = COUNTER.get(status)
     released = session.execute(
         text(f"""
-            WITH done AS (
-                UPDATE executions SET status = :status, finished_at = clock_timestamp(),
+            WITH now AS (SELECT clock_timestamp() AS ts),
+            done AS (
+                UPDATE executions SET
+                    status = :status,
+                    attempt = attempt + CASE WHEN :retrying THEN 1 ELSE 0 END,
+                    finished_at = CASE WHEN :retrying THEN NULL ELSE (SELECT ts FROM now) END,
+                    not_before = CASE WHEN :retrying
+                        THEN (SELECT ts FROM now) + make_interval(secs => :delay_s) END,
+                    queued_at = CASE WHEN :retrying
+                        THEN (SELECT ts FROM now) + make_interval(secs => :delay_s)
+                        ELSE queued_at END,
+                    holds_slot = :hold,
+                    -- A retry's next attempt starts blank; this one goes to attempts below.
+                    scheduled_at = CASE WHEN :retrying THEN NULL ELSE scheduled_at END,
+                    started_at = CASE WHEN :retrying THEN NULL ELSE started_at END,
                     result = CAST(:result AS jsonb), error = :error, lease_expires_at = NULL
                 WHERE id = :id AND attempt = :attempt AND status IN ('scheduled', 'running')
                   AND (NOT :lease_expired OR lease_expires_at < clock_timestamp())
-                RETURNING queue_id
+                RETURNING id, queue_id, not_before
+            ),
+            history AS (
+                -- Every sub-statement sees the snapshot from before the UPDATE above: these
+                -- are the finished attempt's own timestamps.
+                INSERT INTO attempts (execution_id, attempt, outcome, queued_at, scheduled_at,
+                                      started_at, finished_at, worker, error, kept_slot)
+                SELECT e.id, :attempt, :outcome, e.queued_at, e.scheduled_at, e.started_at,
+                       (SELECT ts FROM now), e.worker, :error, :hold
+                FROM executions e WHERE e.id = :id AND EXISTS (SELECT 1 FROM done)
+            ),
+            counted AS (
+                UPDATE queues SET
+                    active_count = active_count - CASE WHEN :hold THEN 0 ELSE 1 END,
+                    {f"{counter} = {counter} + 1," if counter else ""}
+                    last_updated = (SELECT ts FROM now)
+                WHERE id = (SELECT queue_id FROM done)
             )
-            UPDATE queues SET active_count = active_count - 1,
-                {COUNTER[status]} = {COUNTER[status]} + 1, last_updated = clock_timestamp()
-            WHERE id = (SELECT queue_id FROM done)
-            RETURNING id
+            SELECT queue_id, not_before FROM done
         """),
         {
             "id": execution_id,
             "attempt": attempt,
             "status": status,
+            "outcome": outcome,
+            "retrying": status == "retrying",
+            "hold": hold,
+            "delay_s": delay_s,
             "result": _json(result) if result is not None else None,
             "error": error,
             "lease_expired": lease_expired,
         },
     ).one_or_none()
     if released is None:
-        return []
-    return admit(session, line)
+        return Released(None, [])
+    grants = [] if hold else admit(session, line)
+    return Released(status, grants, released.queue_id, released.not_before)
 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
@@ -307,23 +418,31 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
     previous = session.execute(
         text("SELECT status FROM executions WHERE id = :id FOR UPDATE"), {"id": execution_id}
     ).scalar_one()
-    if previous not in ("queued", "scheduled", "running"):
+    if previous not in ("queued", "scheduled", "running", "retrying"):
         raise AlreadyFinished(f"execution {execution_id} is already {previous}")
-    counter = "queue_length" if previous == "queued" else "active_count"
+    held = session.execute(
+        text("SELECT holds_slot FROM executions WHERE id = :id"), {"id": execution_id}
+    ).scalar_one()
+    counter = {
+        "queued": "queue_length",
+        "scheduled": "active_count",
+        "running": "active_count",
+        "retrying": "active_count" if held else None,
+    }[previous]
     session.execute(
         text(f"""
             WITH done AS (
                 UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
-                    lease_expires_at = NULL, error = 'cancelled by request'
+                    lease_expires_at = NULL, holds_slot = false, error = 'cancelled by request'
                 WHERE id = :id
             )
-            UPDATE queues SET {counter} = {counter} - 1, total_cancelled = total_cancelled + 1,
-                last_updated = clock_timestamp()
+            UPDATE queues SET {f"{counter} = {counter} - 1," if counter else ""}
+                total_cancelled = total_cancelled + 1, last_updated = clock_timestamp()
             WHERE id = :queue_id
         """),
         {"id": execution_id, "queue_id": line.queue_id},
     )
-    grants = admit(session, line) if previous != "queued" else []
+    grants = admit(session, line) if counter == "active_count" else []
     return Cancelled(previous, grants)
 
 

@@ -44,9 +44,33 @@ def unclaimed(session: Session, older_than_s: float, limit: int = 500) -> list[G
     return [Grant(r.id, r.attempt, r.ref, r.timeout_s) for r in rows]
 
 
-def waiting_lines(session: Session) -> list[int]:
-    """Lines with at least one queued execution (for queue timeouts)."""
-    return list(session.execute(text("SELECT id FROM queues WHERE queue_length > 0")).scalars())
+def lines_to_tend(session: Session) -> list[int]:
+    """Lines with work waiting: queued executions (timeouts, raised limits) or due retries."""
+    return list(
+        session.execute(
+            text("""
+                SELECT id FROM queues WHERE queue_length > 0
+                UNION
+                SELECT DISTINCT queue_id FROM executions
+                WHERE status = 'retrying' AND not_before <= clock_timestamp()
+            """)
+        ).scalars()
+    )
+
+
+def unprocessed_events(session: Session, older_than_s: float, limit: int = 500) -> list[int]:
+    """Events stored but not processed in time (their message was lost): to publish again."""
+    return list(
+        session.execute(
+            text("""
+                SELECT id FROM events
+                WHERE processed_at IS NULL
+                  AND received_at < clock_timestamp() - make_interval(secs => :s)
+                ORDER BY id LIMIT :limit
+            """),
+            {"s": older_than_s, "limit": limit},
+        ).scalars()
+    )
 
 
 def action_refs(session: Session) -> list[str]:

@@ -63,4 +63,11 @@ def execute(self: Task, execution_id: int, attempt: int) -> Any:
         log.info("execution %s attempt %s is not ours to run; skipped", execution_id, attempt)
         return SKIPPED
     with heartbeat(execution_id, attempt):
-        return runners.run(claimed.runner, claimed.runner_config, claimed.parameters)
+        return runners.run(
+            claimed.runner,
+            claimed.runner_config,
+            claimed.parameters,
+            claimed.timeout_s,
+            execution_id,
+            attempt,
+        )

@@ -21,7 +21,7 @@ from app import db
 from policies import admission
 from tasks import context
 from tasks.execute import SKIPPED
-from tasks.runners import RunnerError
+from tasks.runners import RunnerError, RunnerTimeout
 
 log = logging.getLogger(__name__)
 
@@ -34,32 +34,55 @@ def _execution_args(args: Any) -> tuple[int, int] | None:
     return None
 
 
-def _record(args: Any, status: str, result: Any = None, error: str | None = None) -> None:
+def _record(
+    args: Any,
+    outcome: str,
+    result: Any = None,
+    error: str | None = None,
+    transient: bool = True,
+) -> None:
     ids = _execution_args(args)
     if ids is None:
         return
     execution_id, attempt = ids
     try:
         with db.unit_of_work(context.engine()) as session:
-            grants = admission.release(
-                session, context.settings(), execution_id, attempt, status, result, error
+            released = admission.release(
+                session,
+                context.settings(),
+                execution_id,
+                attempt,
+                outcome,
+                result,
+                error,
+                transient,
             )
     except Exception:
         # The lease runs out and the sweeper releases the slot: nothing is lost.
-        log.exception("recording %s for execution %s failed", status, execution_id)
+        log.exception("recording %s for execution %s failed", outcome, execution_id)
         return
-    usher_celery.publish(app_or_default(), grants)
+    publish_release(app_or_default(), released)
 
 
-def _outcome(exception: BaseException) -> tuple[str, str]:
-    if isinstance(exception, SoftTimeLimitExceeded | TimeLimitExceeded):
-        return "timed_out", f"timed out: {exception}"
+def publish_release(app: Any, released: admission.Released) -> None:
+    """After the release committed: send its grants, and for a retry the line's wake-up."""
+    usher_celery.publish(app, released.grants)
+    if released.status == "retrying" and released.queue_id is not None:
+        usher_celery.wake_line(app, released.queue_id, released.retry_at)
+
+
+def _outcome(exception: BaseException) -> tuple[str, str, bool]:
+    """(outcome, error, transient) of an attempt that raised ``exception``."""
+    name = type(exception).__name__
+    if isinstance(exception, SoftTimeLimitExceeded | TimeLimitExceeded | RunnerTimeout):
+        return "timed_out", f"timed out: {name}: {exception}", True
     if isinstance(exception, WorkerLostError):
-        return "failed", f"worker_lost: {exception}"
+        return "worker_lost", f"worker_lost: {exception}", True
     if isinstance(exception, Terminated):
-        return "cancelled", f"terminated: {exception}"
-    kind = "permanent" if isinstance(exception, RunnerError) and exception.permanent else "error"
-    return "failed", f"{kind}: {type(exception).__name__}: {exception}"
+        return "cancelled", f"terminated: {exception}", False
+    if isinstance(exception, RunnerError) and exception.permanent:
+        return "failed", f"permanent: {name}: {exception}", False
+    return "failed", f"transient: {name}: {exception}", True
 
 
 def _jsonable(result: Any) -> Any:
@@ -87,8 +110,8 @@ def on_failure(
 ) -> None:
     if sender is None or sender.name != usher_celery.EXECUTE or exception is None:
         return
-    status, error = _outcome(exception)
-    _record(args, status, error=error)
+    outcome, error, transient = _outcome(exception)
+    _record(args, outcome, error=error, transient=transient)
 
 
 @signals.task_revoked.connect
@@ -96,4 +119,9 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
     if sender is None or sender.name != usher_celery.EXECUTE or request is None:
         return
     # A revoked message never runs: without this the sweeper would republish it forever.
-    _record(request.args, "cancelled", error="revoked" + (" and terminated" if terminated else ""))
+    _record(
+        request.args,
+        "cancelled",
+        error="revoked" + (" and terminated" if terminated else ""),
+        transient=False,
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import text
 from app import celery as usher_celery
 from app import db
 from policies import admission, recovery
-from tasks import context
+from tasks import context, signals
 
 log = logging.getLogger(__name__)
 
@@ -22,35 +22,39 @@ def sweep() -> dict[str, int]:
     """One pass; each repair is its own short transaction. Safe to run concurrently."""
     settings = context.settings()
     engine = context.engine()
-    counts = {"lost_workers": 0, "republished": 0, "expired": 0, "granted": 0}
+    counts = {"lost_workers": 0, "republished": 0, "expired": 0, "granted": 0, "events": 0}
     with engine.connect() as lock_conn:
         if not lock_conn.execute(text(f"SELECT pg_try_advisory_lock({SWEEP_LOCK})")).scalar():
             return counts  # another sweeper is at it
         try:
             for execution_id, attempt in _in_tx(recovery.expired_leases):
                 with db.unit_of_work(engine) as session:
-                    grants = admission.release(
+                    released = admission.release(
                         session,
                         settings,
                         execution_id,
                         attempt,
-                        "failed",
+                        "worker_lost",
                         error="worker_lost: lease expired",
                         lease_expired=True,
                     )
-                counts["lost_workers"] += 1
-                usher_celery.publish(current_app, grants)
+                counts["lost_workers"] += released.status is not None
+                signals.publish_release(current_app, released)
             republish_after = max(30.0, 2.0 * settings.lease_s)
             with db.unit_of_work(engine) as session:
                 stale = recovery.unclaimed(session, republish_after)
             counts["republished"] = usher_celery.publish(current_app, stale)
-            for queue_id in _in_tx(recovery.waiting_lines):
+            for queue_id in _in_tx(recovery.lines_to_tend):
                 with db.unit_of_work(engine) as session:
                     line = admission.lock_line(session, settings, queue_id)
                     counts["expired"] += admission.expire(session, line)
-                    # A raised limit (pack reload) is granted here even on an idle line.
-                    grants = admission.admit(session, line)
+                    # Due retries rejoin the line; a raised limit (pack reload) is granted
+                    # here even on a line where nothing else happens.
+                    grants = admission.requeue_due(session, line)
                 counts["granted"] += usher_celery.publish(current_app, grants)
+            for event_id in _in_tx(lambda s: recovery.unprocessed_events(s, republish_after)):
+                usher_celery.send_event(current_app, event_id)
+                counts["events"] += 1
         finally:
             lock_conn.execute(text(f"SELECT pg_advisory_unlock({SWEEP_LOCK})"))
             lock_conn.commit()
@@ -67,3 +71,13 @@ def _in_tx(query: Any) -> Any:
 @shared_task(name="usher.sweep", ignore_result=True)
 def sweep_task() -> dict[str, int]:
     return sweep()
+
+
+@shared_task(name="usher.wake_line", ignore_result=True)
+def wake_line(queue_id: int) -> int:
+    """A retry fell due on this line: move it back in line and grant what fits."""
+    with db.unit_of_work(context.engine()) as session:
+        grants = admission.requeue_due(
+            session, admission.lock_line(session, context.settings(), queue_id)
+        )
+    return usher_celery.publish(current_app, grants)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,16 +22,21 @@ BROKER_ENV = "USHER_TEST_BROKER_URL"
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A Postgres server to make test databases on: USHER_TEST_DATABASE_URL or an embedded one."""
+def pg_admin_url() -> Iterator[str]:
+    """A Postgres server to make test databases on: USHER_TEST_DATABASE_URL or an embedded one.
+
+    The embedded server's data lives outside pytest's temporary tree, which another pytest
+    session on the same machine may prune while this one still runs.
+    """
     given = os.environ.get(ADMIN_URL_ENV)
     if given:
         yield given
         return
-    home = tmp_path_factory.mktemp("embedded-pg")
+    home = Path(tempfile.mkdtemp(prefix="usher-test-pg-"))
     url = db.embedded_url(home)
     yield url
     db.stop_embedded(home)
+    shutil.rmtree(home, ignore_errors=True)
 
 
 def _psycopg_url(url: str, database: str | None = None) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -15,7 +16,7 @@ from app import db, queries
 from app.config import Settings
 from app.errors import InvalidRequest, Unauthorized
 from app.models import STATUSES
-from policies import admission, stats
+from policies import admission, dlq, events, stats
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -141,3 +142,59 @@ def cancel_execution(execution_id: int) -> Any:
     usher_celery.terminate(celery_app, execution_id, row["attempt"], cancelled.previous_status)
     usher_celery.publish(celery_app, cancelled.grants)
     return row
+
+
+@bp.post("/events")
+def post_event() -> Any:
+    """Store the event and return at once; a worker matches rules on queue usher.events.
+    ``?wait=S`` (0-30) waits up to S seconds for its enforcements."""
+    body = _body()
+    wait_s = _int_arg("wait", 0, 0, 30) or 0
+    with unit_of_work() as session:
+        event_id = events.store(session, body.get("trigger"), body.get("payload", {}))
+    usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
+    return _event(event_id, wait_s), 202
+
+
+@bp.get("/events/<int:event_id>")
+def get_event(event_id: int) -> Any:
+    return _event(event_id, 0)
+
+
+def _event(event_id: int, wait_s: float) -> dict[str, Any]:
+    deadline = time.monotonic() + wait_s
+    while True:
+        with unit_of_work() as session:
+            processed = events.processed(session, event_id)
+            found = events.enforcements(session, event_id)
+        if processed or time.monotonic() >= deadline:
+            return {"event_id": event_id, "processed": processed, "enforcements": found}
+        time.sleep(0.1)
+
+
+@bp.get("/dlq")
+def list_dlq() -> Any:
+    limit = _int_arg("limit", 100, 1, 1000) or 100
+    before = _int_arg("before", None, 1, 2**62)
+    with unit_of_work() as session:
+        items = dlq.items(session, limit, before)
+        total = dlq.count(session)
+    return {
+        "items": items,
+        "total": total,
+        "next": items[-1]["id"] if len(items) == limit else None,
+    }
+
+
+@bp.post("/dlq/<int:execution_id>/replay")
+def replay_dlq(execution_id: int) -> Any:
+    with unit_of_work() as session:
+        enqueued = dlq.replay(session, settings(), execution_id)
+    usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
+    return {"replayed": execution_id, "id": enqueued.execution_id}
+
+
+@bp.post("/dlq/purge")
+def purge_dlq() -> Any:
+    with unit_of_work() as session:
+        return {"purged": dlq.purge(session)}

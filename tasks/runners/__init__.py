@@ -1,28 +1,36 @@
-"""Runners: one module per runner type, each exposing ``run(config, parameters)``."""
+"""Runners: one module per runner type, each exposing ``run(ctx: RunContext) -> result``."""
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
 from typing import Any
 
-from tasks.runners import noop, python, sleep
-from tasks.runners.base import RunnerError
+from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
-__all__ = ["RUNNERS", "RunnerError", "run"]
+__all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "run"]
 
-
-Runner = Callable[[dict[str, Any], dict[str, Any]], Any]
-
-RUNNERS: dict[str, Runner] = {
-    "noop": noop.run,
-    "sleep": sleep.run,
-    "python": python.run,
-}
+# Imported on first use: a worker that never sends e-mail never imports smtplib.
+NAMES = ("noop", "sleep", "python", "shell", "http", "slack", "email")
 
 
-def run(runner: str, config: dict[str, Any], parameters: dict[str, Any]) -> Any:
-    try:
-        fn = RUNNERS[runner]
-    except KeyError:
-        raise RunnerError(f"unknown runner {runner!r}", permanent=True) from None
-    return fn(config, parameters)
+def _runner(name: str) -> Callable[[RunContext], Any]:
+    if name not in NAMES:
+        raise RunnerError(f"unknown runner {name!r}", permanent=True)
+    module = importlib.import_module(f"tasks.runners.{name}")
+    runner: Callable[[RunContext], Any] = module.run
+    return runner
+
+
+def run(
+    name: str,
+    config: dict[str, Any],
+    parameters: dict[str, Any],
+    timeout_s: float | None = None,
+    execution_id: int = 0,
+    attempt: int = 1,
+) -> Any:
+    ctx = RunContext(
+        render_config(config, parameters), parameters, timeout_s, execution_id, attempt
+    )
+    return _runner(name)(ctx)

@@ -1,11 +1,60 @@
-"""What every runner shares."""
+"""What every runner shares: its input, its errors, and how it reads its config."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies import templates
+
+# Results and captured output are kept in Postgres; cap them.
+MAX_OUTPUT_CHARS = 64 * 1024
+
 
 class RunnerError(Exception):
-    """A runner failed; ``permanent`` says whether a retry could help."""
+    """A runner failed. ``permanent`` failures are never retried (HTTP 4xx, bad config,
+    a non-zero exit unless the action says it is retryable); the rest are transient."""
 
-    def __init__(self, message: str, permanent: bool = False) -> None:
+    def __init__(self, message: str, permanent: bool = False, details: Any = None) -> None:
         super().__init__(message)
         self.permanent = permanent
+        self.details = details
+
+
+class RunnerTimeout(RunnerError):
+    """The runner gave up after its own timeout (transient: a retry may succeed)."""
+
+
+@dataclass(frozen=True)
+class RunContext:
+    """One attempt's input. ``config`` is the action's ``runner_config`` with its templates
+    rendered against ``{"parameters": ...}``; ``timeout_s`` is the action's timeout."""
+
+    config: dict[str, Any]
+    parameters: dict[str, Any]
+    timeout_s: float | None = None
+    execution_id: int = 0
+    attempt: int = 1
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def require(self, key: str, kind: type | tuple[type, ...] = str) -> Any:
+        value = self.config.get(key)
+        if not isinstance(value, kind) or value in ("", None):
+            raise RunnerError(f"runner_config.{key} is required", permanent=True)
+        return value
+
+
+def render_config(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
+    rendered = templates.render(config, {"parameters": parameters}, path="runner_config")
+    assert isinstance(rendered, dict)
+    return rendered
+
+
+def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    if len(text) <= limit:
+        return text
+    return (
+        text[: limit // 2]
+        + f"\n... [{len(text) - limit} characters cut] ...\n"
+        + text[-limit // 2 :]
+    )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.runners.base import RunContext
 
-def run(config: dict[str, Any], parameters: dict[str, Any]) -> Any:
+
+def run(ctx: RunContext) -> Any:
     return {"ok": True}

@@ -1,20 +1,23 @@
-"""Calls a Python callable named by ``config.entry_point`` (``module:function``)."""
+"""Calls ``runner_config.entry_point`` (``module:function``) with the parameters as keywords.
+
+An exception from the function is transient (retried) unless it is a permanent RunnerError.
+"""
 
 from __future__ import annotations
 
 import importlib
 from typing import Any
 
-from tasks.runners.base import RunnerError
+from tasks.runners.base import RunContext, RunnerError
 
 
-def run(config: dict[str, Any], parameters: dict[str, Any]) -> Any:
-    entry_point = config.get("entry_point")
-    if not isinstance(entry_point, str) or ":" not in entry_point:
-        raise RunnerError("python runner needs entry_point: 'module:function'", permanent=True)
+def run(ctx: RunContext) -> Any:
+    entry_point = ctx.require("entry_point")
     module_name, _, function_name = entry_point.partition(":")
+    if not function_name:
+        raise RunnerError("runner_config.entry_point must be 'module:function'", permanent=True)
     try:
         function = getattr(importlib.import_module(module_name), function_name)
     except (ImportError, AttributeError) as error:
         raise RunnerError(f"cannot load {entry_point}: {error}", permanent=True) from None
-    return function(**parameters)
+    return function(**ctx.parameters)

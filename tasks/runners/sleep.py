@@ -1,12 +1,14 @@
-"""Sleeps for ``parameters.seconds`` (or ``config.seconds``)."""
+"""Sleeps for ``parameters.seconds`` (or ``runner_config.seconds``)."""
 
 from __future__ import annotations
 
 import time
 from typing import Any
 
+from tasks.runners.base import RunContext
 
-def run(config: dict[str, Any], parameters: dict[str, Any]) -> Any:
-    seconds = float(parameters.get("seconds", config.get("seconds", 1)))
+
+def run(ctx: RunContext) -> Any:
+    seconds = float(ctx.parameters.get("seconds", ctx.config.get("seconds", 1)))
     time.sleep(max(seconds, 0))
     return {"slept": seconds}

@@ -61,11 +61,11 @@ def test_release_grants_the_next_in_the_same_transaction(
         claimed = admission.claim(session, first, 1, "w/1", 15)
         assert claimed is not None and claimed.action_ref == ref
     with db.unit_of_work(engine) as session:
-        grants = admission.release(session, settings, first, 1, "succeeded", {"ok": 1})
-    assert [g.execution_id for g in grants] == [second]
+        released = admission.release(session, settings, first, 1, "succeeded", {"ok": 1})
+    assert [g.execution_id for g in released.grants] == [second]
     # A second signal for the same attempt changes nothing.
     with db.unit_of_work(engine) as session:
-        assert admission.release(session, settings, first, 1, "failed") == []
+        assert admission.release(session, settings, first, 1, "failed").status is None
     with engine.connect() as conn:
         row = conn.execute(
             text("SELECT status, result FROM executions WHERE id = :i"), {"i": first}
@@ -85,7 +85,7 @@ def test_claim_and_release_are_fenced_by_attempt(
         # A duplicate message for the same attempt is not a second grant.
         assert admission.claim(session, execution_id, 1, "w/2", 15) is None
     with db.unit_of_work(engine) as session:
-        assert admission.release(session, settings, execution_id, 7, "succeeded") == []
+        assert admission.release(session, settings, execution_id, 7, "succeeded").status is None
         assert admission.heartbeat(session, execution_id, 1, 15)
         assert not admission.heartbeat(session, execution_id, 2, 15)
     assert invariants.counter_mismatches(engine) == []
@@ -135,7 +135,7 @@ def test_cancel_queued_scheduled_and_running(
     assert [g.execution_id for g in cancelled.grants] == [nxt2]
     # The cancelled worker's late report changes nothing.
     with db.unit_of_work(engine) as session:
-        assert admission.release(session, settings, running, 1, "succeeded") == []
+        assert admission.release(session, settings, running, 1, "succeeded").status is None
     with pytest.raises(AlreadyFinished), db.unit_of_work(engine) as session:
         admission.cancel(session, settings, running)
     mismatches = invariants.counter_mismatches(engine)

@@ -246,7 +246,8 @@ def test_a_killed_pool_process_frees_its_slot_at_once(
     worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
-    ref = packs.load(engine, tmp_path, [sleeper("victim", 1)]) + ".victim"
+    ref = packs.load(engine, tmp_path, [sleeper("victim", 1, retry={"max_retries": 0})])
+    ref += ".victim"
     worker = worker_pool.start(concurrency=2)
     first, second = submit(engine, settings, celery_app, ref, [{"seconds": 60}, {"seconds": 0}])
     wait_until(lambda: status(engine, first) == "running", 30, what="first running")
@@ -261,12 +262,16 @@ def test_a_killed_pool_process_frees_its_slot_at_once(
     os.kill(pid, signal.SIGKILL)
     # The worker's main process reports WorkerLostError: no waiting for the lease.
     wait_until(lambda: status(engine, second) == "succeeded", 20, what="the next in line")
-    assert status(engine, first) == "failed"
+    assert status(engine, first) == "dead"  # no retries allowed: the dead-letter queue
     with engine.connect() as conn:
-        error = conn.execute(
-            text("SELECT error FROM executions WHERE id = :i"), {"i": first}
-        ).scalar_one()
-    assert error.startswith("worker_lost")
+        error, outcome = conn.execute(
+            text(
+                "SELECT e.error, t.outcome FROM executions e JOIN attempts t "
+                "ON t.execution_id = e.id WHERE e.id = :i"
+            ),
+            {"i": first},
+        ).one()
+    assert error.startswith("worker_lost") and outcome == "worker_lost"
     invariants.check_line(engine, ref, limit=1)
 
 
@@ -305,7 +310,8 @@ def test_the_sweeper_releases_an_expired_lease(
             {"i": first},
         )
     assert sweeper.sweep()["lost_workers"] == 1
-    assert status(engine, first) == "failed"
+    # The lost attempt is retried later; its slot went to the next in line at once.
+    assert status(engine, first) == "retrying"
     assert status(engine, second) == "scheduled"
     assert invariants.counter_mismatches(engine) == []
 
@@ -331,13 +337,18 @@ def test_a_time_limit_ends_as_timed_out_and_frees_the_slot(
     worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
-    action = sleeper("slowpoke", 1)
+    action = sleeper("slowpoke", 1, retry={"max_retries": 0})
     action["timeout_s"] = 1
     ref = packs.load(engine, tmp_path, [action]) + ".slowpoke"
     worker_pool.start(concurrency=1)
     first, second = submit(engine, settings, celery_app, ref, [{"seconds": 30}, {"seconds": 0}])
     wait_until(lambda: status(engine, second) == "succeeded", 30, what="the next in line")
-    assert status(engine, first) == "timed_out"
+    assert status(engine, first) == "dead"
+    with engine.connect() as conn:
+        outcome = conn.execute(
+            text("SELECT outcome FROM attempts WHERE execution_id = :i"), {"i": first}
+        ).scalar_one()
+    assert outcome == "timed_out"
     invariants.check_line(engine, ref, limit=1)
 
 
@@ -370,8 +381,19 @@ def test_beat_runs_the_sweeper_that_frees_a_dead_workers_slot(
             settings.lease_s + 30,
             what="the sweeper to release the lost lease",
         )
+        # The lost attempt is retried (attempt 2) after the next in line took the slot.
+        wait_until(lambda: status(engine, first) == "succeeded", 30, what="the retry")
     finally:
         os.killpg(beat.pid, signal.SIGTERM)
         beat.wait(timeout=15)
-    assert status(engine, first) == "failed"
+    with engine.connect() as conn:
+        outcomes = (
+            conn.execute(
+                text("SELECT outcome FROM attempts WHERE execution_id = :i ORDER BY attempt"),
+                {"i": first},
+            )
+            .scalars()
+            .all()
+        )
+    assert outcomes == ["worker_lost", "succeeded"]
     invariants.check_line(engine, ref, limit=1)

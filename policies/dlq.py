@@ -1,0 +1,79 @@
+"""The dead-letter queue: executions that ended ``dead`` and were not replayed or purged."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import AlreadyFinished, UnknownExecution
+from policies import admission
+
+DLQ_WHERE = "e.status = 'dead' AND e.dlq_cleared_at IS NULL"
+
+
+def items(session: Session, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
+    rows = session.execute(
+        text(f"""
+            SELECT e.id, a.ref AS action_ref, e.parameters, e.priority, e.attempt, e.error,
+                   e.enqueued_at, e.finished_at, e.replay_of
+            FROM executions e JOIN actions a ON a.id = e.action_id
+            WHERE {DLQ_WHERE} AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+            ORDER BY e.id DESC LIMIT :limit
+        """),
+        {"limit": limit, "before": before},
+    ).mappings()
+    return [
+        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in r.items()} for r in rows
+    ]
+
+
+def count(session: Session) -> int:
+    return int(
+        session.execute(text(f"SELECT count(*) FROM executions e WHERE {DLQ_WHERE}")).scalar_one()
+    )
+
+
+def replay(session: Session, settings: Settings, execution_id: int) -> admission.Enqueued:
+    """Enqueue the dead execution again at the tail of its line, as a new attempt series
+    linked to the original (``replay_of``); the original leaves the DLQ."""
+    dead = session.execute(
+        text("""
+            SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref
+            FROM executions e JOIN actions a ON a.id = e.action_id
+            WHERE e.id = :id FOR UPDATE OF e
+        """),
+        {"id": execution_id},
+    ).one_or_none()
+    if dead is None:
+        raise UnknownExecution(f"no execution with id {execution_id}")
+    if dead.status != "dead" or dead.dlq_cleared_at is not None:
+        raise AlreadyFinished(f"execution {execution_id} is not in the dead-letter queue")
+    enqueued = admission.enqueue(
+        session, settings, dead.ref, dead.parameters, dead.priority, replay_of=dead.id
+    )
+    session.execute(
+        text("UPDATE executions SET dlq_cleared_at = clock_timestamp() WHERE id = :id"),
+        {"id": execution_id},
+    )
+    return enqueued
+
+
+def dead_ids(session: Session) -> list[int]:
+    return list(
+        session.execute(
+            text(f"SELECT e.id FROM executions e WHERE {DLQ_WHERE} ORDER BY e.id")
+        ).scalars()
+    )
+
+
+def purge(session: Session) -> int:
+    """Drop every item from the DLQ (the executions and their history stay, marked cleared)."""
+    return len(
+        session.execute(
+            text(f"""UPDATE executions e SET dlq_cleared_at = clock_timestamp()
+                     WHERE {DLQ_WHERE} RETURNING e.id""")
+        ).all()
+    )

@@ -1,0 +1,43 @@
+"""Parameter templates: Jinja2 in its sandbox, e.g. ``"{{ event.payload.host }}"``.
+
+A string that is exactly one ``{{ expression }}`` keeps the expression's type (a number
+stays a number, a list a list); any other string renders to a string.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import cache
+from typing import Any
+
+from jinja2 import StrictUndefined, TemplateError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from app.errors import InvalidParameters
+
+_SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
+
+
+@cache
+def _environment() -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any:
+    """Render every string inside ``value`` (dicts and lists recursively) against ``context``."""
+    if isinstance(value, dict):
+        return {k: render(v, context, f"{path}.{k}") for k, v in value.items()}
+    if isinstance(value, list):
+        return [render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
+    if not isinstance(value, str) or "{" not in value:
+        return value
+    env = _environment()
+    try:
+        single = _SINGLE_EXPRESSION.match(value)
+        if single:
+            return env.compile_expression(single.group("expr").strip(), undefined_to_none=False)(
+                **context
+            )
+        return env.from_string(value).render(**context)
+    except TemplateError as error:
+        raise InvalidParameters(f"{path}: template {value!r} failed: {error}") from None
