@@ -67,6 +67,7 @@ def create(settings: Settings) -> Celery:
             "tasks.sweeper",
             "tasks.signals",
             "tasks.consumers",
+            "tasks.events",
             "tasks.plain",
         ],
     )

@@ -10,7 +10,7 @@ import re
 from functools import cache
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateError
+from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app.errors import InvalidParameters
@@ -35,9 +35,12 @@ def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any
     try:
         single = _SINGLE_EXPRESSION.match(value)
         if single:
-            return env.compile_expression(single.group("expr").strip(), undefined_to_none=False)(
-                **context
-            )
+            result = env.compile_expression(
+                single.group("expr").strip(), undefined_to_none=False
+            )(**context)
+            if isinstance(result, Undefined):
+                result._fail_with_undefined_error()
+            return result
         return env.from_string(value).render(**context)
     except TemplateError as error:
         raise InvalidParameters(f"{path}: template {value!r} failed: {error}") from None

@@ -6,6 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
+from app.errors import InvalidParameters
 from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
 __all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "run"]
@@ -30,7 +31,9 @@ def run(
     execution_id: int = 0,
     attempt: int = 1,
 ) -> Any:
-    ctx = RunContext(
-        render_config(config, parameters), parameters, timeout_s, execution_id, attempt
-    )
+    try:
+        rendered = render_config(config, parameters)
+    except InvalidParameters as error:
+        raise RunnerError(error.message, permanent=True) from None
+    ctx = RunContext(rendered, parameters, timeout_s, execution_id, attempt)
     return _runner(name)(ctx)
