@@ -71,20 +71,33 @@ def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
     console.print("stopped")
 
 
-def fire_demo(rt: Runtime) -> None:
-    from app import celery as usher_celery
-    from policies import admission
+DEMO_EVENTS: list[tuple[str, dict[str, object]]] = [
+    ("alert", {"severity": "high", "host": "db1"}),
+    ("alert", {"severity": "critical", "host": "db2"}),
+    ("alert", {"severity": "high", "host": "db1"}),
+    ("alert", {"severity": "low", "host": "web1"}),
+    ("alert", {"severity": "high", "host": "web2"}),
+    ("data_changed", {"source": "crm"}),
+    ("data_changed", {"source": "billing"}),
+    ("data_changed", {"source": "inventory"}),
+    ("order_created", {"id": 1001, "amount": 25.0}),
+    ("order_created", {"id": 1002, "amount": -5.0}),
+    ("order_created", {"id": 1003, "amount": 12.5}),
+]
 
-    grants = []
+
+def fire_demo(rt: Runtime) -> None:
+    """Send the demo events through the real path: stored, then matched by a worker."""
+    from app import celery as usher_celery
+    from policies import events
+
+    ids = []
     with db.unit_of_work(rt.engine) as session:
-        for i in range(12):
-            enqueued = admission.enqueue(
-                session, rt.settings, "demo.slow_report", {"seconds": 2, "n": i}
-            )
-            grants += enqueued.grants
-        for host in ("db1", "db2", "db1", "web1", "db2"):
-            grants += admission.enqueue(
-                session, rt.settings, "demo.restart_service", {"host": host}
-            ).grants
-    usher_celery.publish(rt.celery, grants)
-    console.print("fired 17 demo executions; watch them with `usher queues`")
+        for trigger, payload in DEMO_EVENTS:
+            ids.append(events.store(session, trigger, payload))
+    for event_id in ids:
+        usher_celery.send_event(rt.celery, event_id)
+    console.print(
+        f"sent {len(ids)} demo events; watch with `usher queues`, `usher executions list`, "
+        "`usher dlq list`"
+    )

@@ -1,0 +1,22 @@
+"""Python entry points for the demo pack (examples/packs/demo): a flaky and a broken step."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from tasks.runners.base import RunnerError
+
+
+def flaky_sync(source: str, failure_rate: float = 0.5) -> dict[str, Any]:
+    """Fails transiently about ``failure_rate`` of the time; retries with backoff get it through."""
+    if random.random() < failure_rate:
+        raise ConnectionError(f"{source}: upstream unavailable (try again)")
+    return {"synced": source}
+
+
+def validate_order(order_id: int, amount: float) -> dict[str, Any]:
+    """Refuses negative amounts for good: the execution goes to the dead-letter queue."""
+    if amount < 0:
+        raise RunnerError(f"order {order_id}: negative amount {amount}", permanent=True)
+    return {"order": order_id, "accepted": True}
