@@ -35,9 +35,9 @@ def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any
     try:
         single = _SINGLE_EXPRESSION.match(value)
         if single:
-            result = env.compile_expression(
-                single.group("expr").strip(), undefined_to_none=False
-            )(**context)
+            result = env.compile_expression(single.group("expr").strip(), undefined_to_none=False)(
+                **context
+            )
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
             return result
