@@ -109,7 +109,8 @@ def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
     return line
 
 
-def _read(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
+def _read(path: Path, schema: dict[str, Any]) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The document and its YAML node tree (to name lines in later errors)."""
     source = path.read_text()
     try:
         document = yaml.safe_load(source)
@@ -126,14 +127,14 @@ def _read(path: Path, schema: dict[str, Any]) -> dict[str, Any]:
         line = _line_of(root, list(problem.absolute_path))
         where = f"{path}:{line}" if line else str(path)
         raise InvalidPack(f"{where}: {location}: {problem.message}")
-    return dict(document)
+    return dict(document), root
 
 
 def read_pack(directory: Path) -> PackSpec:
-    meta = _read(directory / "pack.yaml", PACK_SCHEMA)
+    meta, _ = _read(directory / "pack.yaml", PACK_SCHEMA)
     spec = PackSpec(meta["name"], meta.get("description", ""), meta.get("policy") or {})
     for path in sorted((directory / "actions").glob("*.y*ml")):
-        action = _read(path, ACTION_SCHEMA)
+        action, _ = _read(path, ACTION_SCHEMA)
         schema = action.get("parameters") or {}
         try:
             jsonschema.Draft202012Validator.check_schema(schema)
@@ -141,10 +142,10 @@ def read_pack(directory: Path) -> PackSpec:
             raise InvalidPack(f"{path}: parameters is not a JSON Schema: {error.message}") from None
         spec.actions.append(action)
     for path in sorted((directory / "rules").glob("*.y*ml")):
-        rule = _read(path, RULE_SCHEMA)
-        problems = criteria.check(rule.get("criteria") or {})
-        if problems:
-            raise InvalidPack(f"{path}: criteria: {'; '.join(problems)}")
+        rule, root = _read(path, RULE_SCHEMA)
+        for key, problem in criteria.check(rule.get("criteria") or {}):
+            line = _line_of(root, ["criteria", key])
+            raise InvalidPack(f"{path}:{line}: criteria.{key}: {problem}")
         if "." not in rule["action"]:
             raise InvalidPack(f"{path}: action must be a reference 'pack.action'")
         spec.rules.append(rule)

@@ -71,23 +71,23 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
 }
 
 
-def check(criteria: dict[str, Any]) -> list[str]:
-    """Problems with a criteria block (for pack loading); empty when it is valid."""
-    problems = []
+def check(criteria: dict[str, Any]) -> list[tuple[str, str]]:
+    """(path, problem) for each problem of a criteria block; empty when it is valid."""
+    problems: list[tuple[str, str]] = []
     for path, test in criteria.items():
         tests = test if isinstance(test, dict) and test and set(test) <= set(OPERATORS) else None
         if tests is None and isinstance(test, dict):
             unknown = sorted(set(test) - set(OPERATORS))
-            problems.append(f"{path}: unknown operator(s) {unknown}; use {sorted(OPERATORS)}")
+            problems.append((path, f"unknown operator(s) {unknown}; use {sorted(OPERATORS)}"))
             continue
         for op, expected in (tests or {}).items():
             if op in ("in", "nin") and not isinstance(expected, list):
-                problems.append(f"{path}: '{op}' needs a list")
+                problems.append((path, f"'{op}' needs a list"))
             if op == "regex":
                 try:
                     _regex(str(expected))
                 except re.error as error:
-                    problems.append(f"{path}: bad regex {expected!r}: {error}")
+                    problems.append((path, f"bad regex {expected!r}: {error}"))
     return problems
 
 

@@ -99,7 +99,7 @@ def test_all_criteria_must_hold_and_empty_matches_everything() -> None:
 )
 def test_bad_criteria_are_reported(block: dict[str, Any], problem: str) -> None:
     problems = criteria.check(block)
-    assert problems and problem in problems[0]
+    assert problems and problem in problems[0][1] and problems[0][0] == "payload.x"
 
 
 def _policy(strategy: str, jitter: bool = False) -> retry.RetryPolicy:
