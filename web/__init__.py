@@ -30,6 +30,13 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     def healthz() -> Any:
         return {"status": "ok"}
 
+    @flask_app.get("/metrics")
+    def metrics() -> Any:
+        from web import metrics as prometheus
+
+        body = prometheus.render(flask_app.config["USHER_ENGINE"])
+        return body, 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+
     @flask_app.errorhandler(UsherError)
     def usher_error(error: UsherError) -> Any:
         return jsonify(error={"code": error.code, "message": error.message}), error.status
