@@ -438,6 +438,66 @@ def dlq_purge(rt: Runtime, yes: bool) -> None:
     console.print(f"purged {purged} item(s)")
 
 
+@main.group("tokens")
+def tokens_group() -> None:
+    """API tokens (admin, or read-only with --read-only)."""
+
+
+@tokens_group.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="may read but not change anything")
+@pass_runtime
+def tokens_create(rt: Runtime, name: str, read_only: bool) -> None:
+    """Create a token and print it once; only its hash is stored."""
+    from app import tokens
+
+    with db.unit_of_work(rt.engine) as session:
+        token = tokens.create(session, name, read_only)
+    err_console.print(
+        f"token {name!r} ({'read-only' if read_only else 'admin'}); it is shown only now:"
+    )
+    click.echo(token)
+
+
+@tokens_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def tokens_list(rt: Runtime, as_json: bool) -> None:
+    """Every token: name, kind, created, last used, revoked."""
+    from app import tokens
+
+    with db.unit_of_work(rt.engine) as session:
+        rows = tokens.listing(session)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        ["name", "kind", "created", "last used", "revoked"],
+        [
+            [
+                r["name"],
+                "read-only" if r["read_only"] else "admin",
+                r["created_at"],
+                r["last_used_at"],
+                r["revoked_at"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@pass_runtime
+def tokens_revoke(rt: Runtime, name: str) -> None:
+    """Revoke a token: it stops working at once."""
+    from app import tokens
+
+    with db.unit_of_work(rt.engine) as session:
+        tokens.revoke(session, name)
+    console.print(f"token {name!r} revoked")
+
+
 @main.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
 @click.option(
     "--actions", default="", help="comma-separated action refs or globs (pack.*); default: all"

@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -224,3 +225,32 @@ class Enforcement(Base):
         ForeignKey("executions.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = _now()
+
+
+class ApiToken(Base):
+    """An API token, stored as its SHA-256 (the token itself is shown once, at creation)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(200), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+    created_at: Mapped[datetime] = _now()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QueueSample(Base):
+    """A line's depth and wait, sampled by the sweeper for the dashboard's charts."""
+
+    __tablename__ = "queue_samples"
+    __table_args__ = (Index("ix_queue_samples_action_id_sampled_at", "action_id", "sampled_at"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
+    sampled_at: Mapped[datetime] = _now()
+    queue_length: Mapped[int] = mapped_column(Integer)
+    active_count: Mapped[int] = mapped_column(Integer)
+    oldest_wait_s: Mapped[float | None] = mapped_column(Float)
+    completed: Mapped[int] = mapped_column(BigInteger)

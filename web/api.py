@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from flask import Blueprint, current_app, request
+from flask import Blueprint, current_app, g, request
 from sqlalchemy.orm import Session
 
 from app import celery as usher_celery
-from app import db, queries
+from app import db, queries, tokens
 from app.config import Settings
-from app.errors import InvalidRequest, Unauthorized
+from app.errors import Forbidden, InvalidRequest, Unauthorized
 from app.models import STATUSES
 from policies import admission, dlq, events, stats
 
@@ -32,16 +31,23 @@ def unit_of_work() -> Iterator[Session]:
         yield session
 
 
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
 @bp.before_request
 def authenticate() -> None:
+    """Reads need any valid token; every mutating method needs an admin token."""
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
         raise Unauthorized()
-    admin = settings().api_token
-    if admin and hmac.compare_digest(token.encode(), admin.encode()):
-        return
-    raise Unauthorized("the bearer token is not valid")
+    with unit_of_work() as session:
+        identity = tokens.identify(session, token, settings().api_token)
+    if identity is None:
+        raise Unauthorized("the bearer token is not valid (or was revoked)")
+    if request.method in MUTATING and not identity.admin:
+        raise Forbidden()
+    g.identity = identity
 
 
 def _body() -> dict[str, Any]:
