@@ -75,3 +75,36 @@ def unprocessed_events(session: Session, older_than_s: float, limit: int = 500) 
 
 def action_refs(session: Session) -> list[str]:
     return list(session.execute(text("SELECT ref FROM actions ORDER BY ref")).scalars())
+
+
+SAMPLE_EVERY_S = 15
+SAMPLES_KEPT_H = 24
+
+
+def sample_lines(session: Session) -> int:
+    """Record each action's depth, active count and oldest wait for the dashboard's charts,
+    at most once per SAMPLE_EVERY_S whichever sweeper runs; drop samples past a day."""
+    taken = session.execute(
+        text("""
+            INSERT INTO queue_samples (action_id, sampled_at, queue_length, active_count,
+                                       oldest_wait_s, completed)
+            SELECT a.id, now(), coalesce(sum(q.queue_length), 0), coalesce(sum(q.active_count), 0),
+                   extract(epoch FROM now() - (
+                       SELECT min(e.enqueued_at) FROM executions e
+                       WHERE e.action_id = a.id AND e.status = 'queued')),
+                   coalesce(sum(q.total_completed), 0)
+            FROM actions a LEFT JOIN queues q ON q.action_id = a.id
+            WHERE NOT EXISTS (
+                SELECT 1 FROM queue_samples s
+                WHERE s.sampled_at > now() - make_interval(secs => :every))
+            GROUP BY a.id
+            RETURNING id
+        """),
+        {"every": SAMPLE_EVERY_S},
+    ).all()
+    if taken:
+        session.execute(
+            text("DELETE FROM queue_samples WHERE sampled_at < now() - make_interval(hours => :h)"),
+            {"h": SAMPLES_KEPT_H},
+        )
+    return len(taken)

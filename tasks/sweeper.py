@@ -52,6 +52,7 @@ def sweep() -> dict[str, int]:
                     # here even on a line where nothing else happens.
                     grants = admission.requeue_due(session, line)
                 counts["granted"] += usher_celery.publish(current_app, grants)
+            counts["samples"] = _in_tx(recovery.sample_lines)
             for event_id in _in_tx(lambda s: recovery.unprocessed_events(s, republish_after)):
                 usher_celery.send_event(current_app, event_id)
                 counts["events"] += 1

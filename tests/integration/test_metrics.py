@@ -113,3 +113,21 @@ def test_metrics_equal_a_recount(
     assert sum(samples.get("usher_retries_total", {}).values()) == 0  # no attempt 2 ran yet
     inf = samples["usher_execution_duration_seconds_bucket"]
     assert all(v == durations[k[:-1]] for k, v in inf.items() if k[-1] == ("le", "+Inf"))
+
+
+def test_the_sweeper_samples_each_line_for_the_charts_once_per_interval(
+    engine: Engine, settings: config.Settings, celery_app: Any, tmp_path: Path
+) -> None:
+    from tasks import sweeper
+
+    name = packs.load(
+        engine, tmp_path, [{"name": "a", "runner": "noop", "policy": {"concurrency": 1}}]
+    )
+    submit(engine, settings, None, f"{name}.a", [{}] * 4)
+    assert sweeper.sweep()["samples"] == 1
+    assert sweeper.sweep()["samples"] == 0  # within SAMPLE_EVERY_S
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT queue_length, active_count, oldest_wait_s FROM queue_samples")
+        ).one()
+    assert (row.queue_length, row.active_count) == (3, 1) and row.oldest_wait_s >= 0
