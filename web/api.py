@@ -37,6 +37,8 @@ MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 @bp.before_request
 def authenticate() -> None:
     """Reads need any valid token; every mutating method needs an admin token."""
+    if request.endpoint == "api.openapi":
+        return  # the API's description is public, like /healthz
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token:
@@ -68,6 +70,13 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}")
     return value
+
+
+@bp.get("/openapi.json")
+def openapi() -> Any:
+    from web import openapi as spec
+
+    return spec.document()
 
 
 @bp.get("/actions")

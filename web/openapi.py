@@ -1,0 +1,368 @@
+"""The OpenAPI 3.1 document of ``/api/v1``; a test keeps it equal to the URL map."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.models import STATUSES
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+ERRORS = {
+    "400": _json(_ref("Error"), "The request is malformed"),
+    "401": _json(_ref("Error"), "No valid bearer token"),
+}
+WRITE_ERRORS = {**ERRORS, "403": _json(_ref("Error"), "A read-only token")}
+NOT_FOUND = {"404": _json(_ref("Error"), "Unknown")}
+INT_ID = {"type": "integer", "minimum": 1, "maximum": 2**62}
+COUNTERS = (
+    "queue_length",
+    "active_count",
+    "max_concurrent",
+    "total_enqueued",
+    "total_completed",
+    "total_failed",
+    "total_cancelled",
+    "total_expired",
+)
+
+QUEUE_STATS = {
+    "type": "object",
+    "required": ["action_ref", *COUNTERS],
+    "properties": {
+        "action_ref": {"type": "string"},
+        **{c: {"type": "integer"} for c in COUNTERS},
+        "oldest_enqueued_at": {"type": ["string", "null"], "format": "date-time"},
+        "last_updated": {"type": ["string", "null"], "format": "date-time"},
+        "partitions": {"type": "array", "items": {"type": "object"}},
+    },
+}
+EXECUTION = {
+    "type": "object",
+    "required": [
+        "id",
+        "action_ref",
+        "status",
+        "parameters",
+        "priority",
+        "seq",
+        "attempt",
+        "enqueued_at",
+        "scheduled_at",
+        "started_at",
+        "finished_at",
+        "worker",
+        "result",
+        "error",
+    ],
+    "properties": {
+        "id": {"type": "integer"},
+        "action_ref": {"type": "string"},
+        "status": {"enum": list(STATUSES)},
+        "parameters": {"type": "object"},
+        "priority": {"type": "integer"},
+        "seq": {"type": "integer"},
+        "attempt": {"type": "integer"},
+        "position": {"type": ["integer", "null"]},
+        "enqueued_at": {"type": "string", "format": "date-time"},
+        "scheduled_at": {"type": ["string", "null"]},
+        "started_at": {"type": ["string", "null"]},
+        "finished_at": {"type": ["string", "null"]},
+        "not_before": {"type": ["string", "null"]},
+        "worker": {"type": ["string", "null"]},
+        "result": {},
+        "error": {"type": ["string", "null"]},
+        "replay_of": {"type": ["integer", "null"]},
+        "attempts": {"type": "array", "items": {"type": "object"}},
+    },
+}
+ENFORCEMENTS = {
+    "type": "object",
+    "required": ["event_id", "processed", "enforcements"],
+    "properties": {
+        "event_id": {"type": "integer"},
+        "processed": {"type": "boolean"},
+        "enforcements": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "properties": {
+                    "id": {"type": "integer"},
+                    "rule": {"type": "string"},
+                    "status": {"enum": ["executed", "rejected", "skipped"]},
+                    "execution_id": {"type": ["integer", "null"]},
+                    "reason": {"type": ["string", "null"]},
+                },
+            },
+        },
+    },
+}
+ACTION_REF = {
+    "name": "ref",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": r"^[A-Za-z0-9_\-]+\.[A-Za-z0-9_\-]+$"},
+}
+EXECUTION_ID = {"name": "execution_id", "in": "path", "required": True, "schema": INT_ID}
+LIMIT = {
+    "name": "limit",
+    "in": "query",
+    "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+}
+BEFORE = {
+    "name": "before",
+    "in": "query",
+    "description": "cursor: the `next` of a page",
+    "schema": INT_ID,
+}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Usher API",
+            "version": "1",
+            "description": "Bearer token auth: reads need any valid token, writes an admin one.",
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}],
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "required": ["error"],
+                    "properties": {
+                        "error": {
+                            "type": "object",
+                            "required": ["code", "message"],
+                            "properties": {
+                                "code": {"type": "string"},
+                                "message": {"type": "string"},
+                            },
+                        }
+                    },
+                },
+                "QueueStats": QUEUE_STATS,
+                "Execution": EXECUTION,
+                "Enforcements": ENFORCEMENTS,
+            },
+        },
+        "paths": {
+            "/api/v1/actions": {
+                "get": {
+                    "summary": "Every action with its queue stats",
+                    "responses": {"200": _json({"type": "object"}), **ERRORS},
+                }
+            },
+            "/api/v1/actions/{ref}": {
+                "get": {
+                    "summary": "One action: runner, parameters schema, policy, queue stats",
+                    "parameters": [ACTION_REF],
+                    "responses": {"200": _json({"type": "object"}), **ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/actions/{ref}/queue-stats": {
+                "get": {
+                    "summary": "The line's counters (and each partition's)",
+                    "parameters": [ACTION_REF],
+                    "responses": {"200": _json(_ref("QueueStats")), **ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/executions": {
+                "get": {
+                    "summary": "Executions, newest first, by cursor",
+                    "parameters": [
+                        {"name": "action", "in": "query", "schema": {"type": "string"}},
+                        {"name": "status", "in": "query", "schema": {"enum": list(STATUSES)}},
+                        LIMIT,
+                        BEFORE,
+                    ],
+                    "responses": {
+                        "200": _json(
+                            {
+                                "type": "object",
+                                "required": ["items", "next"],
+                                "properties": {
+                                    "items": {"type": "array", "items": _ref("Execution")},
+                                    "next": {"type": ["integer", "null"]},
+                                },
+                            }
+                        ),
+                        **ERRORS,
+                    },
+                },
+                "post": {
+                    "summary": "Request an execution",
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["action"],
+                                    "properties": {
+                                        "action": {"type": "string"},
+                                        "parameters": {"type": "object"},
+                                        "priority": {
+                                            "type": "integer",
+                                            "minimum": -1000,
+                                            "maximum": 1000,
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": ["id", "status", "position"],
+                                "properties": {
+                                    "id": {"type": "integer"},
+                                    "status": {"enum": ["queued", "scheduled"]},
+                                    "position": {"type": ["integer", "null"]},
+                                },
+                            },
+                            "Accepted",
+                        ),
+                        **WRITE_ERRORS,
+                        **NOT_FOUND,
+                        "422": _json(_ref("Error"), "The parameters fail the action's schema"),
+                        "429": _json(_ref("Error"), "The line is full"),
+                    },
+                },
+            },
+            "/api/v1/executions/{execution_id}": {
+                "get": {
+                    "summary": "One execution with its attempt history and place in line",
+                    "parameters": [EXECUTION_ID],
+                    "responses": {"200": _json(_ref("Execution")), **ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/executions/{execution_id}/cancel": {
+                "post": {
+                    "summary": "Cancel a queued, scheduled, running or retrying execution",
+                    "parameters": [EXECUTION_ID],
+                    "responses": {
+                        "200": _json(_ref("Execution")),
+                        **WRITE_ERRORS,
+                        **NOT_FOUND,
+                        "409": _json(_ref("Error"), "Already finished"),
+                    },
+                }
+            },
+            "/api/v1/events": {
+                "post": {
+                    "summary": "Store an event; a worker matches rules (`?wait=S` waits up to S s)",
+                    "parameters": [
+                        {
+                            "name": "wait",
+                            "in": "query",
+                            "schema": {"type": "integer", "minimum": 0, "maximum": 30},
+                        }
+                    ],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "required": ["trigger"],
+                                    "properties": {
+                                        "trigger": {
+                                            "type": "string",
+                                            "minLength": 1,
+                                            "maxLength": 200,
+                                        },
+                                        "payload": {},
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "responses": {"202": _json(_ref("Enforcements"), "Accepted"), **WRITE_ERRORS},
+                }
+            },
+            "/api/v1/events/{event_id}": {
+                "get": {
+                    "summary": "An event and its enforcements",
+                    "parameters": [
+                        {"name": "event_id", "in": "path", "required": True, "schema": INT_ID}
+                    ],
+                    "responses": {"200": _json(_ref("Enforcements")), **ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/dlq": {
+                "get": {
+                    "summary": "The dead-letter queue, newest first",
+                    "parameters": [LIMIT, BEFORE],
+                    "responses": {
+                        "200": _json({"type": "object", "required": ["items", "total", "next"]}),
+                        **ERRORS,
+                    },
+                }
+            },
+            "/api/v1/dlq/{execution_id}/replay": {
+                "post": {
+                    "summary": "Enqueue a dead execution again (a new execution, `replay_of` set)",
+                    "parameters": [EXECUTION_ID],
+                    "responses": {
+                        "200": _json({"type": "object"}),
+                        **WRITE_ERRORS,
+                        **NOT_FOUND,
+                        "409": _json(_ref("Error"), "Not in the dead-letter queue"),
+                    },
+                }
+            },
+            "/api/v1/dlq/purge": {
+                "post": {
+                    "summary": "Empty the dead-letter queue",
+                    "responses": {"200": _json({"type": "object"}), **WRITE_ERRORS},
+                }
+            },
+        },
+    }
+
+
+def markdown() -> str:
+    """docs/api.md, generated from the document (a test keeps the file up to date)."""
+    doc = document()
+    lines = [
+        "# REST API",
+        "",
+        "Generated from `GET /api/v1/openapi.json` by `python -m web.openapi > docs/api.md`;",
+        "a test fails when this file and the document differ.",
+        "",
+        "Auth: `Authorization: Bearer <token>`. Reads need any valid token (`usher tokens create",
+        "NAME --read-only`), every `POST` an admin token (`USHER_API_TOKEN` or `usher tokens",
+        "create NAME`): 401 without a valid token, 403 with a read-only one. Errors are",
+        '`{"error": {"code": "...", "message": "..."}}` with a 4xx status (503 while Postgres',
+        "is unreachable). `GET /healthz`, `GET /metrics` and the OpenAPI document are open.",
+        "",
+        "| method | path | what it does | answers |",
+        "| --- | --- | --- | --- |",
+    ]
+    for path, operations in doc["paths"].items():
+        for method, operation in operations.items():
+            answers = ", ".join(sorted(operation["responses"]))
+            lines.append(f"| {method.upper()} | `{path}` | {operation['summary']} | {answers} |")
+    lines += [
+        "",
+        "Lists are newest first and paged by cursor: pass the page's `next` as `before`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(markdown(), end="")
