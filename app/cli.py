@@ -526,6 +526,27 @@ def beat_cmd(rt: Runtime) -> None:
     rt.celery.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
 
 
+@main.command("flower")
+@pass_runtime
+def flower_cmd(rt: Runtime) -> None:
+    """Flower on 127.0.0.1:USHER_FLOWER_PORT behind USHER_FLOWER_BASIC_AUTH (user:password)."""
+    auth = rt.settings.flower_basic_auth
+    if not auth:
+        raise UsherError(
+            "USHER_FLOWER_BASIC_AUTH is not set: Flower never runs without auth "
+            "(export USHER_FLOWER_BASIC_AUTH=user:a-long-password)"
+        )
+    rt.celery.start(
+        [
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={rt.settings.flower_port}",
+            f"--basic-auth={auth}",
+            "--purge_offline_workers=60",
+        ]
+    )
+
+
 @main.command("web")
 @pass_runtime
 def web_cmd(rt: Runtime) -> None:
