@@ -24,6 +24,7 @@ def environment(settings: config.Settings) -> dict[str, str]:
         USHER_HOME=str(settings.home),
         USHER_LEASE_S=str(settings.lease_s),
         USHER_DEFAULT_MAX_CONCURRENT=str(settings.default_max_concurrent),
+        USHER_SWEEP_INTERVAL_S=str(settings.sweep_interval_s),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
     if settings.broker_url:
@@ -54,6 +55,7 @@ class Pool:
     settings: config.Settings
     log_dir: Path
     workers: list[Worker] = field(default_factory=list)
+    others: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     def start(
         self,
@@ -89,7 +91,42 @@ class Pool:
             time.sleep(0.2)
         return worker
 
+    def start_beat(self) -> subprocess.Popen[bytes]:
+        """``usher beat`` (the sweeper's schedule), stopped by ``stop_all``."""
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        with (self.log_dir / "beat.log").open("wb") as out:
+            beat = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "beat"],
+                env=environment(self.settings),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        self.others.append(beat)
+        return beat
+
+    def kill(self, worker: Worker) -> None:
+        """SIGKILL a whole worker (main process and pool): a host that died."""
+        try:
+            os.killpg(worker.process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        worker.process.wait(timeout=10)
+        self.workers.remove(worker)
+
     def stop_all(self, grace_s: float = 10) -> None:
+        for other in self.others:
+            try:
+                os.killpg(other.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                other.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(other.pid, signal.SIGKILL)
+                other.wait(timeout=10)
+        self.others.clear()
         for worker in self.workers:
             if worker.process.poll() is None:
                 worker.process.send_signal(signal.SIGTERM)

@@ -111,7 +111,15 @@ def on_failure(
     if sender is None or sender.name != usher_celery.EXECUTE or exception is None:
         return
     outcome, error, transient = _outcome(exception)
-    _record(args, outcome, error=error, transient=transient)
+    # A runner's details (exit code and output, HTTP status and body) are kept as the result.
+    details = getattr(exception, "details", None)
+    _record(
+        args,
+        outcome,
+        result=_jsonable(details) if details else None,
+        error=error,
+        transient=transient,
+    )
 
 
 @signals.task_revoked.connect

@@ -44,6 +44,21 @@ class RunContext:
         return value
 
 
+def timeout_s(ctx: RunContext, default: float, reserve_s: float = 0.0) -> float:
+    """The runner's own timeout: ``runner_config.timeout_s``, else the action's, else
+    ``default``; kept a margin (a tenth, at most 1 s) plus ``reserve_s`` below the action's
+    timeout, so the runner gives up before Celery's soft time limit interrupts it. The
+    reserve never takes more than half of the time."""
+    configured = ctx.config.get("timeout_s")
+    value = (ctx.timeout_s or default) if configured is None else configured
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise RunnerError("runner_config.timeout_s must be a positive number", permanent=True)
+    if ctx.timeout_s:
+        ceiling = ctx.timeout_s - min(1.0, ctx.timeout_s / 10)
+        value = min(value, max(ceiling - reserve_s, ceiling / 2))
+    return float(value)
+
+
 def render_config(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
     rendered = templates.render(config, {"parameters": parameters}, path="runner_config")
     assert isinstance(rendered, dict)
