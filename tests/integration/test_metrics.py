@@ -24,6 +24,10 @@ def _scrape(settings: config.Settings, celery_app: Any) -> dict[str, dict[tuple,
     assert response.status_code == 200
     samples: dict[str, dict[tuple, float]] = {}
     for family in text_string_to_metric_families(response.get_data(as_text=True)):
+        # A family with no samples yet is still served (its HELP and TYPE)
+        suffixes = {"counter": ["_total"], "histogram": ["_bucket", "_count", "_sum"]}
+        for suffix in suffixes.get(family.type, [""]):
+            samples.setdefault(family.name + suffix, {})
         for sample in family.samples:
             labels = tuple(sorted((k, v) for k, v in sample.labels.items() if k != "le"))
             key = (*labels, ("le", sample.labels["le"])) if "le" in sample.labels else labels
@@ -131,3 +135,25 @@ def test_the_sweeper_samples_each_line_for_the_charts_once_per_interval(
             text("SELECT queue_length, active_count, oldest_wait_s FROM queue_samples")
         ).one()
     assert (row.queue_length, row.active_count) == (3, 1) and row.oldest_wait_s >= 0
+
+
+def test_grafana_and_alerts_use_only_metrics_that_exist(
+    engine: Engine, settings: config.Settings, celery_app: Any, tmp_path: Path
+) -> None:
+    import re
+
+    name = packs.load(engine, tmp_path, [{"name": "a", "runner": "noop"}])
+    (execution_id,) = submit(engine, settings, None, f"{name}.a", [{}])
+    with db.unit_of_work(engine) as session:
+        admission.claim(session, execution_id, 1, "w/1", 15)
+    with db.unit_of_work(engine) as session:
+        admission.release(session, settings, execution_id, 1, "failed", transient=False)
+    served = set(_scrape(settings, celery_app))
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    used = set(
+        re.findall(
+            r"usher_[a-z_]+",
+            (docs / "alerts.yml").read_text() + (docs / "grafana" / "usher.json").read_text(),
+        )
+    )
+    assert used and used <= served, used - served
