@@ -397,3 +397,71 @@ def test_beat_runs_the_sweeper_that_frees_a_dead_workers_slot(
         )
     assert outcomes == ["worker_lost", "succeeded"]
     invariants.check_line(engine, ref, limit=1)
+
+
+def test_a_paused_worker_that_comes_back_cannot_overwrite_the_newer_attempt(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    # Given an execution running on a pool process that is then frozen past its lease
+    ref = (
+        packs.load(
+            engine,
+            tmp_path,
+            [
+                {
+                    "name": "zombie",
+                    "runner": "python",
+                    "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+                    "policy": {
+                        "concurrency": 1,
+                        "retry": {"max_retries": 2, "initial_delay_ms": 10},
+                    },
+                }
+            ],
+        )
+        + ".zombie"
+    )
+    frozen_worker = worker_pool.start(concurrency=1)
+    marker = tmp_path / "zombie.done"
+    (execution_id,) = submit(
+        engine, settings, celery_app, ref, [{"seconds": 3, "marker": str(marker)}]
+    )
+    wait_until(lambda: status(engine, execution_id) == "running", 30, what="running")
+    (child,) = frozen_worker.child_pids()
+    os.kill(child, signal.SIGSTOP)
+    try:
+        # When its lease runs out, the sweeper gives the slot away and a second worker
+        # runs attempt 2 to the end
+        worker_pool.start(concurrency=1)
+        wait_until(
+            lambda: (
+                sweeper.sweep()["lost_workers"] == 1 or status(engine, execution_id) != "running"
+            ),
+            settings.lease_s + 15,
+            interval=0.5,
+            what="the lease to expire",
+        )
+        wait_until(lambda: status(engine, execution_id) == "succeeded", 30, what="attempt 2")
+    finally:
+        os.kill(child, signal.SIGCONT)
+    # Then the zombie finishes attempt 1 late, and its report changes nothing
+    time.sleep(5)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("SELECT status, attempt FROM executions WHERE id = :i"), {"i": execution_id}
+        ).one()
+        outcomes = (
+            conn.execute(
+                text("SELECT outcome FROM attempts WHERE execution_id = :i ORDER BY attempt"),
+                {"i": execution_id},
+            )
+            .scalars()
+            .all()
+        )
+    assert (row.status, row.attempt) == ("succeeded", 2)
+    assert outcomes == ["worker_lost", "succeeded"]
+    invariants.check_line(engine, ref, limit=1)
