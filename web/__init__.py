@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from typing import Any
 
 from celery import Celery
 from flask import Flask, jsonify
+from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException
 
@@ -22,9 +25,22 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     flask_app.config["USHER_CELERY"] = celery_app or usher_celery.create(settings)
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
 
-    from web import api
+    from web import api, dashboard
 
+    flask_app.config.update(
+        SECRET_KEY=dashboard.secret_key(settings.home),
+        SESSION_COOKIE_NAME="usher_session",
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        SESSION_COOKIE_SECURE=os.environ.get("USHER_SECURE_COOKIES", "").lower() in ("1", "true"),
+        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        # A CSRF token lives as long as the session: a dashboard left open keeps working.
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    csrf = CSRFProtect(flask_app)
+    csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
     flask_app.register_blueprint(api.bp)
+    flask_app.register_blueprint(dashboard.bp)
 
     @flask_app.get("/healthz")
     def healthz() -> Any:
