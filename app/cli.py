@@ -8,7 +8,9 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -186,17 +188,45 @@ def run_action(
 
 
 def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str, Any]:
+    """Poll until the execution ends, showing where it stands: position and ETA while it
+    waits, then the running time. In a terminal the line updates in place; piped, each
+    change is printed once."""
+    from policies import eta
+
     deadline = None if timeout is None else time.monotonic() + timeout
-    with console.status(f"execution {execution_id}: waiting") as status:
+    live = console.is_terminal
+    shown = ""
+    with console.status(f"execution {execution_id}: waiting") if live else nullcontext() as spot:
         while True:
             with db.unit_of_work(rt.engine) as session:
                 row = queries.execution(session, execution_id)
+                where = eta.estimate(session, execution_id)
             if row["status"] in FINAL:
                 return row
-            status.update(f"execution {execution_id}: {row['status']}")
+            text = _standing(execution_id, row, where)
+            if spot is not None:
+                spot.update(text)
+            elif text.split(" (")[0] != shown.split(" (")[0]:
+                click.echo(text)
+            shown = text
             if deadline is not None and time.monotonic() > deadline:
                 raise UsherError(f"execution {execution_id} is still {row['status']}; gave up")
             time.sleep(0.2)
+
+
+def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> str:
+    if row["status"] == "queued" and where["position"]:
+        when = (
+            f"ETA {datetime.fromisoformat(where['eta']).astimezone():%H:%M:%S}"
+            if where["eta"]
+            else "no ETA yet"
+        )
+        return f"execution {execution_id}: queued, position {where['position']} ({when})"
+    if row["status"] == "running" and row["started_at"]:
+        started = datetime.fromisoformat(row["started_at"])
+        running = (datetime.now(UTC) - started).total_seconds()
+        return f"execution {execution_id}: running on {row['worker']} ({running:.0f}s)"
+    return f"execution {execution_id}: {row['status']}"
 
 
 @main.command("queues")
@@ -285,12 +315,12 @@ def executions_list(
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
-    """Everything about one execution, with its place in line while it waits."""
-    from policies import admission
+    """Everything about one execution, with its place in line and ETA while it waits."""
+    from policies import eta
 
     with db.unit_of_work(rt.engine) as session:
         row = queries.execution(session, execution_id)
-        row["position"] = admission.position(session, execution_id)
+        row.update(eta.estimate(session, execution_id))
     if as_json:
         emit_json(row)
         return
@@ -496,6 +526,77 @@ def tokens_revoke(rt: Runtime, name: str) -> None:
     with db.unit_of_work(rt.engine) as session:
         tokens.revoke(session, name)
     console.print(f"token {name!r} revoked")
+
+
+@main.group("actions")
+def actions_group() -> None:
+    """Control an action's lines live: pause, resume, limits."""
+
+
+def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
+    from policies import stats
+
+    usher_celery.publish(rt.celery, grants)
+    with db.unit_of_work(rt.engine) as session:
+        line = stats.action_stats(session, rt.settings, ref)
+    console.print(
+        f"{ref}: {line['queue_length']} waiting, {line['active_count']}/"
+        f"{line['max_concurrent']} active, {len(grants)} granted now"
+    )
+
+
+@actions_group.command("pause")
+@click.argument("ref")
+@pass_runtime
+def actions_pause(rt: Runtime, ref: str) -> None:
+    """Grant nothing more; running work finishes, waiting work keeps its place."""
+    from policies import control
+
+    with db.unit_of_work(rt.engine) as session:
+        grants = control.set_paused(session, rt.settings, ref, True)
+    _after_control(rt, ref, grants)
+
+
+@actions_group.command("resume")
+@click.argument("ref")
+@pass_runtime
+def actions_resume(rt: Runtime, ref: str) -> None:
+    """Resume granting; what fits under the limit starts at once."""
+    from policies import control
+
+    with db.unit_of_work(rt.engine) as session:
+        grants = control.set_paused(session, rt.settings, ref, False)
+    _after_control(rt, ref, grants)
+
+
+@actions_group.command("set")
+@click.argument("ref")
+@click.option("--concurrency", type=click.IntRange(1, 10_000))
+@click.option("--max-queue-length", type=click.IntRange(1, 10_000_000))
+@click.option("--queue-timeout-s", type=click.IntRange(1, 604_800))
+@pass_runtime
+def actions_set(
+    rt: Runtime,
+    ref: str,
+    concurrency: int | None,
+    max_queue_length: int | None,
+    queue_timeout_s: int | None,
+) -> None:
+    """Change limits live (until the pack is loaded again). Raising grants at once."""
+    from policies import control
+
+    changes = {
+        key: value
+        for key, value in (
+            ("concurrency", concurrency),
+            ("max_queue_length", max_queue_length),
+            ("queue_timeout_s", queue_timeout_s),
+        )
+        if value is not None
+    }
+    with db.unit_of_work(rt.engine) as session:
+        grants = control.update_policy(session, rt.settings, ref, changes)
+    _after_control(rt, ref, grants)
 
 
 @main.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})

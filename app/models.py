@@ -73,6 +73,8 @@ class Action(Base):
     )
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     policy: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # Set while the action's lines are paused: nothing is granted, waiting work keeps its place.
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 

@@ -35,7 +35,8 @@ def action_row(session: Session, ref: str) -> dict[str, Any]:
         session.execute(
             text("""
             SELECT a.ref, a.name, p.name AS pack, a.description, a.runner, a.timeout_s,
-                   a.parameters_schema AS parameters, a.policy, p.policy AS pack_policy
+                   a.parameters_schema AS parameters, a.policy, p.policy AS pack_policy,
+                   a.paused_at IS NOT NULL AS paused
             FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
         """),
             {"ref": ref},

@@ -51,6 +51,7 @@ class Line:
     timeout_s: int | None
     limits: limits.Limits
     retry: retry.RetryPolicy
+    paused: bool = False
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,8 @@ class Cancelled:
 
 
 _LINE_COLUMNS = """
-    q.id AS queue_id, a.ref, a.timeout_s, a.policy AS action_policy, p.policy AS pack_policy
+    q.id AS queue_id, a.ref, a.timeout_s, a.policy AS action_policy, p.policy AS pack_policy,
+    a.paused_at IS NOT NULL AS paused
 """
 
 
@@ -104,6 +106,7 @@ def _line(settings: Settings, row: Any) -> Line:
         timeout_s=row.timeout_s,
         limits=limits.resolve(row.action_policy, row.pack_policy, settings),
         retry=retry.resolve(row.action_policy, row.pack_policy, settings),
+        paused=row.paused,
     )
 
 
@@ -142,8 +145,11 @@ def admit(session: Session, line: Line) -> list[Grant]:
     Eligible: waiting (``queued``), or backing off (``retrying``) and already due, so a due
     retry keeps its place in line even before the sweeper moves it back to ``queued``.
     The caller holds the line's lock, so this statement's snapshot (taken after the lock)
-    sees every committed waiting row and the current ``active_count``.
+    sees every committed waiting row and the current ``active_count``. A paused line grants
+    nothing; its waiting executions keep their places.
     """
+    if line.paused:
+        return []
     rows = session.execute(
         text("""
             WITH now AS (SELECT clock_timestamp() AS ts),
@@ -228,7 +234,8 @@ def enqueue(
     action = session.execute(
         text("""
             SELECT a.id, a.ref, a.timeout_s, a.parameters_schema,
-                   a.policy AS action_policy, p.policy AS pack_policy
+                   a.policy AS action_policy, p.policy AS pack_policy,
+                   a.paused_at IS NOT NULL AS paused
             FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
         """),
         {"ref": action_ref},
@@ -282,6 +289,7 @@ def enqueue(
         action.timeout_s,
         resolved,
         retry.resolve(action.action_policy, action.pack_policy, settings),
+        action.paused,
     )
     return Enqueued(execution_id, queue.next_seq, admit(session, line))
 

@@ -15,7 +15,7 @@ from app import db, queries, tokens
 from app.config import Settings
 from app.errors import Forbidden, InvalidRequest, Unauthorized
 from app.models import STATUSES
-from policies import admission, dlq, events, stats
+from policies import admission, control, dlq, eta, events, stats
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
@@ -94,6 +94,34 @@ def queue_stats(ref: str) -> Any:
         return stats.action_stats(session, settings(), ref)
 
 
+@bp.post("/actions/<path:ref>/pause")
+def pause_action(ref: str) -> Any:
+    """Grant nothing more on the action's lines; running work finishes, waiting keeps place."""
+    with unit_of_work() as session:
+        control.set_paused(session, settings(), ref, True)
+        return stats.action_stats(session, settings(), ref) | {"paused": True}
+
+
+@bp.post("/actions/<path:ref>/resume")
+def resume_action(ref: str) -> Any:
+    with unit_of_work() as session:
+        grants = control.set_paused(session, settings(), ref, False)
+        body = stats.action_stats(session, settings(), ref) | {"paused": False}
+    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
+    return body
+
+
+@bp.patch("/actions/<path:ref>/policy")
+def patch_policy(ref: str) -> Any:
+    """Change concurrency, max_queue_length or queue_timeout_s live."""
+    changes = _body()
+    with unit_of_work() as session:
+        grants = control.update_policy(session, settings(), ref, changes)
+        body = stats.action_stats(session, settings(), ref)
+    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
+    return body
+
+
 @bp.get("/actions/<path:ref>")
 def show_action(ref: str) -> Any:
     with unit_of_work() as session:
@@ -144,7 +172,7 @@ def list_executions() -> Any:
 def show_execution(execution_id: int) -> Any:
     with unit_of_work() as session:
         row = queries.execution(session, execution_id)
-        row["position"] = admission.position(session, execution_id)
+        row.update(eta.estimate(session, execution_id))
     return row
 
 

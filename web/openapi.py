@@ -71,6 +71,8 @@ EXECUTION = {
         "seq": {"type": "integer"},
         "attempt": {"type": "integer"},
         "position": {"type": ["integer", "null"]},
+        "eta": {"type": ["string", "null"], "format": "date-time"},
+        "pace_per_s": {"type": ["number", "null"]},
         "enqueued_at": {"type": "string", "format": "date-time"},
         "scheduled_at": {"type": ["string", "null"]},
         "started_at": {"type": ["string", "null"]},
@@ -177,6 +179,56 @@ def document() -> dict[str, Any]:
                     "responses": {"200": _json(_ref("QueueStats")), **ERRORS, **NOT_FOUND},
                 }
             },
+            "/api/v1/actions/{ref}/pause": {
+                "post": {
+                    "summary": "Pause the action's lines: nothing granted, waiting keeps its place",
+                    "parameters": [ACTION_REF],
+                    "responses": {"200": _json(_ref("QueueStats")), **WRITE_ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/actions/{ref}/resume": {
+                "post": {
+                    "summary": "Resume the action's lines; what fits is granted at once",
+                    "parameters": [ACTION_REF],
+                    "responses": {"200": _json(_ref("QueueStats")), **WRITE_ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/actions/{ref}/policy": {
+                "patch": {
+                    "summary": "Change concurrency, max_queue_length or queue_timeout_s live",
+                    "parameters": [ACTION_REF],
+                    "requestBody": {
+                        "required": True,
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "minProperties": 1,
+                                    "additionalProperties": False,
+                                    "properties": {
+                                        "concurrency": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": 10_000,
+                                        },
+                                        "max_queue_length": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": 10_000_000,
+                                        },
+                                        "queue_timeout_s": {
+                                            "type": "integer",
+                                            "minimum": 1,
+                                            "maximum": 604_800,
+                                        },
+                                    },
+                                },
+                            }
+                        },
+                    },
+                    "responses": {"200": _json(_ref("QueueStats")), **WRITE_ERRORS, **NOT_FOUND},
+                }
+            },
             "/api/v1/executions": {
                 "get": {
                     "summary": "Executions, newest first, by cursor",
@@ -231,6 +283,8 @@ def document() -> dict[str, Any]:
                                     "id": {"type": "integer"},
                                     "status": {"enum": ["queued", "scheduled"]},
                                     "position": {"type": ["integer", "null"]},
+                                    "eta": {"type": ["string", "null"], "format": "date-time"},
+                                    "pace_per_s": {"type": ["number", "null"]},
                                 },
                             },
                             "Accepted",

@@ -1,0 +1,75 @@
+"""Live control of an action's lines: pause, resume, change the limit; takes effect at once."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import InvalidRequest, UnknownAction
+from policies import admission
+
+LIVE_KEYS = {
+    "concurrency": (1, 10_000),
+    "max_queue_length": (1, 10_000_000),
+    "queue_timeout_s": (1, 604_800),
+}
+
+
+def _action_id(session: Session, ref: str) -> int:
+    found = session.execute(
+        text("SELECT id FROM actions WHERE ref = :ref FOR UPDATE"), {"ref": ref}
+    ).scalar_one_or_none()
+    if found is None:
+        raise UnknownAction(f"no action named {ref!r}")
+    return int(found)
+
+
+def readmit(session: Session, settings: Settings, action_id: int) -> list[admission.Grant]:
+    """Lock each line of the action in turn and grant what now fits."""
+    grants: list[admission.Grant] = []
+    queue_ids = session.execute(
+        text("SELECT id FROM queues WHERE action_id = :a ORDER BY id"), {"a": action_id}
+    ).scalars()
+    for queue_id in list(queue_ids):
+        grants += admission.requeue_due(session, admission.lock_line(session, settings, queue_id))
+    return grants
+
+
+def set_paused(
+    session: Session, settings: Settings, ref: str, paused: bool
+) -> list[admission.Grant]:
+    """Pause (nothing granted; running work finishes) or resume (grants at once)."""
+    action_id = _action_id(session, ref)
+    session.execute(
+        text("""UPDATE actions SET paused_at = CASE WHEN :paused THEN coalesce(paused_at, now())
+                END, updated_at = now() WHERE id = :id"""),
+        {"paused": paused, "id": action_id},
+    )
+    return [] if paused else readmit(session, settings, action_id)
+
+
+def update_policy(
+    session: Session, settings: Settings, ref: str, changes: Any
+) -> list[admission.Grant]:
+    """Change the action's limits live. Raising the limit grants at once; lowering it lets
+    running work finish and grants nothing until the line is under the new limit. A later
+    `usher packs load` of the pack sets the policy from the files again."""
+    if not isinstance(changes, dict) or not changes:
+        raise InvalidRequest(f"give one or more of {sorted(LIVE_KEYS)}")
+    for key, value in changes.items():
+        if key not in LIVE_KEYS:
+            raise InvalidRequest(f"{key!r} cannot be changed live; use one of {sorted(LIVE_KEYS)}")
+        low, high = LIVE_KEYS[key]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise InvalidRequest(f"{key} must be an integer {low}..{high}")
+    action_id = _action_id(session, ref)
+    session.execute(
+        text("""UPDATE actions SET policy = policy || CAST(:changes AS jsonb), updated_at = now()
+                WHERE id = :id"""),
+        {"changes": json.dumps(changes), "id": action_id},
+    )
+    return readmit(session, settings, action_id)

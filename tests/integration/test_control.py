@@ -1,0 +1,165 @@
+"""Live control of a line (pause, resume, limits) and the ETA of waiting executions."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, text
+
+import web
+from app import config, db
+from app.errors import InvalidRequest
+from policies import admission, control, eta
+from tests.support import invariants, packs
+from tests.support.flow import status, submit, wait_final, wait_until
+from tests.support.workers import Pool
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _scheduled(engine: Engine) -> list[int]:
+    with engine.connect() as conn:
+        return list(
+            conn.execute(
+                text("SELECT seq FROM executions WHERE status = 'scheduled' ORDER BY seq")
+            ).scalars()
+        )
+
+
+def _finish(engine: Engine, settings: config.Settings, seq: int) -> list[admission.Grant]:
+    with engine.connect() as conn:
+        execution_id = conn.execute(
+            text("SELECT id FROM executions WHERE seq = :s"), {"s": seq}
+        ).scalar_one()
+    with db.unit_of_work(engine) as session:
+        admission.claim(session, execution_id, 1, "w/1", 15)
+    with db.unit_of_work(engine) as session:
+        return admission.release(session, settings, execution_id, 1, "succeeded").grants
+
+
+def test_a_paused_line_grants_nothing_and_resumes_in_order(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    ref = (
+        packs.load(
+            engine, tmp_path, [{"name": "p", "runner": "noop", "policy": {"concurrency": 2}}]
+        )
+        + ".p"
+    )
+    submit(engine, settings, None, ref, [{}])  # seq 1 holds a slot
+    with db.unit_of_work(engine) as session:
+        assert control.set_paused(session, settings, ref, True) == []
+    submit(engine, settings, None, ref, [{}] * 4)
+    assert _scheduled(engine) == [1]  # a free slot, but the line is paused
+    assert _finish(engine, settings, 1) == []  # a release grants nothing while paused
+    with db.unit_of_work(engine) as session:
+        grants = control.set_paused(session, settings, ref, False)
+    assert len(grants) == 2 and _scheduled(engine) == [2, 3]
+    assert invariants.counter_mismatches(engine) == []
+    assert invariants.fifo_violations(engine, invariants.queue_ids(engine, ref)) == 0
+
+
+def test_raising_a_limit_grants_at_once_and_lowering_it_drains_first(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    ref = (
+        packs.load(
+            engine, tmp_path, [{"name": "l", "runner": "noop", "policy": {"concurrency": 1}}]
+        )
+        + ".l"
+    )
+    submit(engine, settings, None, ref, [{}] * 6)
+    assert _scheduled(engine) == [1]
+    with db.unit_of_work(engine) as session:
+        grants = control.update_policy(session, settings, ref, {"concurrency": 3})
+    assert len(grants) == 2 and _scheduled(engine) == [1, 2, 3]
+    with db.unit_of_work(engine) as session:
+        assert control.update_policy(session, settings, ref, {"concurrency": 1}) == []
+    # Three hold slots against a limit of one: releases grant nothing until under it
+    assert _finish(engine, settings, 1) == []
+    assert _finish(engine, settings, 2) == []
+    assert [g.execution_id for g in _finish(engine, settings, 3)] != []
+    assert _scheduled(engine) == [4]
+    assert invariants.counter_mismatches(engine) == []
+    with pytest.raises(InvalidRequest), db.unit_of_work(engine) as session:
+        control.update_policy(session, settings, ref, {"concurrency": 0})
+    with pytest.raises(InvalidRequest), db.unit_of_work(engine) as session:
+        control.update_policy(session, settings, ref, {"partition_by": ["x"]})
+
+
+def test_pause_resume_and_limits_over_the_api(
+    engine: Engine, db_url: str, broker_url: str | None, tmp_path: Path, celery_app: Any
+) -> None:
+    settings = config.load(
+        database_url=db_url, broker_url=broker_url, home=tmp_path / "h", api_token="t"
+    )
+    client = web.create_app(settings, celery_app).test_client()
+    auth = {"Authorization": "Bearer t"}
+    ref = (
+        packs.load(
+            engine, tmp_path, [{"name": "a", "runner": "noop", "policy": {"concurrency": 1}}]
+        )
+        + ".a"
+    )
+    assert client.post(f"/api/v1/actions/{ref}/pause", headers=auth).get_json()["paused"]
+    assert client.get(f"/api/v1/actions/{ref}", headers=auth).get_json()["paused"] is True
+    submit(engine, settings, None, ref, [{}] * 3)
+    body = client.patch(f"/api/v1/actions/{ref}/policy", json={"concurrency": 2}, headers=auth)
+    assert body.status_code == 200 and body.get_json()["max_concurrent"] == 2
+    assert body.get_json()["active_count"] == 0  # still paused
+    resumed = client.post(f"/api/v1/actions/{ref}/resume", headers=auth).get_json()
+    assert resumed["active_count"] == 2 and resumed["queue_length"] == 1
+    bad = client.patch(f"/api/v1/actions/{ref}/policy", json={"concurrency": -1}, headers=auth)
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_request"
+    assert client.post("/api/v1/actions/no.such/pause", headers=auth).status_code == 404
+
+
+@pytest.mark.broker
+def test_the_eta_of_a_waiting_execution_under_a_steady_load(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: Any,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    # Given a steady line: 0.3 s runs, two at a time
+    ref = (
+        packs.load(
+            engine,
+            tmp_path,
+            [
+                {
+                    "name": "steady",
+                    "runner": "sleep",
+                    "policy": {"concurrency": 2},
+                    "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
+                }
+            ],
+        )
+        + ".steady"
+    )
+    worker_pool.start(concurrency=2)
+    ids = submit(engine, settings, celery_app, ref, [{"seconds": 0.3}] * 40)
+    wait_until(
+        lambda: sum(status(engine, i) == "succeeded" for i in ids) >= 8,
+        60,
+        what="a pace to build up",
+    )
+    # When the last one's ETA is asked
+    with db.unit_of_work(engine) as session:
+        guess = eta.estimate(session, ids[-1])
+    asked = datetime.now().astimezone()
+    assert guess["position"] and guess["eta"] and guess["pace_per_s"]
+    wait_final(engine, [ref], timeout=120)
+    # Then it started within 35 % of the predicted wait
+    with engine.connect() as conn:
+        started = conn.execute(
+            text("SELECT started_at FROM executions WHERE id = :i"), {"i": ids[-1]}
+        ).scalar_one()
+    predicted = (datetime.fromisoformat(guess["eta"]) - asked).total_seconds()
+    actual = (started - asked).total_seconds()
+    print(f"ETA error: predicted {predicted:.2f}s, actual {actual:.2f}s")
+    assert abs(actual - predicted) <= 0.35 * max(actual, 1.0), (predicted, actual)
