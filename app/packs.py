@@ -18,6 +18,15 @@ from policies import criteria
 
 RUNNERS = ("noop", "sleep", "python", "shell", "http", "slack", "email")
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
+WINDOW_SCHEMA = {
+    "type": "object",
+    "required": ["count", "per_s"],
+    "additionalProperties": False,
+    "properties": {
+        "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "per_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
+    },
+}
 POLICY_SCHEMA = {
     "type": "object",
     "additionalProperties": False,
@@ -26,7 +35,12 @@ POLICY_SCHEMA = {
         "partition_by": {"type": "array", "items": {"type": "string"}},
         "max_queue_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
         "queue_timeout_s": {"type": "integer", "minimum": 1, "maximum": 604_800},
-        "rate_limit": {"type": "object"},
+        "rate_limit": {
+            "oneOf": [
+                WINDOW_SCHEMA,
+                {"type": "array", "minItems": 1, "maxItems": 5, "items": WINDOW_SCHEMA},
+            ]
+        },
         "retry": {
             "type": "object",
             "additionalProperties": False,

@@ -11,7 +11,7 @@ lock order and the invariants can be checked from them.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import text
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import AlreadyFinished, QueueFull, UnknownAction, UnknownExecution
-from policies import limits, parameters, retry
+from policies import limits, parameters, ratelimit, retry
 
 # Which counter a final status adds to.
 COUNTER = {
@@ -52,6 +52,8 @@ class Line:
     limits: limits.Limits
     retry: retry.RetryPolicy
     paused: bool = False
+    # Filled by admit: when a full rate-limit window frees up (the line should be woken).
+    notes: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class Released:
     grants: list[Grant]
     queue_id: int | None = None
     retry_at: Any = None
+    rate_wake_at: Any = None
 
 
 @dataclass(frozen=True)
@@ -150,11 +153,18 @@ def admit(session: Session, line: Line) -> list[Grant]:
     """
     if line.paused:
         return []
+    cap: int | None = None
+    if line.limits.rate:
+        cap, frees_at = ratelimit.capacity(session, line.queue_id, line.limits.rate)
+        line.notes["wake_at"] = frees_at
+        if cap == 0:
+            return []
     rows = session.execute(
         text("""
             WITH now AS (SELECT clock_timestamp() AS ts),
             free AS (
-                SELECT GREATEST(:limit - active_count, 0) AS n FROM queues WHERE id = :queue_id
+                SELECT LEAST(GREATEST(:limit - active_count, 0), coalesce(:cap, :limit)) AS n
+                FROM queues WHERE id = :queue_id
             ),
             candidates AS (
                 (SELECT id, priority, seq, status FROM executions
@@ -183,7 +193,7 @@ def admit(session: Session, line: Line) -> list[Grant]:
             )
             SELECT id, attempt FROM granted ORDER BY priority DESC, seq
         """),
-        {"queue_id": line.queue_id, "limit": line.limits.concurrency},
+        {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
     ).all()
     return [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
 
@@ -417,7 +427,9 @@ def release(
     if released is None:
         return Released(None, [])
     grants = [] if hold else admit(session, line)
-    return Released(status, grants, released.queue_id, released.not_before)
+    return Released(
+        status, grants, released.queue_id, released.not_before, line.notes.get("wake_at")
+    )
 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:

@@ -10,11 +10,20 @@ from app.config import Settings
 
 
 @dataclass(frozen=True)
+class Window:
+    """At most ``count`` grants in any ``per_s`` seconds, per line."""
+
+    count: int
+    per_s: float
+
+
+@dataclass(frozen=True)
 class Limits:
     concurrency: int
     max_queue_length: int
     queue_timeout_s: int
     partition_by: tuple[str, ...] = ()
+    rate: tuple[Window, ...] = ()
 
 
 def resolve(
@@ -29,7 +38,12 @@ def resolve(
     partition_by = action_policy.get("partition_by")
     if partition_by is None:
         partition_by = pack_policy.get("partition_by") or []
+    rate = action_policy.get("rate_limit")
+    if rate is None:
+        rate = pack_policy.get("rate_limit")
+    windows = rate if isinstance(rate, list) else [rate] if rate else []
     return Limits(
+        rate=tuple(Window(int(w["count"]), float(w["per_s"])) for w in windows),
         concurrency=pick("concurrency", settings.default_max_concurrent),
         max_queue_length=pick("max_queue_length", settings.default_max_queue_length),
         queue_timeout_s=pick("queue_timeout_s", settings.default_queue_timeout_s),

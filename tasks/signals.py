@@ -67,8 +67,12 @@ def _record(
 def publish_release(app: Any, released: admission.Released) -> None:
     """After the release committed: send its grants, and for a retry the line's wake-up."""
     usher_celery.publish(app, released.grants)
-    if released.status == "retrying" and released.queue_id is not None:
+    if released.queue_id is None:
+        return
+    if released.status == "retrying":
         usher_celery.wake_line(app, released.queue_id, released.retry_at)
+    if released.rate_wake_at is not None:
+        usher_celery.wake_line(app, released.queue_id, released.rate_wake_at)
 
 
 def _outcome(exception: BaseException) -> tuple[str, str, bool]:

@@ -52,6 +52,8 @@ def sweep() -> dict[str, int]:
                     # here even on a line where nothing else happens.
                     grants = admission.requeue_due(session, line)
                 counts["granted"] += usher_celery.publish(current_app, grants)
+                if line.notes.get("wake_at") is not None:  # a full rate-limit window
+                    usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])
             counts["samples"] = _in_tx(recovery.sample_lines)
             for event_id in _in_tx(lambda s: recovery.unprocessed_events(s, republish_after)):
                 usher_celery.send_event(current_app, event_id)
@@ -78,7 +80,9 @@ def sweep_task() -> dict[str, int]:
 def wake_line(queue_id: int) -> int:
     """A retry fell due on this line: move it back in line and grant what fits."""
     with db.unit_of_work(context.engine()) as session:
-        grants = admission.requeue_due(
-            session, admission.lock_line(session, context.settings(), queue_id)
-        )
-    return usher_celery.publish(current_app, grants)
+        line = admission.lock_line(session, context.settings(), queue_id)
+        grants = admission.requeue_due(session, line)
+    sent = usher_celery.publish(current_app, grants)
+    if line.notes.get("wake_at") is not None:  # still full: wake again when it frees up
+        usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])
+    return sent
