@@ -120,9 +120,15 @@ def packs_group() -> None:
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_runtime
 def packs_load(rt: Runtime, path: Path, as_json: bool) -> None:
-    """Register or update the pack(s) at PATH: a pack directory or a directory of packs."""
+    """Register or update the pack(s) at PATH: a pack directory or a directory of packs.
+    Changed limits take effect at once: every line of the loaded actions is re-admitted."""
+    from policies import control
+
     with db.unit_of_work(rt.engine) as session:
         specs = packs.load(session, path)
+        refs = [f"{s.name}.{a['name']}" for s in specs for a in s.actions]
+        grants = [g for ref in refs for g in control.readmit_ref(session, rt.settings, ref)]
+    usher_celery.publish(rt.celery, grants)
     loaded = [{"pack": s.name, "actions": [a["name"] for a in s.actions]} for s in specs]
     if as_json:
         emit_json(loaded)

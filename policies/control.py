@@ -39,6 +39,10 @@ def readmit(session: Session, settings: Settings, action_id: int) -> list[admiss
     return grants
 
 
+def readmit_ref(session: Session, settings: Settings, ref: str) -> list[admission.Grant]:
+    return readmit(session, settings, _action_id(session, ref))
+
+
 def set_paused(
     session: Session, settings: Settings, ref: str, paused: bool
 ) -> list[admission.Grant]:

@@ -226,3 +226,53 @@ def test_rate_limits_hold_across_two_worker_hosts_and_keep_order(
     invariants.check_line(engine, ref, limit=10)
     # and the line was not starved: 24 grants at 10 per 3 s take about 6 s, not much more
     assert (times[-1] - times[0]).total_seconds() < 15
+
+
+def test_a_pack_reload_with_a_higher_limit_grants_at_once(
+    engine: Engine, settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from app import cli
+
+    name = packs.load(
+        engine, tmp_path, [{"name": "grow", "runner": "noop", "policy": {"concurrency": 1}}]
+    )
+    submit(engine, settings, None, f"{name}.grow", [{}] * 5)
+    (tmp_path / name / "actions" / "grow.yaml").write_text(
+        "name: grow\nrunner: noop\npolicy: {concurrency: 4}\n"
+    )
+    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("USHER_HOME", str(settings.home))
+    if settings.broker_url:
+        monkeypatch.setenv("USHER_BROKER_URL", settings.broker_url)
+    done = CliRunner().invoke(cli.main, ["packs", "load", str(tmp_path / name)])
+    assert done.exit_code == 0, done.output
+    assert _scheduled(engine) == [1, 2, 3, 4]
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_run_wait_prints_plain_lines_when_piped(
+    engine: Engine, settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import subprocess
+    import sys
+
+    from tests.support.workers import REPO, environment
+
+    name = packs.load(
+        engine, tmp_path, [{"name": "w", "runner": "noop", "policy": {"concurrency": 1}}]
+    )
+    submit(engine, settings, None, f"{name}.w", [{}])  # holds the only slot: ours waits
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "run", f"{name}.w", "--wait", "--timeout", "3"],
+        env=environment(settings),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2  # gave up waiting: no worker runs here
+    assert "queued, position 1" in done.stdout
+    assert done.stdout.count("position 1") == 1  # one line per change, not a line per poll
+    assert "still queued; gave up" in done.stderr
