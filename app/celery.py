@@ -68,6 +68,7 @@ def create(settings: Settings) -> Celery:
             "tasks.signals",
             "tasks.consumers",
             "tasks.events",
+            "tasks.shutdown",
             "tasks.plain",
         ],
     )

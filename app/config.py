@@ -43,6 +43,7 @@ class Settings(BaseSettings):
     retry_max_delay_ms: Annotated[int, Field(ge=100, le=300_000)] = 5000
     retry_jitter: bool = True
     sweep_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 2.0
+    shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
 

@@ -108,3 +108,13 @@ def sample_lines(session: Session) -> int:
             {"h": SAMPLES_KEPT_H},
         )
     return len(taken)
+
+
+def running_on(session: Session, node: str) -> list[tuple[int, int]]:
+    """(execution_id, attempt) of the executions a worker node is running now."""
+    rows = session.execute(
+        text("""SELECT id, attempt FROM executions
+                WHERE status = 'running' AND worker LIKE :prefix ORDER BY id"""),
+        {"prefix": node.replace("%", r"\%").replace("_", r"\_") + "/%"},
+    ).all()
+    return [(r.id, r.attempt) for r in rows]

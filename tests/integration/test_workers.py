@@ -465,3 +465,36 @@ def test_a_paused_worker_that_comes_back_cannot_overwrite_the_newer_attempt(
     assert (row.status, row.attempt) == ("succeeded", 2)
     assert outcomes == ["worker_lost", "succeeded"]
     invariants.check_line(engine, ref, limit=1)
+
+
+def test_sigterm_lets_short_work_finish_and_releases_the_rest_after_the_grace(
+    engine: Engine, settings: config.Settings, celery_app: object, tmp_path: Path
+) -> None:
+    graceful = settings.model_copy(update={"shutdown_grace_s": 3.0})
+    pool = Pool(graceful, tmp_path / "graceful-logs")
+    ref = packs.load(engine, tmp_path, [sleeper("drain", 2, retry={"max_retries": 0})])
+    ref += ".drain"
+    try:
+        worker = pool.start(concurrency=2)
+        short, long_ = submit(engine, settings, celery_app, ref, [{"seconds": 1}, {"seconds": 60}])
+        wait_until(
+            lambda: status(engine, long_) == "running" == status(engine, short),
+            30,
+            what="both running",
+        )
+        stopped_at = time.monotonic()
+        worker.process.send_signal(signal.SIGTERM)
+        worker.process.wait(timeout=30)
+        took = time.monotonic() - stopped_at
+    finally:
+        pool.stop_all()
+    # The short one finished inside the grace; the long one was released after it
+    assert status(engine, short) == "succeeded"
+    assert status(engine, long_) == "dead"  # no retries allowed here: the DLQ
+    with engine.connect() as conn:
+        error = conn.execute(
+            text("SELECT error FROM executions WHERE id = :i"), {"i": long_}
+        ).scalar_one()
+    assert "shut down after 3s grace" in error
+    assert 3 <= took < 25, took
+    invariants.check_line(engine, ref, limit=2)
