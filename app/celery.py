@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
@@ -180,3 +181,25 @@ def send_event(app: Celery, event_id: int) -> None:
         app.send_task(PROCESS_EVENT, args=[event_id])
     except Exception:
         log.exception("could not publish event %s; the sweeper will", event_id)
+
+
+def prune_event_files(home: Path, older_than_s: float = 300) -> int:
+    """Delete stale task-event messages of the ``filesystem://`` broker.
+
+    Flower (and ``celery events``) bind a ``celeryev.<id>`` queue that this transport never
+    deletes; after they exit, every event is still written to it. Events nobody read for
+    ``older_than_s`` are of no use to anyone: remove them so the folder cannot grow forever.
+    """
+    folder = home.resolve() / "broker" / "queue"
+    if not folder.is_dir():
+        return 0
+    removed = 0
+    cutoff = time.time() - older_than_s
+    for path in folder.glob("*.celeryev.*.msg"):
+        try:
+            if path.stat().st_mtime < cutoff:
+                path.unlink()
+                removed += 1
+        except FileNotFoundError:
+            continue  # a consumer took it meanwhile
+    return removed

@@ -55,6 +55,8 @@ def sweep() -> dict[str, int]:
                 if line.notes.get("wake_at") is not None:  # a full rate-limit window
                     usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])
             counts["samples"] = _in_tx(recovery.sample_lines)
+            if not settings.broker_url:
+                counts["event_files_pruned"] = usher_celery.prune_event_files(settings.home)
             for event_id in _in_tx(lambda s: recovery.unprocessed_events(s, republish_after)):
                 usher_celery.send_event(current_app, event_id)
                 counts["events"] += 1

@@ -334,3 +334,23 @@ def test_bad_setting_stops_the_cli_naming_the_setting() -> None:
     assert done.returncode == 2
     assert "USHER_LEASE_S" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""
+
+
+def test_stale_event_files_of_the_filesystem_broker_are_pruned(tmp_path: Path) -> None:
+    import os
+    import time
+
+    from app import celery as usher_celery
+
+    folder = tmp_path / "broker" / "queue"
+    folder.mkdir(parents=True)
+    stale = folder / "1_aaa.celeryev.1234-abcd.msg"
+    fresh = folder / "2_bbb.celeryev.1234-abcd.msg"
+    task = folder / "3_ccc.usher.action.demo.hello.msg"
+    for path in (stale, fresh, task):
+        path.write_text("{}")
+    old = time.time() - 3600
+    os.utime(stale, (old, old))
+    os.utime(task, (old, old))
+    assert usher_celery.prune_event_files(tmp_path, older_than_s=300) == 1
+    assert not stale.exists() and fresh.exists() and task.exists()
