@@ -1,4 +1,4 @@
-"""The Flask app factory: REST API now, dashboard next."""
+"""The Flask app factory: the REST API, the dashboard, /metrics and /healthz."""
 
 from __future__ import annotations
 

@@ -1,0 +1,202 @@
+/* Usher dashboard: live refresh (every 2 s) and charts as inline SVG. No dependencies.
+ *
+ * An element with data-live="URL" is refreshed from that JSON: {cells, marks} fill the
+ * [data-cell] elements outside rows, {rows: [{key, cells, marks, spark}]} the rows
+ * [data-key], and {chart} the svg[data-chart]. All text arrives formatted by the server.
+ */
+(function () {
+  "use strict";
+
+  var SVG = "http://www.w3.org/2000/svg";
+  var WINDOW_S = 3600;
+
+  function node(name, attrs, parent, text) {
+    var el = document.createElementNS(SVG, name);
+    Object.keys(attrs).forEach(function (key) { el.setAttribute(key, attrs[key]); });
+    if (text !== undefined) el.textContent = text;
+    if (parent) parent.appendChild(el);
+    return el;
+  }
+
+  function clear(svg) {
+    while (svg.firstChild) svg.removeChild(svg.firstChild);
+  }
+
+  var TICKS = 5;
+
+  /* The smallest of 1, 2, 5, 10, 20, 50... that is at least ``value``. */
+  function niceStep(value) {
+    if (value <= 1) return 1;
+    var base = Math.pow(10, Math.floor(Math.log10(value)));
+    var steps = [1, 2, 5, 10];
+    for (var i = 0; i < steps.length; i++) {
+      if (steps[i] * base >= value) return steps[i] * base;
+    }
+    return 10 * base;
+  }
+
+  /* An axis of TICKS whole steps covering ``max``, in seconds, minutes or hours. */
+  function scale(max, seconds) {
+    var unit = !seconds ? [1, ""] : max <= 120 ? [1, "s"] : max <= 7200 ? [60, "m"] : [3600, "h"];
+    var step = niceStep(max / unit[0] / TICKS);
+    return {
+      top: step * TICKS * unit[0],
+      label: function (i) { return (step * i).toLocaleString("en-US") + unit[1]; }
+    };
+  }
+
+  function pathOf(points, x, y) {
+    return points.map(function (p, i) {
+      return (i ? "L" : "M") + x(p[0]).toFixed(1) + "," + y(p[1]).toFixed(1);
+    }).join("");
+  }
+
+  function maxOf(points) {
+    return points.reduce(function (m, p) { return Math.max(m, p[1]); }, 0);
+  }
+
+  /* A sparkline of [[seconds ago (negative), value], ...] over the last hour. */
+  function spark(svg, points) {
+    clear(svg);
+    var box = svg.viewBox.baseVal, w = box.width, h = box.height;
+    if (!points || !points.length) {
+      node("text", { x: w / 2, y: h / 2 + 3, "text-anchor": "middle", "class": "empty" }, svg,
+        "no samples yet");
+      return;
+    }
+    var top = Math.max(1, maxOf(points));
+    var x = function (t) { return 1 + (t + WINDOW_S) / WINDOW_S * (w - 4); };
+    var y = function (v) { return h - 2 - v / top * (h - 5); };
+    var line = pathOf(points, x, y);
+    var first = points[0], last = points[points.length - 1];
+    node("path", {
+      d: line + "L" + x(last[0]).toFixed(1) + "," + (h - 1) + "L" + x(first[0]).toFixed(1) + "," +
+        (h - 1) + "Z",
+      "class": "area"
+    }, svg);
+    node("path", { d: line, "class": "line" }, svg);
+    node("circle", { cx: x(last[0]).toFixed(1), cy: y(last[1]).toFixed(1), r: 2, "class": "dot" }, svg);
+    node("title", {}, svg, "now " + last[1] + " waiting; at most " + maxOf(points) +
+      " in the last hour");
+  }
+
+  /* The action chart: waiting executions (left axis) and oldest wait (right axis). */
+  function chart(svg, data) {
+    clear(svg);
+    var box = svg.viewBox.baseVal, w = box.width, h = box.height;
+    var m = { left: 44, right: 52, top: 10, bottom: 24 };
+    var iw = w - m.left - m.right, ih = h - m.top - m.bottom;
+    var depth = data.depth || [], wait = data.wait || [];
+    var depthAxis = scale(maxOf(depth), false), waitAxis = scale(maxOf(wait), true);
+    var x = function (t) { return m.left + (Math.max(t, -WINDOW_S) + WINDOW_S) / WINDOW_S * iw; };
+    var yDepth = function (v) { return m.top + ih - v / depthAxis.top * ih; };
+    var yWait = function (v) { return m.top + ih - v / waitAxis.top * ih; };
+    for (var i = 0; i <= TICKS; i++) {
+      var gy = m.top + ih - i / TICKS * ih;
+      node("line", { x1: m.left, x2: m.left + iw, y1: gy, y2: gy, "class": "grid-line" }, svg);
+      node("text", { x: m.left - 6, y: gy + 4, "text-anchor": "end", "class": "axis depth" }, svg,
+        String(depthAxis.label(i)));
+      node("text", { x: m.left + iw + 6, y: gy + 4, "class": "axis wait" }, svg, waitAxis.label(i));
+    }
+    [-60, -45, -30, -15, 0].forEach(function (minutes) {
+      node("text", {
+        x: x(minutes * 60), y: h - 6, "text-anchor": minutes === 0 ? "end" : "middle",
+        "class": "axis"
+      }, svg, minutes === 0 ? "now" : minutes + " min");
+    });
+    if (depth.length) {
+      var line = pathOf(depth, x, yDepth);
+      var base = (m.top + ih).toFixed(1);
+      node("path", {
+        d: line + "L" + x(depth[depth.length - 1][0]).toFixed(1) + "," + base + "L" +
+          x(depth[0][0]).toFixed(1) + "," + base + "Z",
+        "class": "depth-area"
+      }, svg);
+      node("path", { d: line, "class": "depth-line" }, svg);
+    }
+    if (wait.length) node("path", { d: pathOf(wait, x, yWait), "class": "wait-line" }, svg);
+    var age = depth.length ? -depth[depth.length - 1][0] : WINDOW_S;
+    if (depth.length < 2) {
+      node("text", { x: m.left + iw / 2, y: m.top + ih / 2, "text-anchor": "middle", "class": "empty" },
+        svg, "samples appear as the sweeper runs (every 15 s)");
+    } else if (age > 120) {  // written over the gap on the right, where nothing is drawn
+      node("text", { x: m.left + iw - 4, y: m.top + 14, "text-anchor": "end", "class": "empty" },
+        svg, "no samples for " + Math.round(age / 60) + " min: is usher beat running?");
+    }
+  }
+
+  function fill(scope, cells, marks, inRows) {
+    scope.querySelectorAll("[data-cell]").forEach(function (el) {
+      if (!inRows && el.closest("[data-key]")) return;
+      var name = el.getAttribute("data-cell");
+      if (cells && Object.prototype.hasOwnProperty.call(cells, name)) {
+        if (el.textContent !== cells[name]) el.textContent = cells[name];
+      }
+      if (marks && Object.prototype.hasOwnProperty.call(marks, name)) {
+        el.setAttribute("data-mark", marks[name]);
+      }
+    });
+  }
+
+  function apply(scope, data) {
+    fill(scope, data.cells, data.marks, false);
+    (data.rows || []).forEach(function (row) {
+      var tr = scope.querySelector('[data-key="' + CSS.escape(row.key) + '"]');
+      if (!tr) return;
+      fill(tr, row.cells, row.marks, true);
+      var svg = tr.querySelector("svg[data-spark]");
+      if (svg && row.spark) spark(svg, row.spark);
+    });
+    if (data.chart) {
+      scope.querySelectorAll("svg[data-chart]").forEach(function (svg) { chart(svg, data.chart); });
+    }
+  }
+
+  function showStatus(ok, at) {
+    var live = document.getElementById("live");
+    if (!live) return;
+    live.hidden = false;
+    live.classList.toggle("offline", !ok);
+    live.textContent = ok ? "live · " + new Date(at).toLocaleTimeString() : "offline · retrying";
+  }
+
+  function start(scope) {
+    var url = scope.getAttribute("data-live");
+    var interval = parseInt(scope.getAttribute("data-interval"), 10) || 2000;
+    function tick() {
+      if (document.hidden) {
+        setTimeout(tick, interval);
+        return;
+      }
+      fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } })
+        .then(function (response) {
+          if (response.status === 401) {
+            window.location.assign("/login?next=" +
+              encodeURIComponent(window.location.pathname + window.location.search));
+            throw new Error("logged out");
+          }
+          if (!response.ok) throw new Error("HTTP " + response.status);
+          return response.json();
+        })
+        .then(function (data) {
+          apply(scope, data);
+          showStatus(true, data.at);
+        })
+        .catch(function () { showStatus(false); })
+        .then(function () { setTimeout(tick, interval); });
+    }
+    tick();
+  }
+
+  document.addEventListener("submit", function (event) {
+    var message = event.target.getAttribute("data-confirm");
+    if (message && !window.confirm(message)) event.preventDefault();
+  });
+
+  document.addEventListener("DOMContentLoaded", function () {
+    document.querySelectorAll("svg[data-spark][data-points]").forEach(function (svg) {
+      try { spark(svg, JSON.parse(svg.getAttribute("data-points"))); } catch (e) { /* next tick */ }
+    });
+    document.querySelectorAll("[data-live]").forEach(start);
+  });
+})();
