@@ -127,16 +127,29 @@ def executions(
     limit: int = 50,
     before: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first; ``before`` is the cursor (an id) for the next page."""
+    """Newest first; ``before`` is the cursor (an id) for the next page.
+
+    Each filter is written into the statement only when given, so the planner walks the
+    matching index ((action_id, id DESC) or (status, id DESC)) instead of the whole table.
+    """
+    where = ["TRUE"]
+    params: dict[str, Any] = {"limit": limit}
+    if action is not None:
+        where.append("e.action_id = (SELECT id FROM actions WHERE ref = :action)")
+        params["action"] = action
+    if status is not None:
+        where.append("e.status = :status")
+        params["status"] = status
+    if before is not None:
+        where.append("e.id < :before")
+        params["before"] = before
     rows = session.execute(
         text(f"""
             SELECT {EXECUTION_FIELDS}
             FROM {EXECUTION_FROM}
-            WHERE (CAST(:action AS text) IS NULL OR a.ref = :action)
-              AND (CAST(:status AS text) IS NULL OR e.status = :status)
-              AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+            WHERE {" AND ".join(where)}
             ORDER BY e.id DESC LIMIT :limit
         """),
-        {"action": action, "status": status, "before": before, "limit": limit},
+        params,
     ).mappings()
     return [_iso(dict(r)) for r in rows]
