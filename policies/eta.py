@@ -10,12 +10,31 @@ from sqlalchemy.orm import Session
 
 WINDOW_S = 300
 
+PACE = """
+    SELECT count(*) AS started, min(s) AS first FROM (
+        SELECT t.started_at AS s FROM attempts t JOIN executions x ON x.id = t.execution_id
+        WHERE x.queue_id = :queue_id AND t.started_at > now() - make_interval(secs => :window)
+        UNION ALL
+        SELECT x.started_at FROM executions x
+        WHERE x.queue_id = :queue_id AND x.status = 'running'
+          AND x.started_at > now() - make_interval(secs => :window)
+    ) recent
+"""
+
+
+def pace(session: Session, queue_id: int) -> float | None:
+    """Starts per second on the line over the last WINDOW_S seconds; None before two."""
+    row = session.execute(text(PACE), {"queue_id": queue_id, "window": WINDOW_S}).one()
+    if row.started < 2 or row.first is None:
+        return None
+    span = (datetime.now(UTC) - row.first).total_seconds()
+    return row.started / span if span > 1 else None
+
 
 def estimate(session: Session, execution_id: int) -> dict[str, Any]:
     """``position`` (1 = next) and ``eta`` (ISO time) while queued; both None otherwise.
 
-    The pace is the line's grants over the last WINDOW_S seconds (attempts that started);
-    with no recent grant there is no estimate. ``eta`` = now + position / pace.
+    ``eta`` = now + position / pace, the pace being the line's recent starts per second.
     """
     row = session.execute(
         text("""
@@ -23,31 +42,17 @@ def estimate(session: Session, execution_id: int) -> dict[str, Any]:
                 SELECT count(*) FROM executions w
                 WHERE w.queue_id = e.queue_id AND w.status = 'queued'
                   AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq))
-            ) AS position, (
-                SELECT count(*) FROM attempts t JOIN executions x ON x.id = t.execution_id
-                WHERE x.queue_id = e.queue_id
-                  AND t.started_at > now() - make_interval(secs => :window)
-            ) + (
-                SELECT count(*) FROM executions x
-                WHERE x.queue_id = e.queue_id AND x.status = 'running'
-                  AND x.started_at > now() - make_interval(secs => :window)
-            ) AS started_recently, (
-                SELECT min(t.started_at) FROM attempts t JOIN executions x
-                ON x.id = t.execution_id WHERE x.queue_id = e.queue_id
-                  AND t.started_at > now() - make_interval(secs => :window)
-            ) AS first_start
+            ) AS position
             FROM executions e WHERE e.id = :id
         """),
-        {"id": execution_id, "window": WINDOW_S},
+        {"id": execution_id},
     ).one_or_none()
     if row is None or row.status != "queued":
         return {"position": None, "eta": None, "pace_per_s": None}
-    now = datetime.now(UTC)
-    span = (now - row.first_start).total_seconds() if row.first_start else 0.0
-    pace = row.started_recently / span if span > 1 and row.started_recently >= 2 else None
-    eta = now + timedelta(seconds=row.position / pace) if pace else None
+    per_s = pace(session, row.queue_id)
+    eta = datetime.now(UTC) + timedelta(seconds=row.position / per_s) if per_s else None
     return {
         "position": int(row.position),
         "eta": eta.isoformat() if eta else None,
-        "pace_per_s": round(pace, 3) if pace else None,
+        "pace_per_s": round(per_s, 3) if per_s else None,
     }

@@ -41,7 +41,7 @@ from app import celery as usher_celery
 from app import db, queries, tokens
 from app.config import Settings
 from app.errors import UsherError
-from policies import admission, dlq, limits, retry
+from policies import admission, dlq, eta, limits, retry
 from web import views_data
 
 bp = Blueprint("dashboard", __name__)
@@ -427,8 +427,10 @@ def action_page(ref: str) -> Any:
         )
         chosen = _chosen_line(db_session, aid, lines, line_key)
         waiting = []
+        line_pace = None
         if chosen and chosen["queue_id"]:
             waiting = views_data.waiting(db_session, chosen["queue_id"], after, WAITING_PAGE)
+            line_pace = eta.pace(db_session, chosen["queue_id"])
         executions = views_data.action_executions(
             db_session, aid, _int_arg("before"), EXECUTIONS_PAGE
         )
@@ -440,6 +442,7 @@ def action_page(ref: str) -> Any:
         lines=lines,
         line=chosen,
         waiting=waiting,
+        pace=line_pace,
         position_from=(_int_arg("wn") or 0) if after else 0,
         executions=executions,
         executions_next=executions[-1]["id"] if len(executions) == EXECUTIONS_PAGE else None,
@@ -521,12 +524,13 @@ def execution_page(execution_id: int) -> Any:
     with unit_of_work() as db_session:
         execution = queries.execution(db_session, execution_id)
         extra = views_data.execution_extra(db_session, execution_id)
-        position = admission.position(db_session, execution_id)
+        standing = eta.estimate(db_session, execution_id)
     return render_template(
         "dashboard/execution.html",
         e=execution,
         extra=extra,
-        position=position,
+        position=standing["position"],
+        eta_at=standing["eta"],
         timeline=_timeline(execution, extra),
     )
 

@@ -477,3 +477,42 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     expect(actions.locator(".enforcement .e-skipped")).to_have_count(2)
     actions.screenshot(path=artifacts / "dashboard-events.png", full_page=True)
     assert [p for p in problems if "401" not in p] == []  # the wrong token's answer
+
+
+def test_the_waiting_line_shows_when_each_execution_should_start(
+    settings: Any, engine: Any, celery_app: Any, tmp_path: Any
+) -> None:
+    """With a pace on the line, every waiting row shows its estimated start."""
+    from app import db as app_db
+    from policies import admission as adm
+    from tests.support import packs as test_packs
+    from tests.support.flow import submit as flow_submit
+
+    ref = (
+        test_packs.load(
+            engine, tmp_path, [{"name": "paced", "runner": "noop", "policy": {"concurrency": 1}}]
+        )
+        + ".paced"
+    )
+    ids = flow_submit(engine, settings, None, ref, [{}] * 5)
+    for execution_id in ids[:2]:  # two starts make a pace
+        with app_db.unit_of_work(engine) as session:
+            adm.claim(session, execution_id, 1, "w/1", 15)
+        with app_db.unit_of_work(engine) as session:
+            adm.release(session, settings, execution_id, 1, "succeeded")
+    with engine.begin() as conn:  # spread the two starts over 10 s: a pace of 0.2/s
+        conn.execute(
+            text(
+                "UPDATE attempts SET started_at = now() - interval '10 seconds' "
+                "WHERE execution_id = :i"
+            ),
+            {"i": ids[0]},
+        )
+    import web as web_app
+
+    app = web_app.create_app(settings.model_copy(update={"api_token": "eta-token"}), celery_app)
+    client = app.test_client()
+    login(client, "eta-token")
+    page = client.get(f"/actions/{ref}").get_data(as_text=True)
+    assert "Starts in" in page
+    assert page.count("~") >= 2  # every waiting row has an estimate
