@@ -556,11 +556,7 @@ def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
 @pass_runtime
 def actions_pause(rt: Runtime, ref: str) -> None:
     """Grant nothing more; running work finishes, waiting work keeps its place."""
-    from policies import control
-
-    with db.unit_of_work(rt.engine) as session:
-        grants = control.set_paused(session, rt.settings, ref, True)
-    _after_control(rt, ref, grants)
+    _set_paused(rt, ref, True)
 
 
 @actions_group.command("resume")
@@ -568,10 +564,14 @@ def actions_pause(rt: Runtime, ref: str) -> None:
 @pass_runtime
 def actions_resume(rt: Runtime, ref: str) -> None:
     """Resume granting; what fits under the limit starts at once."""
+    _set_paused(rt, ref, False)
+
+
+def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
     from policies import control
 
     with db.unit_of_work(rt.engine) as session:
-        grants = control.set_paused(session, rt.settings, ref, False)
+        grants = control.set_paused(session, rt.settings, ref, paused)
     _after_control(rt, ref, grants)
 
 

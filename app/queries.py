@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -26,7 +27,8 @@ STATS_FIELDS = """
 """
 
 
-def _iso(row: dict[str, Any]) -> dict[str, Any]:
+def iso_row(row: Mapping[Any, Any]) -> dict[str, Any]:
+    """A row as JSON-ready values: datetimes as ISO 8601 strings."""
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
@@ -105,9 +107,9 @@ def execution(session: Session, execution_id: int) -> dict[str, Any]:
     )
     if row is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
-    found = _iso(dict(row))
+    found = iso_row(dict(row))
     found["attempts"] = [
-        _iso(dict(r))
+        iso_row(dict(r))
         for r in session.execute(
             text("""
                 SELECT attempt, outcome, queued_at, scheduled_at, started_at, finished_at,
@@ -152,4 +154,4 @@ def executions(
         """),
         params,
     ).mappings()
-    return [_iso(dict(r)) for r in rows]
+    return [iso_row(dict(r)) for r in rows]

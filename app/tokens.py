@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import queries
 from app.errors import InvalidRequest, NotFound
 
 PREFIX = "ush_"
@@ -62,9 +63,7 @@ def listing(session: Session) -> list[dict[str, Any]]:
         text("""SELECT name, read_only, created_at, last_used_at, revoked_at
                 FROM api_tokens ORDER BY name""")
     ).mappings()
-    return [
-        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in r.items()} for r in rows
-    ]
+    return [queries.iso_row(r) for r in rows]
 
 
 def revoke(session: Session, name: str) -> None:

@@ -7,6 +7,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import queries
 from app.config import Settings
 from app.errors import AlreadyFinished, UnknownExecution
 from policies import admission
@@ -25,9 +26,7 @@ def items(session: Session, limit: int = 100, before: int | None = None) -> list
         """),
         {"limit": limit, "before": before},
     ).mappings()
-    return [
-        {k: v.isoformat() if hasattr(v, "isoformat") else v for k, v in r.items()} for r in rows
-    ]
+    return [queries.iso_row(r) for r in rows]
 
 
 def count(session: Session) -> int:

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import queries
 from app.config import Settings
 from app.errors import InvalidParameters, InvalidRequest, NotFound, UsherError
 from policies import admission, criteria, templates
@@ -118,7 +119,7 @@ def enforcements(session: Session, event_id: int) -> list[dict[str, Any]]:
                 FROM enforcements WHERE event_id = :id ORDER BY id"""),
         {"id": event_id},
     ).mappings()
-    return [dict(r) | {"created_at": r["created_at"].isoformat()} for r in rows]
+    return [queries.iso_row(r) for r in rows]
 
 
 def processed(session: Session, event_id: int) -> bool:

@@ -276,3 +276,32 @@ def test_run_wait_prints_plain_lines_when_piped(
     assert "queued, position 1" in done.stdout
     assert done.stdout.count("position 1") == 1  # one line per change, not a line per poll
     assert "still queued; gave up" in done.stderr
+
+
+def test_cli_pause_resume_and_set(
+    engine: Engine, settings: config.Settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from click.testing import CliRunner
+
+    from app import cli
+
+    ref = (
+        packs.load(
+            engine, tmp_path, [{"name": "c", "runner": "noop", "policy": {"concurrency": 1}}]
+        )
+        + ".c"
+    )
+    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url or "")
+    monkeypatch.setenv("USHER_HOME", str(settings.home))
+    if settings.broker_url:
+        monkeypatch.setenv("USHER_BROKER_URL", settings.broker_url)
+    runner = CliRunner()
+    assert runner.invoke(cli.main, ["actions", "pause", ref]).exit_code == 0
+    submit(engine, settings, None, ref, [{}] * 3)
+    assert _scheduled(engine) == []
+    raised = runner.invoke(cli.main, ["actions", "set", ref, "--concurrency", "2"])
+    assert raised.exit_code == 0 and "0 granted now" in raised.output  # still paused
+    resumed = runner.invoke(cli.main, ["actions", "resume", ref])
+    assert resumed.exit_code == 0 and "2 granted now" in resumed.output
+    assert _scheduled(engine) == [1, 2]
+    assert invariants.counter_mismatches(engine) == []
