@@ -98,6 +98,10 @@ def create(settings: Settings) -> Celery:
         worker_send_task_events=True,
         task_send_sent_event=True,
         worker_cancel_long_running_tasks_on_connection_loss=True,
+        # Celery waits this long for a killed pool process's result before reporting
+        # WorkerLostError (10 s by default). Results are ignored here, so waiting only
+        # delays freeing the slot.
+        worker_lost_wait=1.0,
         task_default_queue=DEFAULT_QUEUE,
         task_routes={
             SWEEP: {"queue": DEFAULT_QUEUE},
