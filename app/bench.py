@@ -1,10 +1,19 @@
 """``usher bench``: Usher against plain Celery, same broker, same worker processes, one run.
 
-Method: fill an Usher line (limit L) and a plain Celery queue with N no-op executions each
-before any worker runs, then let the same worker processes drain Usher first and plain Celery
-second. Throughput is N over first start to last finish; grant latency is, for every
-execution granted by a completion, the time from that completion to the execution's start
-on a worker (release + grant in Postgres, publish, broker delivery, claim).
+Method (docs/performance.md): a scratch database with A no-op actions of concurrency L each;
+W worker processes that consume both Usher's action queues and a plain Celery queue, started
+and ready before the clock starts. Each system then gets N executions, spread over the
+actions, from the first request to the last completion:
+
+- Usher: requests go in through ``policies.intake.enqueue_many`` (the batch API's path) in
+  batches, while the workers already run what is granted;
+- plain Celery: N ``send_task`` of a task that appends one line to a file.
+
+Figures: executions/s and the ratio; **hand-off** (a completion freed a slot of a line ->
+the next execution of that line started on a worker: release + grant in one statement,
+publish, broker, claim) and its part spent in Postgres; **queue wait** (request -> start);
+the worker processes' peak RSS; the invariants of DESIGN.md, checked on the timestamps
+Postgres recorded. Optional: enqueue and grant rates with a line 100 and 100,000 deep.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import statistics
 import tempfile
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +37,10 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from app import celery as usher_celery
-from app import config, db, packs, processes
+from app import config, db, invariants, packs, processes
 
 PLAIN_QUEUE = "usher.bench.plain"
+BATCH = 500
 
 
 @dataclass
@@ -37,9 +49,30 @@ class Figures:
     executions: int
     seconds: float
     per_second: float
-    enqueue_per_second: float
-    grant_latency_p50_ms: float | None = None
-    grant_latency_p99_ms: float | None = None
+    intake_per_second: float
+    handoff_p50_ms: float | None = None
+    handoff_p99_ms: float | None = None
+    handoff_postgres_p50_ms: float | None = None
+    wait_p50_ms: float | None = None
+    wait_p99_ms: float | None = None
+
+
+@dataclass
+class Report:
+    broker: str
+    actions: int
+    limit: int
+    workers: int
+    concurrency: int
+    runs: list[Figures]
+    ratio: float
+    invariants: dict[str, int]
+    rss_mb: dict[str, float]
+    depth: dict[str, float] = field(default_factory=dict)
+    # Completions per second over time, per system: for the plot.
+    timeline: dict[str, list[float]] = field(default_factory=dict)
+    handoffs_ms: list[float] = field(default_factory=list)
+    plot: str | None = None
 
 
 def _progress(console: Console) -> Progress:
@@ -68,183 +101,436 @@ def _drop_database(url: str, name: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@contextmanager
+def scratch(settings: config.Settings) -> Iterator[tuple[str, Path]]:
+    """A migrated scratch database and folder, dropped and left behind afterwards."""
+    assert settings.database_url, "resolve the database URL before benchmarking"
+    url, name = _scratch_database(settings.database_url)
+    folder = Path(tempfile.mkdtemp(prefix="usher-bench-"))
+    try:
+        db.upgrade(url)
+        yield url, folder
+    finally:
+        db.dispose_all()
+        _drop_database(settings.database_url, name)
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     if len(values) < 2:
         return values[0] if values else None
-    return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
+    return round(statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1], 2)
 
 
-def grant_latencies_ms(engine: Engine, ref: str, limit: int) -> list[float]:
+def handoffs(engine: Engine, refs: list[str]) -> tuple[list[float], list[float]]:
+    """(completion -> next start, completion -> next grant) in ms, for every execution that a
+    completion of its own line granted (the grant is in the release's transaction, so the
+    releasing completion is the line's last ``finished_at`` at or before ``scheduled_at``)."""
     with engine.connect() as conn:
         rows = conn.execute(
             text("""
-                SELECT e.seq, e.scheduled_at, e.started_at, e.finished_at
-                FROM executions e JOIN actions a ON a.id = e.action_id WHERE a.ref = :ref
+                SELECT e.queue_id, e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at
+                FROM executions e JOIN actions a ON a.id = e.action_id WHERE a.ref = ANY(:refs)
             """),
-            {"ref": ref},
+            {"refs": refs},
         ).all()
-    finishes = sorted(r.finished_at for r in rows if r.finished_at is not None)
-    latencies = []
+    finishes: dict[int, list[Any]] = {}
     for r in rows:
-        if r.seq <= limit or r.started_at is None:
-            continue  # granted at enqueue time, not by a completion
-        i = bisect.bisect_right(finishes, r.scheduled_at)
-        if i:
-            latencies.append((r.started_at - finishes[i - 1]).total_seconds() * 1000)
-    return latencies
+        if r.finished_at is not None:
+            finishes.setdefault(r.queue_id, []).append(r.finished_at)
+    for stamps in finishes.values():
+        stamps.sort()
+    to_start, to_grant = [], []
+    for r in rows:
+        if r.started_at is None or r.scheduled_at is None:
+            continue
+        line = finishes.get(r.queue_id, [])
+        i = bisect.bisect_right(line, r.scheduled_at)
+        if not i or line[i - 1] < r.enqueued_at:
+            continue  # granted at its request, not by a completion
+        to_start.append((r.started_at - line[i - 1]).total_seconds() * 1000)
+        to_grant.append((r.scheduled_at - line[i - 1]).total_seconds() * 1000)
+    return to_start, to_grant
+
+
+def _per_second(stamps: list[float], start: float, step: float = 0.5) -> list[float]:
+    if not stamps:
+        return []
+    buckets = [0] * (int((max(stamps) - start) / step) + 1)
+    for stamp in stamps:
+        buckets[max(int((stamp - start) / step), 0)] += 1
+    return [count / step for count in buckets]
+
+
+class RssSampler:
+    """Peak resident memory of the workers' main and pool processes, read from /proc."""
+
+    def __init__(self, pool: processes.Pool) -> None:
+        self.pool = pool
+        self.peak: dict[str, float] = {"worker main": 0.0, "pool process": 0.0}
+
+    def sample(self) -> None:
+        for worker in self.pool.workers:
+            self._note("worker main", worker.process.pid)
+            for child in worker.child_pids():
+                self._note("pool process", child)
+
+    def _note(self, role: str, pid: int) -> None:
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+        except OSError:
+            return
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                self.peak[role] = max(self.peak[role], int(line.split()[1]) / 1024)
 
 
 def run(
     settings: config.Settings,
     executions: int = 10_000,
+    actions: int = 10,
+    limit: int = 5,
     workers: int = 2,
-    concurrency: int = 4,
-    limit: int = 8,
+    concurrency: int = 2,
+    depth: int = 0,
     console: Console | None = None,
-) -> list[Figures]:
+) -> Report:
+    """Both systems on the scratch database; ``depth`` > 0 adds the queue-depth figures."""
     console = console or Console(stderr=True)
-    assert settings.database_url, "resolve the database URL before benchmarking"
-    url, name = _scratch_database(settings.database_url)
-    scratch = Path(tempfile.mkdtemp(prefix="usher-bench-"))
-    bench_settings = settings.model_copy(
-        update={"database_url": url, "home": settings.home if settings.broker_url else scratch}
-    )
-    pool = processes.Pool(bench_settings, scratch / "logs")
-    celery_app = usher_celery.create(bench_settings)
-    engine = db.make_engine(url)
-    try:
-        db.upgrade(url)
-        ref = _load_pack(engine, scratch, limit)
-        with _progress(console) as progress:
-            usher_fill = _fill_usher(engine, bench_settings, celery_app, ref, executions, progress)
-            plain_path = scratch / "plain.log"
-            plain_fill = _fill_plain(celery_app, executions, plain_path, progress)
-            for i in range(workers):
-                pool.start(concurrency=concurrency, actions=ref, name=f"bench{i + 1}")
-            usher = _drain_usher(engine, ref, executions, limit, usher_fill, progress)
-            celery_app.control.add_consumer(PLAIN_QUEUE, reply=True, timeout=5)
-            plain = _drain_plain(plain_path, executions, plain_fill, progress)
-        return [usher, plain]
-    finally:
-        pool.stop_all()
-        engine.dispose()
-        celery_app.close()
-        _drop_database(settings.database_url, name)
+    with scratch(settings) as (url, folder):
+        bench_settings = settings.model_copy(
+            update={"database_url": url, "home": settings.home if settings.broker_url else folder}
+        )
+        pool = processes.Pool(bench_settings, folder / "logs")
+        celery_app = usher_celery.create(bench_settings)
+        engine = db.make_engine(url)
+        rss = RssSampler(pool)
+        try:
+            pack = _load_pack(engine, folder, actions, limit)
+            refs = [f"{pack}.noop{i}" for i in range(actions)]
+            with _progress(console) as progress:
+                task = progress.add_task("starting workers", total=workers)
+                for i in range(workers):
+                    pool.start(concurrency=concurrency, actions=f"{pack}.*", name=f"bench{i + 1}")
+                    progress.advance(task)
+                progress.remove_task(task)
+                celery_app.control.add_consumer(PLAIN_QUEUE, reply=True, timeout=5)
+                usher = _run_usher(
+                    engine, bench_settings, celery_app, refs, executions, progress, rss
+                )
+                plain = _run_plain(celery_app, folder / "plain.log", executions, progress, rss)
+            report = Report(
+                broker=(settings.broker_url or "filesystem://").split("@")[-1],
+                actions=actions,
+                limit=limit,
+                workers=workers,
+                concurrency=concurrency,
+                runs=[usher[0], plain[0]],
+                ratio=round(usher[0].per_second / plain[0].per_second, 3),
+                invariants=check(engine, refs, limit, executions),
+                rss_mb={k: round(v, 1) for k, v in rss.peak.items()},
+                timeline={"usher": usher[1], "plain celery": plain[1]},
+                handoffs_ms=usher[2],
+            )
+            if depth:
+                report.depth = _depth(engine, bench_settings, pack, depth, console)
+            return report
+        finally:
+            pool.stop_all()
+            engine.dispose()
+            celery_app.close()
 
 
-def _load_pack(engine: Engine, scratch: Path, limit: int) -> str:
+def _load_pack(engine: Engine, folder: Path, actions: int, limit: int) -> str:
     pack = f"bench{uuid.uuid4().hex[:6]}"
-    root = scratch / "packs" / pack
+    root = folder / "packs" / pack
     (root / "actions").mkdir(parents=True)
     (root / "pack.yaml").write_text(f"name: {pack}\n")
-    (root / "actions" / "noop.yaml").write_text(
-        f"name: noop\nrunner: noop\npolicy: {{concurrency: {limit}}}\n"
+    for i in range(actions):
+        (root / "actions" / f"noop{i}.yaml").write_text(
+            f"name: noop{i}\nrunner: noop\npolicy: {{concurrency: {limit}}}\n"
+        )
+    (root / "actions" / "deep.yaml").write_text(
+        "name: deep\nrunner: noop\npolicy: {concurrency: 1, max_queue_length: 10000000}\n"
     )
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
-    return f"{pack}.noop"
+    return pack
 
 
-def _fill_usher(
-    engine: Engine, settings: config.Settings, app: Any, ref: str, n: int, progress: Progress
-) -> float:
-    from policies import admission
+def _submit(
+    engine: Engine, settings: config.Settings, app: Any, requests: list[dict[str, Any]]
+) -> None:
+    from policies import intake
 
-    task = progress.add_task("usher: enqueue", total=n)
-    start = time.perf_counter()
-    for _ in range(n):
-        with db.unit_of_work(engine) as session:
-            enqueued = admission.enqueue(session, settings, ref, {})
-        usher_celery.publish(app, enqueued.grants)
-        progress.advance(task)
+    with db.unit_of_work(engine) as session:
+        taken = intake.enqueue_many(session, settings, requests)
+    assert taken.refused == 0, [item.error for item in taken if item.error][:3]
+    usher_celery.publish(app, taken.grants)
+
+
+def _wait(done: Callable[[], int], n: int, label: str, progress: Progress, rss: RssSampler) -> None:
+    task = progress.add_task(label, total=n)
+    while (count := done()) < n:
+        progress.update(task, completed=count)
+        rss.sample()
+        time.sleep(0.25)
     progress.remove_task(task)
-    return n / (time.perf_counter() - start)
 
 
-def _fill_plain(app: Any, n: int, path: Path, progress: Progress) -> float:
-    task = progress.add_task("celery: publish", total=n)
-    start = time.perf_counter()
+def _run_usher(
+    engine: Engine,
+    settings: config.Settings,
+    app: Any,
+    refs: list[str],
+    n: int,
+    progress: Progress,
+    rss: RssSampler,
+) -> tuple[Figures, list[float], list[float]]:
+    task = progress.add_task("usher: requests", total=n)
+    start = time.time()
+    for offset in range(0, n, BATCH):
+        size = min(BATCH, n - offset)
+        requests = [{"action": refs[(offset + i) % len(refs)]} for i in range(size)]
+        _submit(engine, settings, app, requests)
+        progress.advance(task, size)
+    intake_s = time.time() - start
+    progress.remove_task(task)
+    count = text("""
+        SELECT count(*) FROM executions e JOIN actions a ON a.id = e.action_id
+        WHERE a.ref = ANY(:refs) AND e.status = 'succeeded'
+    """)
+
+    def done() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(count, {"refs": refs}).scalar_one())
+
+    _wait(done, n, "usher: run", progress, rss)
+    with engine.connect() as conn:
+        row = conn.execute(
+            text("""
+                SELECT extract(epoch FROM max(e.finished_at)) AS last,
+                       array_agg(extract(epoch FROM e.finished_at)) AS stamps,
+                       array_agg(extract(epoch FROM e.started_at - e.enqueued_at) * 1000) AS waits
+                FROM executions e JOIN actions a ON a.id = e.action_id WHERE a.ref = ANY(:refs)
+            """),
+            {"refs": refs},
+        ).one()
+    seconds = float(row.last) - start
+    to_start, to_grant = handoffs(engine, refs)
+    waits = [float(w) for w in row.waits]
+    figures = Figures(
+        "usher",
+        n,
+        round(seconds, 2),
+        round(n / seconds, 1),
+        round(n / intake_s, 1),
+        _percentile(to_start, 50),
+        _percentile(to_start, 99),
+        _percentile(to_grant, 50),
+        _percentile(waits, 50),
+        _percentile(waits, 99),
+    )
+    return figures, _per_second([float(s) for s in row.stamps], start), to_start
+
+
+def _run_plain(
+    app: Any, path: Path, n: int, progress: Progress, rss: RssSampler
+) -> tuple[Figures, list[float]]:
+    task = progress.add_task("celery: requests", total=n)
+    start = time.time()
     with app.producer_or_acquire() as producer:
         for i in range(n):
             app.send_task(
                 "usher.bench.plain", args=[i, str(path)], queue=PLAIN_QUEUE, producer=producer
             )
-            progress.advance(task)
+            if i % BATCH == 0:
+                progress.advance(task, BATCH)
+    intake_s = time.time() - start
     progress.remove_task(task)
-    return n / (time.perf_counter() - start)
 
+    def done() -> int:
+        return len(path.read_text().splitlines()) if path.exists() else 0
 
-def _drain_usher(
-    engine: Engine, ref: str, n: int, limit: int, fill_rate: float, progress: Progress
-) -> Figures:
-    task = progress.add_task("usher: run", total=n)
-    query = text("""
-        SELECT count(*) FILTER (WHERE e.status = 'succeeded') AS done,
-               min(e.started_at) AS first, max(e.finished_at) AS last
-        FROM executions e JOIN actions a ON a.id = e.action_id WHERE a.ref = :ref
-    """)
-    while True:
-        with engine.connect() as conn:
-            row = conn.execute(query, {"ref": ref}).one()
-        progress.update(task, completed=row.done)
-        if row.done >= n:
-            break
-        time.sleep(0.5)
-    progress.remove_task(task)
-    seconds = (row.last - row.first).total_seconds()
-    latencies = grant_latencies_ms(engine, ref, limit)
-    return Figures(
-        "usher",
-        n,
-        round(seconds, 2),
-        round(n / seconds, 1),
-        round(fill_rate, 1),
-        _round(_percentile(latencies, 50)),
-        _round(_percentile(latencies, 99)),
+    _wait(done, n, "celery: run", progress, rss)
+    stamps = [float(line.split()[1]) for line in path.read_text().splitlines()]
+    seconds = max(stamps) - start
+    figures = Figures(
+        "plain celery", n, round(seconds, 2), round(n / seconds, 1), round(n / intake_s, 1)
     )
+    return figures, _per_second(stamps, start)
 
 
-def _drain_plain(path: Path, n: int, fill_rate: float, progress: Progress) -> Figures:
-    task = progress.add_task("celery: run", total=n)
-    lines: list[str] = []
-    while len(lines) < n:
-        time.sleep(0.5)
-        lines = path.read_text().splitlines() if path.exists() else []
-        progress.update(task, completed=len(lines))
-    progress.remove_task(task)
-    stamps = [float(line.split()[1]) for line in lines]
-    seconds = max(stamps) - min(stamps)
-    return Figures("plain celery", n, round(seconds, 2), round(n / seconds, 1), round(fill_rate, 1))
+def check(engine: Engine, refs: list[str], limit: int, executions: int) -> dict[str, int]:
+    """The invariants, as counts that must all be 0 (``peak_over_limit`` the excess)."""
+    ids = [i for ref in refs for i in invariants.queue_ids(engine, ref)]
+    peak = max(invariants.max_active(engine, [i]) for i in ids)
+    with engine.connect() as conn:
+        succeeded = conn.execute(
+            text("""SELECT count(*) FROM executions e JOIN actions a ON a.id = e.action_id
+                    WHERE a.ref = ANY(:refs) AND e.status = 'succeeded'"""),
+            {"refs": refs},
+        ).scalar_one()
+    return {
+        "lost": executions - int(succeeded),
+        "peak_over_limit": max(peak - limit, 0),
+        "fifo_violations": sum(invariants.fifo_violations(engine, [i]) for i in ids),
+        "counter_mismatches": len(invariants.counter_mismatches(engine)),
+    }
 
 
-def _round(value: float | None) -> float | None:
-    return None if value is None else round(value, 2)
+def _depth(
+    engine: Engine, settings: config.Settings, pack: str, deep: int, console: Console
+) -> dict[str, float]:
+    """Single enqueues/s and grants/s at the tail of a line 100 deep and ``deep`` deep.
+
+    The line is paused while it fills, so nothing runs; grants are timed as ``admit`` calls
+    after a slot frees (one release each), the work a completion does on a long line.
+    """
+    from policies import control, intake
+
+    ref = f"{pack}.deep"
+    figures: dict[str, float] = {}
+    with db.unit_of_work(engine) as session:
+        control.set_paused(session, settings, ref, True)
+    waiting = 0
+    for target in (100, deep):
+        with console.status(f"filling a line to {target:,} waiting"):
+            while waiting < target:
+                size = min(5_000, target - waiting)
+                with db.unit_of_work(engine) as session:
+                    intake.enqueue_many(session, settings, [{"action": ref}] * size)
+                waiting += size
+        figures[f"enqueue_per_s_at_{target}"] = _rate(
+            lambda: _enqueue_one(engine, settings, ref), 300
+        )
+        waiting += 300
+        figures[f"grant_per_s_at_{target}"] = _rate(lambda: _grant_one(engine, settings, ref), 300)
+        waiting -= 300
+    return figures
 
 
-def show(figures: list[Figures], broker: str, console: Console) -> None:
-    table = Table(title=f"usher bench on {broker}", header_style="bold")
-    for column in (
+def _rate(step: Callable[[], None], n: int) -> float:
+    start = time.perf_counter()
+    for _ in range(n):
+        step()
+    return round(n / (time.perf_counter() - start), 1)
+
+
+def _enqueue_one(engine: Engine, settings: config.Settings, ref: str) -> None:
+    from policies import admission
+
+    with db.unit_of_work(engine) as session:
+        admission.enqueue(session, settings, ref, {})
+
+
+def _grant_one(engine: Engine, settings: config.Settings, ref: str) -> None:
+    """Admit one from the head of the paused line as a completion would, then finish it."""
+    from policies import admission
+
+    with db.unit_of_work(engine) as session:
+        queue_id = session.execute(
+            text("SELECT q.id FROM queues q JOIN actions a ON a.id = q.action_id WHERE a.ref = :r"),
+            {"r": ref},
+        ).scalar_one()
+        line = admission.lock_line(session, settings, queue_id)
+        line = admission.Line(
+            line.queue_id, line.action_ref, line.timeout_s, line.limits, line.retry
+        )
+        (grant,) = admission.admit(session, line)
+    with db.unit_of_work(engine) as session:
+        admission.claim(session, grant.execution_id, grant.attempt, "bench", 60)
+    with db.unit_of_work(engine) as session:
+        admission.finish(session, settings, grant.execution_id, grant.attempt, "succeeded")
+
+
+def show(report: Report, console: Console) -> None:
+    table = Table(
+        title=(
+            f"usher bench on {report.broker}: {report.runs[0].executions:,} no-op executions over "
+            f"{report.actions} actions (limit {report.limit} each), "
+            f"{report.workers} workers x {report.concurrency}"
+        ),
+        header_style="bold",
+    )
+    columns = (
         "system",
-        "executions",
-        "seconds",
         "exec/s",
-        "enqueue/s",
-        "grant p50 ms",
-        "grant p99 ms",
-    ):
+        "seconds",
+        "requests/s",
+        "hand-off p50 ms",
+        "p99 ms",
+        "of it in Postgres p50",
+        "queue wait p50 ms",
+        "p99 ms",
+    )
+    for column in columns:
         table.add_column(column, justify="left" if column == "system" else "right")
-    for f in figures:
+
+    def cell(value: float | None) -> str:
+        return "-" if value is None else f"{value:,.2f}"
+
+    for f in report.runs:
         table.add_row(
             f.system,
-            str(f.executions),
+            f"{f.per_second:,.1f}",
             f"{f.seconds:.2f}",
-            f"{f.per_second:.1f}",
-            f"{f.enqueue_per_second:.1f}",
-            "-" if f.grant_latency_p50_ms is None else f"{f.grant_latency_p50_ms:.2f}",
-            "-" if f.grant_latency_p99_ms is None else f"{f.grant_latency_p99_ms:.2f}",
+            f"{f.intake_per_second:,.1f}",
+            cell(f.handoff_p50_ms),
+            cell(f.handoff_p99_ms),
+            cell(f.handoff_postgres_p50_ms),
+            cell(f.wait_p50_ms),
+            cell(f.wait_p99_ms),
         )
     console.print(table)
+    console.print(f"usher / plain celery: [bold]{report.ratio:.2f}x[/bold]")
+    held = ", ".join(f"{k} {v}" for k, v in report.invariants.items())
+    verdict = "[green]hold[/green]" if not any(report.invariants.values()) else "[red]BROKEN[/red]"
+    console.print(f"invariants {verdict}: {held}")
+    console.print("peak RSS: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in report.rss_mb.items()))
+    if report.depth:
+        console.print(
+            "queue depth: "
+            + ", ".join(f"{k.replace('_', ' ')} {v:,.1f}" for k, v in report.depth.items())
+        )
+    if report.plot:
+        console.print(f"plot: {report.plot}")
 
 
-def as_dicts(figures: list[Figures]) -> list[dict[str, Any]]:
-    return [asdict(f) for f in figures]
+def plot(report: Report, path: Path) -> Path:
+    """Completions per second over time for both systems, and the hand-off distribution."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (rate, latency) = plt.subplots(1, 2, figsize=(12, 4.5))
+    for system, series in report.timeline.items():
+        rate.plot([i * 0.5 for i in range(len(series))], series, label=system)
+    rate.set_xlabel("seconds since the first request")
+    rate.set_ylabel("completions / s")
+    rate.set_title("throughput")
+    rate.legend()
+    values = sorted(report.handoffs_ms)
+    if values:
+        latency.plot(values, [(i + 1) / len(values) for i in range(len(values))])
+        latency.set_xscale("log")
+    latency.set_xlabel("hand-off ms (slot freed -> next of the line running)")
+    latency.set_ylabel("fraction of hand-offs")
+    latency.set_title("Usher hand-off latency (CDF)")
+    latency.grid(True, which="both", alpha=0.3)
+    figure.suptitle(
+        f"{report.runs[0].executions:,} executions, {report.actions} actions x limit "
+        f"{report.limit}, {report.broker}: Usher {report.ratio:.2f}x plain Celery"
+    )
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    report.plot = str(path)
+    return path
+
+
+def as_dict(report: Report) -> dict[str, Any]:
+    data = asdict(report)
+    data.pop("timeline")
+    data.pop("handoffs_ms")
+    return data

@@ -19,6 +19,7 @@ EXECUTE = "usher.execute"
 SWEEP = "usher.sweep"
 WAKE = "usher.wake_line"
 PROCESS_EVENT = "usher.process_event"
+PROCESS_EVENTS = "usher.process_events"
 EVENTS_QUEUE = "usher.events"
 DEFAULT_QUEUE = "usher.default"
 # Seconds between a soft time limit (the runner is asked to stop) and the hard kill.
@@ -96,7 +97,9 @@ def create(settings: Settings) -> Celery:
         task_ignore_result=True,
         result_backend=None,
         worker_send_task_events=True,
-        task_send_sent_event=True,
+        # No task-sent event per publish: it would double the broker traffic of every grant.
+        # Flower still sees each task from the worker's received/started/succeeded events.
+        task_send_sent_event=False,
         worker_cancel_long_running_tasks_on_connection_loss=True,
         # Celery waits this long for a killed pool process's result before reporting
         # WorkerLostError (10 s by default). Results are ignored here, so waiting only
@@ -107,6 +110,7 @@ def create(settings: Settings) -> Celery:
             SWEEP: {"queue": DEFAULT_QUEUE},
             WAKE: {"queue": DEFAULT_QUEUE},
             PROCESS_EVENT: {"queue": EVENTS_QUEUE},
+            PROCESS_EVENTS: {"queue": EVENTS_QUEUE},
         },
         worker_hijack_root_logger=False,
         beat_schedule={
@@ -185,6 +189,16 @@ def send_event(app: Celery, event_id: int) -> None:
         app.send_task(PROCESS_EVENT, args=[event_id])
     except Exception:
         log.exception("could not publish event %s; the sweeper will", event_id)
+
+
+def send_events(app: Celery, event_ids: list[int]) -> None:
+    """One message for a whole batch of stored events (the sweeper covers a lost one too)."""
+    if not event_ids:
+        return
+    try:
+        app.send_task(PROCESS_EVENTS, args=[event_ids])
+    except Exception:
+        log.exception("could not publish %d events; the sweeper will", len(event_ids))
 
 
 def prune_event_files(home: Path, older_than_s: float = 300) -> int:

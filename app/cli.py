@@ -682,28 +682,54 @@ def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
 
 @main.command("bench")
 @click.option("--executions", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True)
-@click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@click.option("--actions", type=click.IntRange(1, 1000), default=10, show_default=True)
 @click.option(
     "--limit",
     type=click.IntRange(1, 10_000),
-    default=8,
+    default=5,
     show_default=True,
-    help="the Usher line's concurrency limit",
+    help="each action's concurrency limit",
+)
+@click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--depth",
+    type=click.IntRange(0, 10_000_000),
+    default=100_000,
+    show_default=True,
+    help="also time enqueue and grant with this many waiting (0: skip)",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("usher-bench.png"),
+    show_default=True,
+    help="where to write the PNG plot",
 )
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def bench_cmd(
-    rt: Runtime, executions: int, workers: int, concurrency: int, limit: int, as_json: bool
+    rt: Runtime,
+    executions: int,
+    actions: int,
+    limit: int,
+    workers: int,
+    concurrency: int,
+    depth: int,
+    plot: Path,
+    as_json: bool,
 ) -> None:
     """Usher against plain Celery on the same broker and workers (a scratch database)."""
     from app import bench
 
-    figures = bench.run(rt.settings, executions, workers, concurrency, limit, err_console)
+    report = bench.run(
+        rt.settings, executions, actions, limit, workers, concurrency, depth, err_console
+    )
+    bench.plot(report, plot)
     if as_json:
-        emit_json(bench.as_dicts(figures))
+        emit_json(bench.as_dict(report))
     else:
-        bench.show(figures, (rt.settings.broker_url or "filesystem://").split("@")[-1], console)
+        bench.show(report, console)
 
 
 def entry() -> None:

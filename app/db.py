@@ -5,17 +5,20 @@ from __future__ import annotations
 import logging
 import os
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def embedded_url(home: Path) -> str:
@@ -60,16 +63,44 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
 
 
-_engines: dict[tuple[int, str], Engine] = {}
+def make_hot_engine(url: str) -> Engine:
+    """For single-statement transitions (claim, finish, heartbeat): autocommit, so one
+    statement is one round trip (no BEGIN, no COMMIT), and no pre-ping on checkout.
+
+    A connection dropped by a Postgres restart fails its statement once and is discarded
+    with the rest of the pool; ``retry_dropped`` runs such a statement again.
+    """
+    return create_engine(
+        url, pool_size=2, max_overflow=8, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+    )
 
 
-def engine_for(url: str) -> Engine:
-    """One engine per process and URL, made lazily (never at import, never shared over fork)."""
-    key = (os.getpid(), url)
+_engines: dict[tuple[int, str, bool], Engine] = {}
+
+
+def engine_for(url: str, hot: bool = False) -> Engine:
+    """One engine per process and URL, made lazily (never at import, never shared over fork).
+
+    ``hot`` gives the autocommit engine of ``make_hot_engine``.
+    """
+    key = (os.getpid(), url, hot)
     engine = _engines.get(key)
     if engine is None:
-        engine = _engines[key] = make_engine(url)
+        engine = _engines[key] = make_hot_engine(url) if hot else make_engine(url)
     return engine
+
+
+def retry_dropped(work: Callable[[Connection], T], engine: Engine) -> T:
+    """Run ``work`` on a connection of ``engine``; once more if the connection was dropped
+    (a Postgres restart): the pool is invalidated, so the second try gets a fresh one."""
+    for attempt in (1, 2):
+        try:
+            with engine.connect() as connection:
+                return work(connection)
+        except DBAPIError as error:
+            if attempt == 2 or not error.connection_invalidated:
+                raise
+    raise AssertionError("unreachable")
 
 
 def sessions(engine: Engine) -> sessionmaker[Session]:

@@ -7,6 +7,10 @@ row of that line is changed, so cancel, release and admit serialise per line and
 deadlock. Plain ``FOR UPDATE`` would conflict with the KEY SHARE lock an execution INSERT's
 foreign key takes. Timestamps are ``clock_timestamp()`` read under the lock, so they follow
 lock order and the invariants can be checked from them.
+
+The SQL of admit and release lives in Postgres functions (migration 0005), so each is one
+statement with a cached plan; ``finish`` and ``claim`` are single statements that may run on
+an autocommit connection, one round trip each (the workers' hot path).
 """
 
 from __future__ import annotations
@@ -14,22 +18,15 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import AlreadyFinished, QueueFull, UnknownAction, UnknownExecution
 from policies import limits, parameters, ratelimit, retry
 
-# Which counter a final status adds to.
-COUNTER = {
-    "succeeded": "total_completed",
-    "failed": "total_failed",
-    "timed_out": "total_failed",
-    "dead": "total_failed",
-    "cancelled": "total_cancelled",
-    "expired": "total_expired",
-}
+# Outcomes whose release needs no retry policy: ``finish`` takes them in one statement.
+FINISHES = ("succeeded", "cancelled")
 # What an attempt can end with; failures become ``retrying`` or ``dead`` by the retry policy.
 OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "cancelled")
 
@@ -160,42 +157,10 @@ def admit(session: Session, line: Line) -> list[Grant]:
         if cap == 0:
             return []
     rows = session.execute(
-        text("""
-            WITH now AS (SELECT clock_timestamp() AS ts),
-            free AS (
-                SELECT LEAST(GREATEST(:limit - active_count, 0), coalesce(:cap, :limit)) AS n
-                FROM queues WHERE id = :queue_id
-            ),
-            candidates AS (
-                (SELECT id, priority, seq, status FROM executions
-                 WHERE queue_id = :queue_id AND status = 'queued'
-                 ORDER BY priority DESC, seq LIMIT (SELECT n FROM free))
-                UNION ALL
-                (SELECT id, priority, seq, status FROM executions
-                 WHERE queue_id = :queue_id AND status = 'retrying' AND NOT holds_slot
-                   AND not_before <= (SELECT ts FROM now)
-                 ORDER BY priority DESC, seq LIMIT (SELECT n FROM free))
-                ORDER BY priority DESC, seq LIMIT (SELECT n FROM free)
-            ),
-            granted AS (
-                UPDATE executions e SET status = 'scheduled',
-                    scheduled_at = (SELECT ts FROM now), published_at = (SELECT ts FROM now)
-                FROM candidates c WHERE e.id = c.id
-                RETURNING e.id, e.attempt, e.priority, e.seq, c.status AS was
-            ),
-            counted AS (
-                UPDATE queues SET
-                    active_count = active_count + (SELECT count(*) FROM granted),
-                    queue_length = queue_length
-                        - (SELECT count(*) FROM granted WHERE was = 'queued'),
-                    last_updated = (SELECT ts FROM now)
-                WHERE id = :queue_id AND EXISTS (SELECT 1 FROM granted)
-            )
-            SELECT id, attempt FROM granted ORDER BY priority DESC, seq
-        """),
+        text("SELECT execution_id, attempt FROM usher_admit(:queue_id, :limit, :cap)"),
         {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
     ).all()
-    return [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+    return [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
 
 
 def requeue_due(session: Session, line: Line) -> list[Grant]:
@@ -305,7 +270,7 @@ def enqueue(
 
 
 def claim(
-    session: Session, execution_id: int, attempt: int, worker: str, lease_s: float
+    session: Session | Connection, execution_id: int, attempt: int, worker: str, lease_s: float
 ) -> Claimed | None:
     """scheduled -> running for this attempt only; None when the message is stale or a duplicate."""
     row = session.execute(
@@ -329,15 +294,29 @@ def claim(
 
 def heartbeat(session: Session, execution_id: int, attempt: int, lease_s: float) -> bool:
     """Renew the lease; False when this attempt no longer owns the execution (stop working)."""
-    renewed = session.execute(
+    return bool(renew(session, [(execution_id, attempt)], lease_s))
+
+
+def renew(
+    session: Session | Connection, held: list[tuple[int, int]], lease_s: float
+) -> set[tuple[int, int]]:
+    """Renew the leases of several running attempts in one statement.
+
+    Returns the (execution_id, attempt) pairs still owned; the others were cancelled or
+    given away by the sweeper after their lease expired.
+    """
+    if not held:
+        return set()
+    rows = session.execute(
         text("""
-            UPDATE executions SET lease_expires_at = clock_timestamp() + make_interval(secs => :s)
-            WHERE id = :id AND attempt = :attempt AND status = 'running'
-            RETURNING id
+            UPDATE executions e SET lease_expires_at = clock_timestamp() + make_interval(secs => :s)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS h(id, attempt)
+            WHERE e.id = h.id AND e.attempt = h.attempt AND e.status = 'running'
+            RETURNING e.id, e.attempt
         """),
-        {"id": execution_id, "attempt": attempt, "s": lease_s},
-    ).one_or_none()
-    return renewed is not None
+        {"ids": [h[0] for h in held], "attempts": [h[1] for h in held], "s": lease_s},
+    ).all()
+    return {(r.id, r.attempt) for r in rows}
 
 
 def release(
@@ -360,6 +339,10 @@ def release(
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
+    if outcome in FINISHES and not lease_expired:
+        finished = finish(session, settings, execution_id, attempt, outcome, result, error)
+        if finished is not None:
+            return finished
     line = _lock_line_of(session, settings, execution_id)
     policy = line.retry
     if outcome in ("succeeded", "cancelled"):
@@ -370,53 +353,17 @@ def release(
         status = "dead"
     hold = status == "retrying" and policy.hold_slot
     delay_s = policy.delay_ms(attempt) / 1000 if status == "retrying" else 0.0
-    counter = COUNTER.get(status)
     released = session.execute(
-        text(f"""
-            WITH now AS (SELECT clock_timestamp() AS ts),
-            done AS (
-                UPDATE executions SET
-                    status = :status,
-                    attempt = attempt + CASE WHEN :retrying THEN 1 ELSE 0 END,
-                    finished_at = CASE WHEN :retrying THEN NULL ELSE (SELECT ts FROM now) END,
-                    not_before = CASE WHEN :retrying
-                        THEN (SELECT ts FROM now) + make_interval(secs => :delay_s) END,
-                    queued_at = CASE WHEN :retrying
-                        THEN (SELECT ts FROM now) + make_interval(secs => :delay_s)
-                        ELSE queued_at END,
-                    holds_slot = :hold,
-                    -- A retry's next attempt starts blank; this one goes to attempts below.
-                    scheduled_at = CASE WHEN :retrying THEN NULL ELSE scheduled_at END,
-                    started_at = CASE WHEN :retrying THEN NULL ELSE started_at END,
-                    result = CAST(:result AS jsonb), error = :error, lease_expires_at = NULL
-                WHERE id = :id AND attempt = :attempt AND status IN ('scheduled', 'running')
-                  AND (NOT :lease_expired OR lease_expires_at < clock_timestamp())
-                RETURNING id, queue_id, not_before
-            ),
-            history AS (
-                -- Every sub-statement sees the snapshot from before the UPDATE above: these
-                -- are the finished attempt's own timestamps.
-                INSERT INTO attempts (execution_id, attempt, outcome, queued_at, scheduled_at,
-                                      started_at, finished_at, worker, error, kept_slot)
-                SELECT e.id, :attempt, :outcome, e.queued_at, e.scheduled_at, e.started_at,
-                       (SELECT ts FROM now), e.worker, :error, :hold
-                FROM executions e WHERE e.id = :id AND EXISTS (SELECT 1 FROM done)
-            ),
-            counted AS (
-                UPDATE queues SET
-                    active_count = active_count - CASE WHEN :hold THEN 0 ELSE 1 END,
-                    {f"{counter} = {counter} + 1," if counter else ""}
-                    last_updated = (SELECT ts FROM now)
-                WHERE id = (SELECT queue_id FROM done)
-            )
-            SELECT queue_id, not_before FROM done
+        text("""
+            SELECT queue_id, not_before FROM usher_release(
+                :id, :attempt, :status, :outcome, :hold, :delay_s, CAST(:result AS jsonb),
+                :error, :lease_expired)
         """),
         {
             "id": execution_id,
             "attempt": attempt,
             "status": status,
             "outcome": outcome,
-            "retrying": status == "retrying",
             "hold": hold,
             "delay_s": delay_s,
             "result": _json(result) if result is not None else None,
@@ -430,6 +377,48 @@ def release(
     return Released(
         status, grants, released.queue_id, released.not_before, line.notes.get("wake_at")
     )
+
+
+def finish(
+    session: Session | Connection,
+    settings: Settings,
+    execution_id: int,
+    attempt: int,
+    outcome: str,
+    result: Any = None,
+    error: str | None = None,
+) -> Released | None:
+    """``release`` in one statement for a success or cancel on a line without rate limits.
+
+    Safe on an autocommit connection: the statement is its own transaction, so a worker
+    ends an attempt, frees its slot and grants the next execution in one round trip.
+    None when the line needs a Python policy: nothing changed, call ``release``.
+    """
+    if outcome not in FINISHES:
+        raise ValueError(f"finish takes one of {FINISHES}, not {outcome!r}")
+    row = session.execute(
+        text("""
+            SELECT kind, queue_id, action_ref, timeout_s, grant_ids, grant_attempts
+            FROM usher_finish(:id, :attempt, :status, CAST(:result AS jsonb), :error, :limit)
+        """),
+        {
+            "id": execution_id,
+            "attempt": attempt,
+            "status": outcome,
+            "result": _json(result) if result is not None else None,
+            "error": error,
+            "limit": settings.default_max_concurrent,
+        },
+    ).one()
+    if row.kind == "policy":
+        return None
+    if row.kind == "stale":
+        return Released(None, [])
+    grants = [
+        Grant(grant_id, grant_attempt, row.action_ref, row.timeout_s)
+        for grant_id, grant_attempt in zip(row.grant_ids, row.grant_attempts, strict=True)
+    ]
+    return Released(outcome, grants, row.queue_id)
 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:

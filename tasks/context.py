@@ -27,6 +27,11 @@ def engine() -> Engine:
     return db.engine_for(db.database_url(settings()))
 
 
+def hot() -> Engine:
+    """The autocommit engine for single-statement transitions (``db.make_hot_engine``)."""
+    return db.engine_for(db.database_url(settings()), hot=True)
+
+
 def worker_name(nodename: str | None = None) -> str:
     """The Celery node name (or host) and the pool process id: ``w1@host/1234``."""
     return f"{nodename or socket.gethostname()}/{os.getpid()}"

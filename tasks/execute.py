@@ -7,9 +7,12 @@ revoke, worker lost), each a fenced, idempotent ``admission.release``.
 from __future__ import annotations
 
 import logging
+import os
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from celery import Task, shared_task
@@ -23,46 +26,71 @@ log = logging.getLogger(__name__)
 SKIPPED = "usher:skipped"
 
 
-@contextmanager
-def heartbeat(execution_id: int, attempt: int) -> Iterator[threading.Event]:
-    """Renew the lease every third of USHER_LEASE_S while the body runs.
+class Leases:
+    """The attempts running in this process, and the one thread that renews their leases.
 
-    Yields an event that is set when this attempt lost the execution (cancelled, or the
-    sweeper gave its slot away after the lease expired).
+    Every USHER_HEARTBEAT_S the thread renews them all in one statement; an attempt that is
+    no longer ours (cancelled, or given away after its lease expired) gets its ``lost`` event
+    set and is dropped. A thread per process instead of one per execution keeps starting an
+    execution cheap; the thread is made lazily, so a forked pool child makes its own.
     """
-    settings = context.settings()
-    stop, lost = threading.Event(), threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(settings.heartbeat_s):
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._held: dict[tuple[int, int], threading.Event] = {}
+        self._owner_pid: int | None = None
+
+    @contextmanager
+    def hold(self, execution_id: int, attempt: int) -> Iterator[threading.Event]:
+        key, lost = (execution_id, attempt), threading.Event()
+        with self._lock:
+            self._held[key] = lost
+            if self._owner_pid != os.getpid():
+                self._owner_pid = os.getpid()
+                threading.Thread(target=self._beat, name="usher-leases", daemon=True).start()
+        try:
+            yield lost
+        finally:
+            with self._lock:
+                self._held.pop(key, None)
+
+    def _beat(self) -> None:
+        settings = context.settings()
+        while True:
+            time.sleep(settings.heartbeat_s)
+            with self._lock:
+                held = dict(self._held)
+            if not held:
+                continue
             try:
-                with db.unit_of_work(context.engine()) as session:
-                    if not admission.heartbeat(session, execution_id, attempt, settings.lease_s):
-                        lost.set()
-                        return
+                renew = partial(admission.renew, held=list(held), lease_s=settings.lease_s)
+                owned = db.retry_dropped(renew, context.hot())
             except Exception:
-                log.warning("heartbeat for execution %s failed; retrying", execution_id)
+                log.warning("renewing %d lease(s) failed; retrying", len(held))
+                continue
+            for key in held.keys() - owned:
+                log.warning("execution %s attempt %s is no longer ours", *key)
+                held[key].set()
+                with self._lock:
+                    self._held.pop(key, None)
 
-    thread = threading.Thread(target=beat, name=f"usher-heartbeat-{execution_id}", daemon=True)
-    thread.start()
-    try:
-        yield lost
-    finally:
-        stop.set()
-        thread.join(timeout=5)
+
+leases = Leases()
 
 
 @shared_task(name="usher.execute", bind=True, acks_late=True, ignore_result=True)
 def execute(self: Task, execution_id: int, attempt: int) -> Any:
     settings = context.settings()
     worker = context.worker_name(self.request.hostname)
-    with db.unit_of_work(context.engine()) as session:
-        claimed = admission.claim(session, execution_id, attempt, worker, settings.lease_s)
+    claimed = db.retry_dropped(
+        lambda c: admission.claim(c, execution_id, attempt, worker, settings.lease_s),
+        context.hot(),
+    )
     if claimed is None:
         # A duplicate or stale message (cancelled, republished, already running elsewhere).
         log.info("execution %s attempt %s is not ours to run; skipped", execution_id, attempt)
         return SKIPPED
-    with heartbeat(execution_id, attempt):
+    with leases.hold(execution_id, attempt):
         return runners.run(
             claimed.runner,
             claimed.runner_config,

@@ -45,18 +45,22 @@ def _record(
     if ids is None:
         return
     execution_id, attempt = ids
+    settings = context.settings()
     try:
-        with db.unit_of_work(context.engine()) as session:
-            released = admission.release(
-                session,
-                context.settings(),
-                execution_id,
-                attempt,
-                outcome,
-                result,
-                error,
-                transient,
+        released = None
+        if outcome in admission.FINISHES:
+            # One statement, one round trip: the common case.
+            released = db.retry_dropped(
+                lambda c: admission.finish(
+                    c, settings, execution_id, attempt, outcome, result, error
+                ),
+                context.hot(),
             )
+        if released is None:
+            with db.unit_of_work(context.engine()) as session:
+                released = admission.release(
+                    session, settings, execution_id, attempt, outcome, result, error, transient
+                )
     except Exception:
         # The lease runs out and the sweeper releases the slot: nothing is lost.
         log.exception("recording %s for execution %s failed", outcome, execution_id)

@@ -5,6 +5,8 @@ Full run, printing the figures: ``pytest -m bench tests/bench -s`` or ``usher be
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from rich.console import Console
 
@@ -13,28 +15,47 @@ from app import bench, config
 pytestmark = pytest.mark.timeout(900)
 
 
-def _run(settings: config.Settings, executions: int) -> list[bench.Figures]:
-    console = Console(width=120)
-    figures = bench.run(
-        settings, executions=executions, workers=2, concurrency=2, limit=4, console=console
+def _run(settings: config.Settings, executions: int, depth: int, plot: Path) -> bench.Report:
+    console = Console(width=160)
+    report = bench.run(
+        settings, executions=executions, actions=4, limit=3, depth=depth, console=console
     )
-    bench.show(figures, settings.broker_url or "filesystem://", console)
-    return figures
+    bench.plot(report, plot)
+    bench.show(report, console)
+    return report
 
 
-def _check(figures: list[bench.Figures], executions: int) -> None:
-    usher, plain = figures
+def _check(report: bench.Report, executions: int) -> None:
+    usher, plain = report.runs
     assert (usher.system, plain.system) == ("usher", "plain celery")
     assert usher.executions == plain.executions == executions
     assert usher.per_second > 0 and plain.per_second > 0
-    assert usher.grant_latency_p50_ms is not None and usher.grant_latency_p50_ms >= 0
+    assert usher.handoff_p50_ms is not None and usher.handoff_p50_ms >= 0
+    assert usher.wait_p99_ms is not None and usher.wait_p99_ms >= usher.wait_p50_ms  # type: ignore[operator]
+    # The run proves the invariants, or the figures mean nothing.
+    assert report.invariants == {
+        "lost": 0,
+        "peak_over_limit": 0,
+        "fifo_violations": 0,
+        "counter_mismatches": 0,
+    }
+    assert report.rss_mb["pool process"] > 0
+    assert report.plot and Path(report.plot).stat().st_size > 10_000
 
 
 @pytest.mark.broker
-def test_bench_smoke(settings: config.Settings) -> None:
-    _check(_run(settings, 200), 200)
+def test_bench_smoke(settings: config.Settings, tmp_path: Path) -> None:
+    report = _run(settings, 300, depth=500, plot=tmp_path / "bench.png")
+    _check(report, 300)
+    assert set(report.depth) == {
+        "enqueue_per_s_at_100",
+        "grant_per_s_at_100",
+        "enqueue_per_s_at_500",
+        "grant_per_s_at_500",
+    }
+    assert all(rate > 0 for rate in report.depth.values())
 
 
 @pytest.mark.bench
-def test_bench_ten_thousand(settings: config.Settings) -> None:
-    _check(_run(settings, 10_000), 10_000)
+def test_bench_ten_thousand(settings: config.Settings, tmp_path: Path) -> None:
+    _check(_run(settings, 10_000, depth=100_000, plot=tmp_path / "bench.png"), 10_000)
