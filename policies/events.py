@@ -1,8 +1,9 @@
-"""Events in, enforcements out: match enabled rules and enqueue through admission."""
+"""Events in, enforcements out: match enabled rules and enqueue through bulk intake."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,7 +13,7 @@ from sqlalchemy.orm import Session
 from app import queries
 from app.config import Settings
 from app.errors import InvalidParameters, InvalidRequest, NotFound, UsherError
-from policies import admission, criteria, templates
+from policies import admission, criteria, intake, templates
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Enforcement:
     status: str
     execution_id: int | None
     reason: str | None
+    event_id: int | None = None
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,8 @@ class Processed:
     grants: list[admission.Grant]
 
 
-def store(session: Session, trigger: Any, payload: Any) -> int:
+def _document(trigger: Any, payload: Any) -> str:
+    """The payload as stored (JSON text), or InvalidRequest naming what is wrong."""
     if not isinstance(trigger, str) or not trigger or len(trigger) > 200 or "\x00" in trigger:
         raise InvalidRequest("'trigger' must be a non-empty string of at most 200 characters")
     try:
@@ -39,78 +42,154 @@ def store(session: Session, trigger: Any, payload: Any) -> int:
         raise InvalidRequest("'payload' must be JSON without NaN or Infinity") from None
     if "\\u0000" in document:
         raise InvalidRequest("'payload' must not contain NUL characters")
+    return document
+
+
+def store(session: Session, trigger: Any, payload: Any) -> int:
     return int(
         session.execute(
             text("""INSERT INTO events (trigger, payload) VALUES (:t, CAST(:p AS jsonb))
                     RETURNING id"""),
-            {"t": trigger, "p": document},
+            {"t": trigger, "p": _document(trigger, payload)},
         ).scalar_one()
     )
+
+
+def store_many(session: Session, items: Sequence[Any]) -> list[int]:
+    """Store every event or none (InvalidRequest naming the first bad one); ids in order."""
+    triggers, documents = [], []
+    for index, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InvalidRequest(f"events[{index}] must be an object {{trigger, payload}}")
+        try:
+            documents.append(_document(item.get("trigger"), item.get("payload", {})))
+        except InvalidRequest as error:
+            raise InvalidRequest(f"events[{index}]: {error.message}") from None
+        triggers.append(item["trigger"])
+    # Ids taken first, then assigned in request order: an event's id is its place in the batch.
+    ids = sorted(
+        session.execute(
+            text(
+                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"
+            ),
+            {"n": len(items)},
+        ).scalars()
+    )
+    session.execute(
+        text("""
+            INSERT INTO events (id, trigger, payload)
+            SELECT u.i, u.t, CAST(u.p AS jsonb)
+            FROM unnest(CAST(:ids AS bigint[]), CAST(:triggers AS text[]),
+                        CAST(:payloads AS text[])) AS u(i, t, p)
+        """),
+        {"ids": ids, "triggers": triggers, "payloads": documents},
+    )
+    return [int(i) for i in ids]
 
 
 def process(session: Session, settings: Settings, event_id: int) -> Processed:
-    """Enforce every rule of the event's trigger whose criteria match, once per rule.
-
-    Runs in the caller's transaction; each enforcement is a savepoint, so a refused one
-    (line full, bad parameters, unknown action) is recorded as ``rejected`` with its reason
-    and the others still happen. Re-processing finds the enforcements already there.
-    """
-    event = session.execute(
-        text("SELECT id, trigger, payload FROM events WHERE id = :id FOR UPDATE"),
-        {"id": event_id},
-    ).one_or_none()
-    if event is None:
+    """Enforce every rule of the event's trigger whose criteria match, once per rule."""
+    processed = process_many(session, settings, [event_id])
+    if processed is None:
         raise NotFound(f"no event with id {event_id}")
-    document = {"id": event.id, "trigger": event.trigger, "payload": event.payload}
-    rules = session.execute(
-        text("""
-            SELECT r.id, r.ref, r.criteria, r.action_ref, r.parameters, r.priority, r.enabled
-            FROM rules r WHERE r.trigger = :trigger
-              AND NOT EXISTS (SELECT 1 FROM enforcements f
-                              WHERE f.event_id = :event_id AND f.rule_ref = r.ref)
-            ORDER BY r.ref
-        """),
-        {"trigger": event.trigger, "event_id": event_id},
+    return processed
+
+
+def process_many(
+    session: Session, settings: Settings, event_ids: Sequence[int]
+) -> Processed | None:
+    """Enforce the matching rules of every event, once per (event, rule); None if none exists.
+
+    Runs in the caller's transaction. The events are locked in id order, so a concurrent
+    processor of any of them waits, then finds their enforcements and makes no new ones.
+    Each enforcement is all-or-nothing on its own: a refused one (line full, bad parameters,
+    unknown action) is recorded as ``rejected`` with its reason and the others still happen.
+    Executions are enqueued through ``intake.enqueue_many``: one statement per step for the
+    whole batch, seq in (event id, rule ref) order.
+    """
+    found = session.execute(
+        text("""SELECT id, trigger, payload FROM events WHERE id = ANY(:ids)
+                ORDER BY id FOR UPDATE"""),
+        {"ids": list(event_ids)},
     ).all()
-    grants: list[admission.Grant] = []
-    done: list[Enforcement] = []
-    for rule in rules:
-        if not criteria.matches(rule.criteria, document):
-            continue
-        status, execution_id = "skipped", None
-        reason: str | None = "the rule is disabled"
-        if rule.enabled:
+    if not found:
+        return None
+    ids = [e.id for e in found]
+    rules: dict[str, list[Any]] = {}
+    for rule in session.execute(
+        text("""SELECT id, ref, trigger, criteria, action_ref, parameters, priority, enabled
+                FROM rules WHERE trigger = ANY(:triggers) ORDER BY ref"""),
+        {"triggers": sorted({e.trigger for e in found})},
+    ):
+        rules.setdefault(rule.trigger, []).append(rule)
+    done = {
+        (r.event_id, r.rule_ref)
+        for r in session.execute(
+            text("SELECT event_id, rule_ref FROM enforcements WHERE event_id = ANY(:ids)"),
+            {"ids": ids},
+        )
+    }
+    # (event_id, rule, status, reason, index of the request in `requests`)
+    planned: list[tuple[int, Any, str, str | None, int | None]] = []
+    requests: list[dict[str, Any]] = []
+    for event in found:
+        document = {"id": event.id, "trigger": event.trigger, "payload": event.payload}
+        for rule in rules.get(event.trigger, []):
+            if (event.id, rule.ref) in done or not criteria.matches(rule.criteria, document):
+                continue
+            if not rule.enabled:
+                planned.append((event.id, rule, "skipped", "the rule is disabled", None))
+                continue
             try:
-                with session.begin_nested():
-                    params = templates.render(rule.parameters, {"event": document})
-                    enqueued = admission.enqueue(
-                        session, settings, rule.action_ref, params, rule.priority
-                    )
-                status, reason, execution_id = "executed", None, enqueued.execution_id
-                grants += enqueued.grants
+                params = templates.render(rule.parameters, {"event": document})
             except (UsherError, InvalidParameters) as error:
-                status, reason = "rejected", f"{type(error).__name__}: {error.message}"
-        enforcement_id = session.execute(
-            text("""
-                INSERT INTO enforcements (event_id, rule_id, rule_ref, status, reason,
-                                          execution_id)
-                VALUES (:event_id, :rule_id, :rule_ref, :status, :reason, :execution_id)
-                RETURNING id
-            """),
-            {
-                "event_id": event_id,
-                "rule_id": rule.id,
-                "rule_ref": rule.ref,
-                "status": status,
-                "reason": reason,
-                "execution_id": execution_id,
-            },
-        ).scalar_one()
-        done.append(Enforcement(enforcement_id, rule.ref, status, execution_id, reason))
+                planned.append((event.id, rule, "rejected", _reason(error), None))
+                continue
+            planned.append((event.id, rule, "executed", None, len(requests)))
+            requests.append(
+                {"action": rule.action_ref, "parameters": params, "priority": rule.priority}
+            )
+    intake_result = intake.enqueue_many(session, settings, requests) if requests else None
+    rows = []
+    for event_id, rule, status, reason, index in planned:
+        execution_id = None
+        if intake_result is not None and index is not None:
+            item = intake_result[index]
+            if item.error is not None:
+                status, reason = "rejected", _reason(item.error)
+            execution_id = item.execution_id
+        rows.append((event_id, rule.id, rule.ref, status, reason, execution_id))
+    enforced = _record(session, rows)
     session.execute(
-        text("UPDATE events SET processed_at = clock_timestamp() WHERE id = :id"), {"id": event_id}
+        text("UPDATE events SET processed_at = clock_timestamp() WHERE id = ANY(:ids)"),
+        {"ids": ids},
     )
-    return Processed(done, grants)
+    return Processed(enforced, intake_result.grants if intake_result is not None else [])
+
+
+def _reason(error: UsherError) -> str:
+    return f"{type(error).__name__}: {error.message}"
+
+
+def _record(session: Session, rows: list[tuple[Any, ...]]) -> list[Enforcement]:
+    """Insert the enforcements with one statement, in order."""
+    if not rows:
+        return []
+    event_ids, rule_ids, refs, statuses, reasons, execution_ids = (
+        list(c) for c in zip(*rows, strict=True)
+    )
+    inserted = session.execute(
+        text("""
+            INSERT INTO enforcements (event_id, rule_id, rule_ref, status, reason, execution_id)
+            SELECT * FROM unnest(CAST(:e AS bigint[]), CAST(:r AS integer[]), CAST(:f AS text[]),
+                                 CAST(:s AS text[]), CAST(:w AS text[]), CAST(:x AS bigint[]))
+            ORDER BY 1, 3
+            RETURNING id, event_id, rule_ref
+        """),
+        {"e": event_ids, "r": rule_ids, "f": refs, "s": statuses, "w": reasons, "x": execution_ids},
+    ).all()
+    by_key = {(r.event_id, r.rule_ref): r.id for r in inserted}
+    return [Enforcement(by_key[(e, f)], f, s, x, w, e) for e, _, f, s, w, x in rows]
 
 
 def enforcements(session: Session, event_id: int) -> list[dict[str, Any]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jsonschema
@@ -26,16 +27,30 @@ def _storable(value: Any, path: str) -> None:
             _storable(item, f"{path}[{index}]")
 
 
-def validate(schema: dict[str, Any], parameters: Any) -> dict[str, Any]:
-    if not isinstance(parameters, dict):
-        raise InvalidParameters("parameters must be a JSON object")
-    _storable(parameters, "parameters")
-    if not schema:
+def validator(schema: dict[str, Any]) -> Callable[[Any], dict[str, Any]]:
+    """``validate`` against one schema, with the schema's validator built once (bulk intake)."""
+    check = None
+    if schema:
+        validator_cls = jsonschema.validators.validator_for(
+            schema, default=jsonschema.Draft202012Validator
+        )
+        check = validator_cls(schema)
+
+    def validate_one(parameters: Any) -> dict[str, Any]:
+        if not isinstance(parameters, dict):
+            raise InvalidParameters("parameters must be a JSON object")
+        _storable(parameters, "parameters")
+        if check is None:
+            return parameters
+        error = exceptions.best_match(check.iter_errors(parameters))
+        if error is not None:
+            raise InvalidParameters(
+                f"parameters{error.json_path.removeprefix('$')}: {error.message}"
+            )
         return parameters
-    validator_cls = jsonschema.validators.validator_for(
-        schema, default=jsonschema.Draft202012Validator
-    )
-    error = exceptions.best_match(validator_cls(schema).iter_errors(parameters))
-    if error is not None:
-        raise InvalidParameters(f"parameters{error.json_path.removeprefix('$')}: {error.message}")
-    return parameters
+
+    return validate_one
+
+
+def validate(schema: dict[str, Any], parameters: Any) -> dict[str, Any]:
+    return validator(schema)(parameters)

@@ -7,7 +7,7 @@ stays a number, a list a list); any other string renders to a string.
 from __future__ import annotations
 
 import re
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
@@ -23,6 +23,17 @@ def _environment() -> ImmutableSandboxedEnvironment:
     return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
+# Compiling is most of a render's cost; a rule's templates are few and reused per event.
+@lru_cache(maxsize=1024)
+def _expression(source: str) -> Any:
+    return _environment().compile_expression(source, undefined_to_none=False)
+
+
+@lru_cache(maxsize=1024)
+def _template(source: str) -> Any:
+    return _environment().from_string(source)
+
+
 def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any:
     """Render every string inside ``value`` (dicts and lists recursively) against ``context``."""
     if isinstance(value, dict):
@@ -31,16 +42,13 @@ def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any
         return [render(v, context, f"{path}[{i}]") for i, v in enumerate(value)]
     if not isinstance(value, str) or "{" not in value:
         return value
-    env = _environment()
     try:
         single = _SINGLE_EXPRESSION.match(value)
         if single:
-            result = env.compile_expression(single.group("expr").strip(), undefined_to_none=False)(
-                **context
-            )
+            result = _expression(single.group("expr").strip())(**context)
             if isinstance(result, Undefined):
                 result._fail_with_undefined_error()
             return result
-        return env.from_string(value).render(**context)
+        return _template(value).render(**context)
     except TemplateError as error:
         raise InvalidParameters(f"{path}: template {value!r} failed: {error}") from None

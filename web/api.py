@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,9 +16,10 @@ from app import db, queries, tokens
 from app.config import Settings
 from app.errors import Forbidden, InvalidRequest, Unauthorized
 from app.models import STATUSES
-from policies import admission, control, dlq, eta, events, stats
+from policies import admission, control, dlq, eta, events, intake, stats
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
+log = logging.getLogger(__name__)
 
 
 def settings() -> Settings:
@@ -130,23 +132,55 @@ def show_action(ref: str) -> Any:
     return action
 
 
+def _batch(key: str) -> list[Any]:
+    items = _body().get(key)
+    if not isinstance(items, list) or not 1 <= len(items) <= intake.MAX_BATCH:
+        raise InvalidRequest(f"'{key}' must be a list of 1 to {intake.MAX_BATCH} items")
+    return items
+
+
 @bp.post("/executions")
 def submit_execution() -> Any:
-    body = _body()
-    action = body.get("action")
-    if not isinstance(action, str) or not action:
-        raise InvalidRequest("'action' (an action ref such as 'demo.hello') is required")
-    priority = body.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > 1000:
-        raise InvalidRequest("'priority' must be an integer between -1000 and 1000")
+    action, params, priority = intake.fields(_body())
     with unit_of_work() as session:
-        enqueued = admission.enqueue(
-            session, settings(), action, body.get("parameters", {}), priority
-        )
+        enqueued = admission.enqueue(session, settings(), action, params, priority)
         position = admission.position(session, enqueued.execution_id)
     usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
     status = "scheduled" if enqueued.granted else "queued"
     return {"id": enqueued.execution_id, "status": status, "position": position}, 202
+
+
+@bp.post("/executions/batch")
+def submit_executions() -> Any:
+    """Many requests at once, each all-or-nothing on its own: an id or the error it got."""
+    requests = _batch("items")
+    with unit_of_work() as session:
+        results = intake.enqueue_many(session, settings(), requests)
+    usher_celery.publish(current_app.config["USHER_CELERY"], results.grants)
+    items: list[dict[str, Any]] = []
+    for result in results:
+        if result.error is None:
+            items.append(
+                {
+                    "index": result.index,
+                    "id": result.execution_id,
+                    "status": result.status,
+                    "seq": result.seq,
+                }
+            )
+            continue
+        error = result.error
+        # Refused items create no execution: this line is their record (like a 429's).
+        log.warning(
+            "batch item %d refused: %d %s: %s", result.index, error.status, error.code, error
+        )
+        items.append(
+            {
+                "index": result.index,
+                "error": {"status": error.status, "code": error.code, "message": error.message},
+            }
+        )
+    return {"items": items, "accepted": results.accepted, "refused": results.refused}, 202
 
 
 @bp.get("/executions")
@@ -197,6 +231,16 @@ def post_event() -> Any:
         event_id = events.store(session, body.get("trigger"), body.get("payload", {}))
     usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
     return _event(event_id, wait_s), 202
+
+
+@bp.post("/events/batch")
+def post_events() -> Any:
+    """Store every event or none (400 naming the first bad one); one worker message for all."""
+    items = _batch("events")
+    with unit_of_work() as session:
+        event_ids = events.store_many(session, items)
+    usher_celery.send_events(current_app.config["USHER_CELERY"], event_ids)
+    return {"event_ids": event_ids, "count": len(event_ids)}, 202
 
 
 @bp.get("/events/<int:event_id>")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from app.models import STATUSES
+from policies import intake
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -106,6 +107,49 @@ ENFORCEMENTS = {
         },
     },
 }
+EXECUTION_REQUEST = {
+    "type": "object",
+    "required": ["action"],
+    "properties": {
+        "action": {"type": "string"},
+        "parameters": {"type": "object"},
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+    },
+}
+BATCH_ITEM = {
+    "type": "object",
+    "required": ["index"],
+    "properties": {
+        "index": {"type": "integer", "description": "the item's place in the request"},
+        "id": {"type": "integer"},
+        "status": {"enum": ["queued", "scheduled"]},
+        "seq": {"type": "integer", "description": "its place in its line's FIFO order"},
+        "error": {
+            "type": "object",
+            "required": ["status", "code", "message"],
+            "description": "why the item was refused: the status the single request would get",
+            "properties": {
+                "status": {"enum": [400, 404, 422, 429]},
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+            },
+        },
+    },
+}
+EVENT = {
+    "type": "object",
+    "required": ["trigger"],
+    "properties": {
+        "trigger": {"type": "string", "minLength": 1, "maxLength": 200},
+        "payload": {},
+    },
+}
+
+
+def _body(schema: dict[str, Any]) -> dict[str, Any]:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
 ACTION_REF = {
     "name": "ref",
     "in": "path",
@@ -254,26 +298,7 @@ def document() -> dict[str, Any]:
                 },
                 "post": {
                     "summary": "Request an execution",
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["action"],
-                                    "properties": {
-                                        "action": {"type": "string"},
-                                        "parameters": {"type": "object"},
-                                        "priority": {
-                                            "type": "integer",
-                                            "minimum": -1000,
-                                            "maximum": 1000,
-                                        },
-                                    },
-                                },
-                            }
-                        },
-                    },
+                    "requestBody": _body(EXECUTION_REQUEST),
                     "responses": {
                         "202": _json(
                             {
@@ -295,6 +320,40 @@ def document() -> dict[str, Any]:
                         "429": _json(_ref("Error"), "The line is full"),
                     },
                 },
+            },
+            "/api/v1/executions/batch": {
+                "post": {
+                    "summary": "Request up to 1000 executions; each accepted or refused on its own",
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["items"],
+                            "properties": {
+                                "items": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": intake.MAX_BATCH,
+                                    "items": EXECUTION_REQUEST,
+                                }
+                            },
+                        }
+                    ),
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": ["items", "accepted", "refused"],
+                                "properties": {
+                                    "items": {"type": "array", "items": BATCH_ITEM},
+                                    "accepted": {"type": "integer"},
+                                    "refused": {"type": "integer"},
+                                },
+                            },
+                            "Every item's id or error, in request order",
+                        ),
+                        **WRITE_ERRORS,
+                    },
+                }
             },
             "/api/v1/executions/{execution_id}": {
                 "get": {
@@ -325,26 +384,41 @@ def document() -> dict[str, Any]:
                             "schema": {"type": "integer", "minimum": 0, "maximum": 30},
                         }
                     ],
-                    "requestBody": {
-                        "required": True,
-                        "content": {
-                            "application/json": {
-                                "schema": {
-                                    "type": "object",
-                                    "required": ["trigger"],
-                                    "properties": {
-                                        "trigger": {
-                                            "type": "string",
-                                            "minLength": 1,
-                                            "maxLength": 200,
-                                        },
-                                        "payload": {},
-                                    },
-                                },
-                            }
-                        },
-                    },
+                    "requestBody": _body(EVENT),
                     "responses": {"202": _json(_ref("Enforcements"), "Accepted"), **WRITE_ERRORS},
+                }
+            },
+            "/api/v1/events/batch": {
+                "post": {
+                    "summary": "Store up to 1000 events at once (all or none); one worker message",
+                    "requestBody": _body(
+                        {
+                            "type": "object",
+                            "required": ["events"],
+                            "properties": {
+                                "events": {
+                                    "type": "array",
+                                    "minItems": 1,
+                                    "maxItems": intake.MAX_BATCH,
+                                    "items": EVENT,
+                                }
+                            },
+                        }
+                    ),
+                    "responses": {
+                        "202": _json(
+                            {
+                                "type": "object",
+                                "required": ["event_ids", "count"],
+                                "properties": {
+                                    "event_ids": {"type": "array", "items": {"type": "integer"}},
+                                    "count": {"type": "integer"},
+                                },
+                            },
+                            "Stored; ids in request order",
+                        ),
+                        **WRITE_ERRORS,
+                    },
                 }
             },
             "/api/v1/events/{event_id}": {
