@@ -63,30 +63,42 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
     return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
 
 
-def make_hot_engine(url: str) -> Engine:
-    """For single-statement transitions (claim, finish, heartbeat): autocommit, so one
+def make_hot_engine(url: str, durable: bool = False) -> Engine:
+    """For single-statement transitions (claim, finish, lease renewal): autocommit, so one
     statement is one round trip (no BEGIN, no COMMIT), and no pre-ping on checkout.
 
+    Unless ``durable``, these commits do not wait for the WAL flush (``synchronous_commit
+    off``, ~1 ms saved per commit on this machine's disk). Only a Postgres crash can lose
+    them (its last ~0.6 s of transitions): the execution then counts as not yet claimed or
+    still running, and is run again (republished, or its lease expires); it is never lost
+    and the limits still hold. Enqueues and every other write stay durable.
     A connection dropped by a Postgres restart fails its statement once and is discarded
     with the rest of the pool; ``retry_dropped`` runs such a statement again.
     """
+    options = {} if durable else {"options": "-c synchronous_commit=off"}
     return create_engine(
-        url, pool_size=2, max_overflow=8, pool_pre_ping=False, isolation_level="AUTOCOMMIT"
+        url,
+        pool_size=2,
+        max_overflow=8,
+        pool_pre_ping=False,
+        isolation_level="AUTOCOMMIT",
+        connect_args=options,
     )
 
 
-_engines: dict[tuple[int, str, bool], Engine] = {}
+_engines: dict[tuple[int, str, str], Engine] = {}
 
 
-def engine_for(url: str, hot: bool = False) -> Engine:
+def engine_for(url: str, hot: bool = False, durable: bool = False) -> Engine:
     """One engine per process and URL, made lazily (never at import, never shared over fork).
 
     ``hot`` gives the autocommit engine of ``make_hot_engine``.
     """
-    key = (os.getpid(), url, hot)
+    kind = ("hot-durable" if durable else "hot") if hot else "default"
+    key = (os.getpid(), url, kind)
     engine = _engines.get(key)
     if engine is None:
-        engine = _engines[key] = make_hot_engine(url) if hot else make_engine(url)
+        engine = _engines[key] = make_hot_engine(url, durable) if hot else make_engine(url)
     return engine
 
 

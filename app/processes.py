@@ -26,6 +26,7 @@ def environment(settings: config.Settings) -> dict[str, str]:
         USHER_DEFAULT_MAX_CONCURRENT=str(settings.default_max_concurrent),
         USHER_SWEEP_INTERVAL_S=str(settings.sweep_interval_s),
         USHER_SHUTDOWN_GRACE_S=str(settings.shutdown_grace_s),
+        USHER_DURABLE_TRANSITIONS=str(settings.durable_transitions).lower(),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
     if settings.broker_url:

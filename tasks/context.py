@@ -29,7 +29,10 @@ def engine() -> Engine:
 
 def hot() -> Engine:
     """The autocommit engine for single-statement transitions (``db.make_hot_engine``)."""
-    return db.engine_for(db.database_url(settings()), hot=True)
+    configured = settings()
+    return db.engine_for(
+        db.database_url(configured), hot=True, durable=configured.durable_transitions
+    )
 
 
 def worker_name(nodename: str | None = None) -> str:
