@@ -57,33 +57,28 @@ def store(session: Session, trigger: Any, payload: Any) -> int:
 
 def store_many(session: Session, items: Sequence[Any]) -> list[int]:
     """Store every event or none (InvalidRequest naming the first bad one); ids in order."""
-    triggers, documents = [], []
+    rows = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise InvalidRequest(f"events[{index}] must be an object {{trigger, payload}}")
         try:
-            documents.append(_document(item.get("trigger"), item.get("payload", {})))
+            document = _document(item.get("trigger"), item.get("payload", {}))
         except InvalidRequest as error:
             raise InvalidRequest(f"events[{index}]: {error.message}") from None
-        triggers.append(item["trigger"])
-    # Ids taken first, then assigned in request order: an event's id is its place in the batch.
-    ids = sorted(
-        session.execute(
-            text(
-                "SELECT nextval(pg_get_serial_sequence('events', 'id')) FROM generate_series(1, :n)"
-            ),
-            {"n": len(items)},
-        ).scalars()
-    )
-    session.execute(
+        rows.append(f'{{"t": {json.dumps(item["trigger"])}, "p": {document}}}')
+    # One statement; each event's id is taken beside its place in the request.
+    ids = session.execute(
         text("""
-            INSERT INTO events (id, trigger, payload)
-            SELECT u.i, u.t, CAST(u.p AS jsonb)
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:triggers AS text[]),
-                        CAST(:payloads AS text[])) AS u(i, t, p)
+            WITH r AS MATERIALIZED (
+                SELECT nextval(pg_get_serial_sequence('events', 'id')) AS id, r.n, r.t, r.p
+                FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (t text, p jsonb))
+                    WITH ORDINALITY AS r(t, p, n)
+            ),
+            ins AS (INSERT INTO events (id, trigger, payload) SELECT id, t, p FROM r ORDER BY id)
+            SELECT array_agg(id ORDER BY n) FROM r
         """),
-        {"ids": ids, "triggers": triggers, "payloads": documents},
-    )
+        {"rows": f"[{','.join(rows)}]"},
+    ).scalar_one()
     return [int(i) for i in ids]
 
 
@@ -158,7 +153,16 @@ def process_many(
             if item.error is not None:
                 status, reason = "rejected", _reason(item.error)
             execution_id = item.execution_id
-        rows.append((event_id, rule.id, rule.ref, status, reason, execution_id))
+        rows.append(
+            {
+                "e": event_id,
+                "r": rule.id,
+                "f": rule.ref,
+                "s": status,
+                "w": reason,
+                "x": execution_id,
+            }
+        )
     enforced = _record(session, rows)
     session.execute(
         text("UPDATE events SET processed_at = clock_timestamp() WHERE id = ANY(:ids)"),
@@ -171,25 +175,24 @@ def _reason(error: UsherError) -> str:
     return f"{type(error).__name__}: {error.message}"
 
 
-def _record(session: Session, rows: list[tuple[Any, ...]]) -> list[Enforcement]:
+def _record(session: Session, rows: list[dict[str, Any]]) -> list[Enforcement]:
     """Insert the enforcements with one statement, in order."""
     if not rows:
         return []
-    event_ids, rule_ids, refs, statuses, reasons, execution_ids = (
-        list(c) for c in zip(*rows, strict=True)
-    )
     inserted = session.execute(
         text("""
             INSERT INTO enforcements (event_id, rule_id, rule_ref, status, reason, execution_id)
-            SELECT * FROM unnest(CAST(:e AS bigint[]), CAST(:r AS integer[]), CAST(:f AS text[]),
-                                 CAST(:s AS text[]), CAST(:w AS text[]), CAST(:x AS bigint[]))
-            ORDER BY 1, 3
+            SELECT r.e, r.r, r.f, r.s, r.w, r.x FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                AS r(e bigint, r integer, f text, s text, w text, x bigint)
+            ORDER BY r.e, r.f
             RETURNING id, event_id, rule_ref
         """),
-        {"e": event_ids, "r": rule_ids, "f": refs, "s": statuses, "w": reasons, "x": execution_ids},
+        {"rows": json.dumps(rows)},
     ).all()
     by_key = {(r.event_id, r.rule_ref): r.id for r in inserted}
-    return [Enforcement(by_key[(e, f)], f, s, x, w, e) for e, _, f, s, w, x in rows]
+    return [
+        Enforcement(by_key[(r["e"], r["f"])], r["f"], r["s"], r["x"], r["w"], r["e"]) for r in rows
+    ]
 
 
 def enforcements(session: Session, event_id: int) -> list[dict[str, Any]]:

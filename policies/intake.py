@@ -133,13 +133,13 @@ def _lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int
 
 
 def _insert(
-    session: Session, taken: dict[int, int], rows: list[tuple[Any, ...]]
+    session: Session, taken: dict[int, int], rows: list[dict[str, Any]]
 ) -> dict[tuple[int, int], int]:
     """Count the taken seqs on their lines and insert the executions, in one statement;
-    returns each new execution's id by (queue_id, seq)."""
+    returns each new execution's id by (queue_id, seq). The rows travel as one JSON
+    document: cheaper to encode and to parse than one array per column."""
     if not rows:
         return {}
-    action_ids, queue_ids, seqs, priorities, documents = (list(c) for c in zip(*rows, strict=True))
     inserted = session.execute(
         text("""
             WITH bumped AS (
@@ -152,22 +152,13 @@ def _insert(
             )
             INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
                                     enqueued_at, queued_at)
-            SELECT u.a, u.q, u.s, u.p, 'queued', CAST(u.d AS jsonb),
-                   clock_timestamp(), clock_timestamp()
-            FROM unnest(CAST(:a AS integer[]), CAST(:q AS integer[]), CAST(:s AS bigint[]),
-                        CAST(:p AS integer[]), CAST(:d AS text[])) AS u(a, q, s, p, d)
-            ORDER BY u.q, u.s
+            SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp()
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                AS r(a integer, q integer, s bigint, p integer, d jsonb)
+            ORDER BY r.q, r.s
             RETURNING id, queue_id, seq
         """),
-        {
-            "lines": list(taken),
-            "counts": list(taken.values()),
-            "a": action_ids,
-            "q": queue_ids,
-            "s": seqs,
-            "p": priorities,
-            "d": documents,
-        },
+        {"lines": list(taken), "counts": list(taken.values()), "rows": _json(rows)},
     ).all()
     return {(r.queue_id, r.seq): r.id for r in inserted}
 
@@ -247,7 +238,7 @@ def _round(
     lines = _lock_lines(session, keys)
     actions = {key: groups[key][0].action for key in keys}
     taken: dict[int, int] = {}
-    rows: list[tuple[Any, ...]] = []
+    rows: list[dict[str, Any]] = []
     indexes: list[int] = []
     for key in keys:
         group, line = groups[key], lines[key]
@@ -256,12 +247,13 @@ def _round(
         taken[line.id] = len(take)
         for n, item in enumerate(take):
             indexes.append(item.index)
+            seq = line.next_seq + n + 1
             rows.append(
-                (item.action.id, line.id, line.next_seq + n + 1, item.priority, _json(item.params))
+                {"a": item.action.id, "q": line.id, "s": seq, "p": item.priority, "d": item.params}
             )
     ids = _insert(session, {q: n for q, n in taken.items() if n}, rows)
-    for index, (_, queue_id, seq, _, _) in zip(indexes, rows, strict=True):
-        placed[index] = (ids[(queue_id, seq)], seq)
+    for index, row in zip(indexes, rows, strict=True):
+        placed[index] = (ids[(row["q"], row["s"])], row["s"])
     again: list[tuple[int, str]] = []
     grants: list[admission.Grant] = []
     for key in keys:
