@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from app import queries
 from app.config import Settings
 from app.errors import InvalidParameters, InvalidRequest, NotFound, UsherError
-from policies import admission, criteria, intake, templates
+from policies import admission, criteria, intake, parameters, templates
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,8 @@ def _document(trigger: Any, payload: Any) -> str:
     """The payload as stored (JSON text), or InvalidRequest naming what is wrong."""
     if not isinstance(trigger, str) or not trigger or len(trigger) > 200 or "\x00" in trigger:
         raise InvalidRequest("'trigger' must be a non-empty string of at most 200 characters")
+    if not parameters.unicode_ok(trigger):
+        raise InvalidRequest("'trigger' holds characters Postgres cannot store")
     try:
         document = json.dumps(payload if payload is not None else {}, allow_nan=False)
     except ValueError:

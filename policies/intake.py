@@ -86,7 +86,7 @@ def fields(request: Any) -> tuple[str, Any, int]:
     action = request.get("action")
     if not isinstance(action, str) or not action:
         raise InvalidRequest("'action' (an action ref such as 'demo.hello') is required")
-    if "\x00" in action:
+    if "\x00" in action or not parameters.unicode_ok(action):
         raise InvalidRequest("the request holds a value Postgres cannot store")
     priority = request.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:

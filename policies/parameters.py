@@ -12,10 +12,24 @@ from jsonschema import exceptions
 from app.errors import InvalidParameters
 
 
+def unicode_ok(value: str) -> bool:
+    """False for a string Postgres cannot store: a lone surrogate (JSON allows ``\\ud800``)."""
+    if value.isascii():
+        return True
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _storable(value: Any, path: str) -> None:
-    """Postgres jsonb holds neither NUL characters nor NaN/Infinity: refuse them up front."""
+    """Postgres jsonb holds neither NUL characters, lone surrogates nor NaN/Infinity: refuse
+    them up front."""
     if isinstance(value, str) and "\x00" in value:
         raise InvalidParameters(f"{path}: NUL characters are not allowed")
+    if isinstance(value, str) and not unicode_ok(value):
+        raise InvalidParameters(f"{path}: lone surrogates are not valid Unicode")
     if isinstance(value, float) and not math.isfinite(value):
         raise InvalidParameters(f"{path}: {value} is not a finite number")
     if isinstance(value, dict):

@@ -147,6 +147,27 @@ def test_each_item_is_accepted_or_refused_on_its_own(
     assert sorted(int(r.args[0]) for r in refused) == sorted(errors)  # type: ignore[index]
 
 
+def test_values_postgres_cannot_store_are_refused_per_item(
+    client: FlaskClient, engine: Engine, pack: str
+) -> None:
+    # JSON may hold lone surrogates ("\\ud800") and NULs; Postgres stores neither.
+    raw = (
+        '{"items": [{"action": "a\\ud800"}, {"action": "a\\u0000"},'
+        f' {{"action": "{pack}.job", "parameters": {{"s": "\\ud800"}}}},'
+        f' {{"action": "{pack}.job", "parameters": {{"n": 1}}}}]}}'
+    )
+    headers = AUTH | {"Content-Type": "application/json"}
+    body = client.post(BATCH, data=raw, headers=headers).get_json()
+    assert [r.get("error", {}).get("status") for r in body["items"]] == [400, 400, 422, None]
+    events_raw = '{"events": [{"trigger": "a\\ud800"}]}'
+    assert client.post(EVENTS, data=events_raw, headers=headers).status_code == 400
+    single = client.post("/api/v1/executions", data='{"action": "x\\ud800"}', headers=headers)
+    assert single.status_code == 400
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM executions")).scalar_one() == 1
+        assert conn.execute(text("SELECT count(*) FROM events")).scalar_one() == 0
+
+
 def test_a_line_full_before_the_batch_refuses_all_of_it(
     client: FlaskClient, engine: Engine, pack: str
 ) -> None:
