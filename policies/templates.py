@@ -50,5 +50,6 @@ def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any
                 result._fail_with_undefined_error()
             return result
         return _template(value).render(**context)
-    except TemplateError as error:
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as error:
+        # e.g. {{ 1 // event.payload.n }} with n = 0: the template's failure, not the caller's
         raise InvalidParameters(f"{path}: template {value!r} failed: {error}") from None

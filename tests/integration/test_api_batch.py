@@ -443,3 +443,39 @@ def test_batch_events_end_to_end_with_a_worker(
     assert invariants.counter_mismatches(engine) == []
     # and the worker took the batches as batch tasks
     assert usher_celery.PROCESS_EVENTS in "".join(w.text() for w in worker_pool.workers)
+
+
+def test_a_failing_batch_is_taken_event_by_event(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: Any,
+    pack: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks import events as event_tasks
+
+    _rules(engine, tmp_path, pack)
+    with db.unit_of_work(engine) as session:
+        ids = events.store_many(
+            session, [{"trigger": "alert", "payload": {"severity": "high", "n": i}} for i in (1, 2)]
+        )
+    whole_batch = events.process_many
+
+    def fails_for_batches(session: Any, settings: config.Settings, event_ids: Any) -> Any:
+        if len(event_ids) > 1:
+            raise RuntimeError("a batch-wide failure")
+        return whole_batch(session, settings, event_ids)
+
+    monkeypatch.setattr(events, "process_many", fails_for_batches)
+    assert event_tasks.process_events(ids) == 6  # 3 rules x 2 events, one event at a time
+    with db.unit_of_work(engine) as session:
+        assert all(events.processed(session, i) for i in ids)
+
+
+def test_a_template_that_raises_rejects_the_enforcement() -> None:
+    from app.errors import InvalidParameters
+    from policies import templates
+
+    with pytest.raises(InvalidParameters, match="division"):
+        templates.render({"n": "{{ 1 // event.payload.d }}"}, {"event": {"payload": {"d": 0}}})
