@@ -2,11 +2,13 @@
 
 Each item is all-or-nothing on its own: a refused item (malformed, unknown action, parameters
 failing the schema, line full) gets the error the single request would get, and the others are
-enqueued. Items are grouped by line; every line of the batch is locked by one upsert on
-``queues`` (in a fixed order, so two batches never deadlock on each other), seq numbers for a
-whole group are taken under that lock in request order, all executions go in with one
-multi-row INSERT, and ``admission.admit`` runs once per line. Like ``admission.enqueue``
-this never commits: the caller owns the transaction and publishes ``grants`` after it.
+enqueued; a line accepts as many as the same requests sent one by one would get in.
+Items are grouped by line. One upsert on ``queues`` creates or locks every line of the batch
+(always in (action, partition) order, so two batches never deadlock on each other); under
+those locks each group takes its seq numbers in request order, and one statement counts them
+on the lines and inserts every execution. ``admission.admit`` then runs once per line. Like
+``admission.enqueue`` this never commits: the caller owns the transaction and publishes
+``grants`` after it.
 """
 
 from __future__ import annotations
