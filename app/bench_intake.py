@@ -13,7 +13,8 @@ c. E events through ``POST /api/v1/events/batch`` in batches of B, each matching
    action queue, so only intake is measured: the clock runs from the first request to the
    moment every event's enforcement (and execution) exists;
 d. single ``admission.enqueue`` /s and ``admission.admit`` grants/s at the tail and head of a
-   line 100 deep and D deep (filled with ``enqueue_many``), to show the cost is flat.
+   line 100 deep and of one D deep (filled with ``enqueue_many``), timed alternately, to show
+   the cost is flat. Each is its own transaction, so these are bound by commit latency.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
@@ -78,7 +78,7 @@ def measure(
             pool.start(concurrency=2, actions="-none-", name="intake1")
             with console.status("c: POST /api/v1/events/batch -> worker"):
                 figures |= _events(engine, http, actions, events, batch, clients)
-        figures |= _depth(engine, bench, f"{pack}.deep", deep, samples, console)
+        figures |= _depth(engine, bench, pack, deep, samples, console)
         figures["counter_mismatches"] = _counter_mismatches(engine)
         return figures
     finally:
@@ -122,15 +122,16 @@ def _load_pack(engine: Engine, folder: Path, actions: int, deep: int) -> tuple[s
                 }
             )
         )
-    (root / "actions" / "deep.yaml").write_text(
-        json.dumps(
-            {
-                "name": "deep",
-                "runner": "noop",
-                "policy": {"concurrency": 1, "max_queue_length": deep + 10_000},
-            }
+    for line in ("shallow", "deep"):
+        (root / "actions" / f"{line}.yaml").write_text(
+            json.dumps(
+                {
+                    "name": line,
+                    "runner": "noop",
+                    "policy": {"concurrency": 1, "max_queue_length": deep + 10_000},
+                }
+            )
         )
-    )
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
     return pack, [f"{pack}.a{i}" for i in range(actions)]
@@ -259,68 +260,77 @@ def _events(
 def _depth(
     engine: Engine,
     settings: config.Settings,
-    ref: str,
+    pack: str,
     deep: int,
     samples: int,
     console: Console,
 ) -> dict[str, float]:
-    """Single enqueues/s at the tail and grants/s at the head of a paused line (nothing runs
-    on its own) 100 deep, then ``deep`` deep. A grant is timed as the ``admit`` a completion
-    makes; the claim and release that free the slot again are not timed."""
-    from policies import admission, control, intake
+    """Single enqueues/s at the tail and grants/s at the head of two paused lines (nothing
+    runs on its own), one 100 deep and one ``deep`` deep, timed alternately so that both see
+    the same machine. A grant is timed as the ``admit`` a completion makes; the claim and
+    release that free the slot again are not timed. Each is its own transaction and commit."""
+    from policies import control, intake
 
-    with db.unit_of_work(engine) as session:
-        control.set_paused(session, settings, ref, True)
+    depths = {f"{pack}.shallow": 100, f"{pack}.deep": deep}
     figures: dict[str, float] = {}
-    waiting = 0
-    for target in (100, deep):
-        with console.status(f"d: filling a line to {target:,} waiting"):
-            began, filled = time.perf_counter(), target - waiting
-            while waiting < target:
-                size = min(5_000, target - waiting)
+    for ref, depth in depths.items():
+        with db.unit_of_work(engine) as session:
+            control.set_paused(session, settings, ref, True)
+        with console.status(f"d: filling a line to {depth:,} waiting"):
+            began = time.perf_counter()
+            for start in range(0, depth, 5_000):
                 with db.unit_of_work(engine) as session:
-                    intake.enqueue_many(session, settings, [{"action": ref}] * size)
-                waiting += size
-            if target == deep:
-                figures["deep_fill_per_s"] = round(filled / (time.perf_counter() - began), 1)
-        with console.status(f"d: enqueue and grant at {target:,} waiting"):
-
-            def enqueue_one() -> None:
-                with db.unit_of_work(engine) as session:
-                    admission.enqueue(session, settings, ref, {})
-
-            figures[f"enqueue_per_s_at_{target}"] = _rate(enqueue_one, samples)
-            figures[f"grant_per_s_at_{target}"] = _grant_rate(engine, settings, ref, samples)
+                    intake.enqueue_many(
+                        session, settings, [{"action": ref}] * min(5_000, depth - start)
+                    )
+            if depth == deep:
+                figures["deep_fill_per_s"] = round(deep / (time.perf_counter() - began), 1)
+    with console.status("d: single enqueues and grants, 100 waiting vs deep"):
+        queue_ids = {ref: _queue_id(engine, ref) for ref in depths}
+        spent = {(verb, ref): 0.0 for verb in ("enqueue", "grant") for ref in depths}
+        for _ in range(samples):
+            for ref in depths:
+                spent[("enqueue", ref)] += _enqueue_one(engine, settings, ref)
+                spent[("grant", ref)] += _grant_one(engine, settings, queue_ids[ref])
+    for (verb, ref), seconds in spent.items():
+        figures[f"{verb}_per_s_at_{depths[ref]}"] = round(samples / seconds, 1)
     return figures
 
 
-def _rate(step: Callable[[], None], n: int) -> float:
-    began = time.perf_counter()
-    for _ in range(n):
-        step()
-    return round(n / (time.perf_counter() - began), 1)
+def _queue_id(engine: Engine, ref: str) -> int:
+    with engine.connect() as conn:
+        return int(
+            conn.execute(
+                text("""SELECT q.id FROM queues q JOIN actions a ON a.id = q.action_id
+                        WHERE a.ref = :r"""),
+                {"r": ref},
+            ).scalar_one()
+        )
 
 
-def _grant_rate(engine: Engine, settings: config.Settings, ref: str, n: int) -> float:
+def _enqueue_one(engine: Engine, settings: config.Settings, ref: str) -> float:
     from policies import admission
 
-    with engine.connect() as conn:
-        queue_id = conn.execute(
-            text("SELECT q.id FROM queues q JOIN actions a ON a.id = q.action_id WHERE a.ref = :r"),
-            {"r": ref},
-        ).scalar_one()
-    timed = 0.0
-    for _ in range(n):
-        began = time.perf_counter()
-        with db.unit_of_work(engine) as session:
-            line = replace(admission.lock_line(session, settings, queue_id), paused=False)
-            (grant,) = admission.admit(session, line)
-        timed += time.perf_counter() - began
-        with db.unit_of_work(engine) as session:
-            admission.claim(session, grant.execution_id, grant.attempt, "bench", 60)
-        with db.unit_of_work(engine) as session:
-            admission.release(session, settings, grant.execution_id, grant.attempt, "succeeded")
-    return round(n / timed, 1)
+    began = time.perf_counter()
+    with db.unit_of_work(engine) as session:
+        admission.enqueue(session, settings, ref, {})
+    return time.perf_counter() - began
+
+
+def _grant_one(engine: Engine, settings: config.Settings, queue_id: int) -> float:
+    """Seconds one ``admit`` of the line's head took (in its transaction); then run it."""
+    from policies import admission
+
+    began = time.perf_counter()
+    with db.unit_of_work(engine) as session:
+        line = replace(admission.lock_line(session, settings, queue_id), paused=False)
+        (grant,) = admission.admit(session, line)
+    seconds = time.perf_counter() - began
+    with db.unit_of_work(engine) as session:
+        admission.claim(session, grant.execution_id, grant.attempt, "bench", 60)
+    with db.unit_of_work(engine) as session:
+        admission.release(session, settings, grant.execution_id, grant.attempt, "succeeded")
+    return seconds
 
 
 def _counter_mismatches(engine: Engine) -> float:
