@@ -13,12 +13,14 @@ Figures: executions/s and the ratio; **hand-off** (a completion freed a slot of 
 the next execution of that line started on a worker: release + grant in one statement,
 publish, broker, claim) and its part spent in Postgres; **queue wait** (request -> start);
 the worker processes' peak RSS; the invariants of DESIGN.md, checked on the timestamps
-Postgres recorded. Optional: enqueue and grant rates with a line 100 and 100,000 deep.
+Postgres recorded. ``usher bench --intake`` adds ``app.bench_intake``'s figures: batch
+intake and the cost of enqueue and grant with a line 100 and 100,000 deep.
 """
 
 from __future__ import annotations
 
 import bisect
+import os
 import statistics
 import tempfile
 import time
@@ -68,7 +70,10 @@ class Report:
     ratio: float
     invariants: dict[str, int]
     rss_mb: dict[str, float]
-    depth: dict[str, float] = field(default_factory=dict)
+    # CPU milliseconds per execution, by part of the system (CpuMeter), per system.
+    cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
+    # app.bench_intake's figures (batch intake, cost by queue depth), when asked for.
+    intake: dict[str, float] = field(default_factory=dict)
     # Completions per second over time, per system: for the plot.
     timeline: dict[str, list[float]] = field(default_factory=dict)
     handoffs_ms: list[float] = field(default_factory=list)
@@ -184,6 +189,54 @@ class RssSampler:
                 self.peak[role] = max(self.peak[role], int(line.split()[1]) / 1024)
 
 
+# Server processes by command name, and the part of the system they are.
+SERVERS = {"postgres": "postgres", "beam.smp": "broker", "redis-server": "broker"}
+
+
+class CpuMeter:
+    """CPU seconds used by each part of the system (from /proc), to split a run's cost.
+
+    Postgres and the broker are counted whole (every process of their user), so nothing
+    else may use them during the run for the split to be exact.
+    """
+
+    def __init__(self, pool: processes.Pool) -> None:
+        self.pool = pool
+        self.tick = os.sysconf("SC_CLK_TCK")
+
+    def read(self) -> dict[int, tuple[str, float]]:
+        """{pid: (part, CPU seconds so far)} for every process of a part."""
+        found: dict[int, tuple[str, float]] = {}
+        workers = {w.process.pid: "worker main" for w in self.pool.workers}
+        for worker in self.pool.workers:
+            workers.update(dict.fromkeys(worker.child_pids(), "pool processes"))
+        workers[os.getpid()] = "benchmark client"
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2 :].split()
+            part = workers.get(int(entry.name)) or SERVERS.get(comm)
+            if part:
+                # utime and stime, the 14th and 15th fields of /proc/<pid>/stat
+                found[int(entry.name)] = (part, (int(fields[11]) + int(fields[12])) / self.tick)
+        return found
+
+    @staticmethod
+    def per_execution_ms(
+        before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], n: int
+    ) -> dict[str, float]:
+        """Each part's CPU between two readings (a process that exited in between is lost)."""
+        used: dict[str, float] = {}
+        for pid, (part, seconds) in after.items():
+            used[part] = used.get(part, 0.0) + seconds - before.get(pid, (part, 0.0))[1]
+        return {part: round(used[part] * 1000 / n, 3) for part in sorted(used)}
+
+
 def run(
     settings: config.Settings,
     executions: int = 10_000,
@@ -191,10 +244,9 @@ def run(
     limit: int = 5,
     workers: int = 2,
     concurrency: int = 2,
-    depth: int = 0,
     console: Console | None = None,
 ) -> Report:
-    """Both systems on the scratch database; ``depth`` > 0 adds the queue-depth figures."""
+    """Both systems on the scratch database, one after the other on the same workers."""
     console = console or Console(stderr=True)
     with scratch(settings) as (url, folder):
         bench_settings = settings.model_copy(
@@ -204,6 +256,7 @@ def run(
         celery_app = usher_celery.create(bench_settings)
         engine = db.make_engine(url)
         rss = RssSampler(pool)
+        refs: list[str] = []
         try:
             pack = _load_pack(engine, folder, actions, limit)
             refs = [f"{pack}.noop{i}" for i in range(actions)]
@@ -214,10 +267,14 @@ def run(
                     progress.advance(task)
                 progress.remove_task(task)
                 celery_app.control.add_consumer(PLAIN_QUEUE, reply=True, timeout=5)
+                cpu = CpuMeter(pool)
+                marks = [cpu.read()]
                 usher = _run_usher(
                     engine, bench_settings, celery_app, refs, executions, progress, rss
                 )
+                marks.append(cpu.read())
                 plain = _run_plain(celery_app, folder / "plain.log", executions, progress, rss)
+                marks.append(cpu.read())
             report = Report(
                 broker=(settings.broker_url or "filesystem://").split("@")[-1],
                 actions=actions,
@@ -228,14 +285,18 @@ def run(
                 ratio=round(usher[0].per_second / plain[0].per_second, 3),
                 invariants=check(engine, refs, limit, executions),
                 rss_mb={k: round(v, 1) for k, v in rss.peak.items()},
+                cpu_ms={
+                    "usher": CpuMeter.per_execution_ms(marks[0], marks[1], executions),
+                    "plain celery": CpuMeter.per_execution_ms(marks[1], marks[2], executions),
+                },
                 timeline={"usher": usher[1], "plain celery": plain[1]},
                 handoffs_ms=usher[2],
             )
-            if depth:
-                report.depth = _depth(engine, bench_settings, pack, depth, console)
             return report
         finally:
             pool.stop_all()
+            queues = [usher_celery.queue_name(ref) for ref in refs]
+            usher_celery.delete_queues(celery_app, [*queues, PLAIN_QUEUE])
             engine.dispose()
             celery_app.close()
 
@@ -249,9 +310,6 @@ def _load_pack(engine: Engine, folder: Path, actions: int, limit: int) -> str:
         (root / "actions" / f"noop{i}.yaml").write_text(
             f"name: noop{i}\nrunner: noop\npolicy: {{concurrency: {limit}}}\n"
         )
-    (root / "actions" / "deep.yaml").write_text(
-        "name: deep\nrunner: noop\npolicy: {concurrency: 1, max_queue_length: 10000000}\n"
-    )
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
     return pack
@@ -378,71 +436,6 @@ def check(engine: Engine, refs: list[str], limit: int, executions: int) -> dict[
     }
 
 
-def _depth(
-    engine: Engine, settings: config.Settings, pack: str, deep: int, console: Console
-) -> dict[str, float]:
-    """Single enqueues/s and grants/s at the tail of a line 100 deep and ``deep`` deep.
-
-    The line is paused while it fills, so nothing runs; grants are timed as ``admit`` calls
-    after a slot frees (one release each), the work a completion does on a long line.
-    """
-    from policies import control, intake
-
-    ref = f"{pack}.deep"
-    figures: dict[str, float] = {}
-    with db.unit_of_work(engine) as session:
-        control.set_paused(session, settings, ref, True)
-    waiting = 0
-    for target in (100, deep):
-        with console.status(f"filling a line to {target:,} waiting"):
-            while waiting < target:
-                size = min(5_000, target - waiting)
-                with db.unit_of_work(engine) as session:
-                    intake.enqueue_many(session, settings, [{"action": ref}] * size)
-                waiting += size
-        figures[f"enqueue_per_s_at_{target}"] = _rate(
-            lambda: _enqueue_one(engine, settings, ref), 300
-        )
-        waiting += 300
-        figures[f"grant_per_s_at_{target}"] = _rate(lambda: _grant_one(engine, settings, ref), 300)
-        waiting -= 300
-    return figures
-
-
-def _rate(step: Callable[[], None], n: int) -> float:
-    start = time.perf_counter()
-    for _ in range(n):
-        step()
-    return round(n / (time.perf_counter() - start), 1)
-
-
-def _enqueue_one(engine: Engine, settings: config.Settings, ref: str) -> None:
-    from policies import admission
-
-    with db.unit_of_work(engine) as session:
-        admission.enqueue(session, settings, ref, {})
-
-
-def _grant_one(engine: Engine, settings: config.Settings, ref: str) -> None:
-    """Admit one from the head of the paused line as a completion would, then finish it."""
-    from policies import admission
-
-    with db.unit_of_work(engine) as session:
-        queue_id = session.execute(
-            text("SELECT q.id FROM queues q JOIN actions a ON a.id = q.action_id WHERE a.ref = :r"),
-            {"r": ref},
-        ).scalar_one()
-        line = admission.lock_line(session, settings, queue_id)
-        line = admission.Line(
-            line.queue_id, line.action_ref, line.timeout_s, line.limits, line.retry
-        )
-        (grant,) = admission.admit(session, line)
-    with db.unit_of_work(engine) as session:
-        admission.claim(session, grant.execution_id, grant.attempt, "bench", 60)
-    with db.unit_of_work(engine) as session:
-        admission.finish(session, settings, grant.execution_id, grant.attempt, "succeeded")
-
-
 def show(report: Report, console: Console) -> None:
     table = Table(
         title=(
@@ -486,12 +479,21 @@ def show(report: Report, console: Console) -> None:
     held = ", ".join(f"{k} {v}" for k, v in report.invariants.items())
     verdict = "[green]hold[/green]" if not any(report.invariants.values()) else "[red]BROKEN[/red]"
     console.print(f"invariants {verdict}: {held}")
+    if report.cpu_ms:
+        cpu = Table(title="CPU ms per execution", header_style="bold")
+        parts = sorted({p for split in report.cpu_ms.values() for p in split})
+        cpu.add_column("system")
+        for part in [*parts, "total"]:
+            cpu.add_column(part, justify="right")
+        for system, split in report.cpu_ms.items():
+            values = [split.get(p, 0.0) for p in parts]
+            cpu.add_row(system, *(f"{v:.2f}" for v in [*values, sum(values)]))
+        console.print(cpu)
     console.print("peak RSS: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in report.rss_mb.items()))
-    if report.depth:
-        console.print(
-            "queue depth: "
-            + ", ".join(f"{k.replace('_', ' ')} {v:,.1f}" for k, v in report.depth.items())
-        )
+    if report.intake:
+        from app import bench_intake
+
+        bench_intake.show(report.intake, console)
     if report.plot:
         console.print(f"plot: {report.plot}")
 

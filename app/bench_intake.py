@@ -86,7 +86,7 @@ def measure(
             web.terminate()
             web.wait(timeout=30)
         pool.stop_all()
-        _delete_queues(celery_app, refs)
+        usher_celery.delete_queues(celery_app, [usher_celery.queue_name(r) for r in refs])
         celery_app.close()
         engine.dispose()
         db.dispose_all()
@@ -349,19 +349,6 @@ def _counter_mismatches(engine: Engine) -> float:
                 """)
             ).scalar_one()
         )
-
-
-def _delete_queues(celery_app: Any, refs: list[str]) -> None:
-    """Grants of (c) went to action queues nobody consumed: do not leave them on the broker."""
-    if not refs:
-        return
-    try:
-        with celery_app.connection_for_write() as conn:
-            channel = conn.default_channel
-            for ref in refs:
-                channel.queue_delete(usher_celery.queue_name(ref))
-    except Exception as error:
-        print(f"could not delete the bench's action queues: {error}", file=sys.stderr)
 
 
 LABELS = {

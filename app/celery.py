@@ -159,6 +159,17 @@ def publish(app: Celery, grants: Iterable[Grant]) -> int:
     return sent
 
 
+def delete_queues(app: Celery, names: Iterable[str]) -> None:
+    """Delete broker queues (a benchmark's scratch actions), so none is left behind."""
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for name in names:
+                channel.queue_delete(name)
+    except Exception:
+        log.exception("could not delete the queues; delete them with the broker's tools")
+
+
 def task_id(execution_id: int, attempt: int) -> str:
     return f"usher-{execution_id}-{attempt}"
 

@@ -693,11 +693,9 @@ def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
 @click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
 @click.option(
-    "--depth",
-    type=click.IntRange(0, 10_000_000),
-    default=100_000,
-    show_default=True,
-    help="also time enqueue and grant with this many waiting (0: skip)",
+    "--intake",
+    is_flag=True,
+    help="also measure batch intake and enqueue/grant with 100 and 100,000 waiting",
 )
 @click.option(
     "--plot",
@@ -715,16 +713,18 @@ def bench_cmd(
     limit: int,
     workers: int,
     concurrency: int,
-    depth: int,
+    intake: bool,
     plot: Path,
     as_json: bool,
 ) -> None:
     """Usher against plain Celery on the same broker and workers (a scratch database)."""
     from app import bench
 
-    report = bench.run(
-        rt.settings, executions, actions, limit, workers, concurrency, depth, err_console
-    )
+    report = bench.run(rt.settings, executions, actions, limit, workers, concurrency, err_console)
+    if intake:
+        from app import bench_intake
+
+        report.intake = bench_intake.measure(rt.settings, err_console)
     bench.plot(report, plot)
     if as_json:
         emit_json(bench.as_dict(report))
