@@ -295,3 +295,78 @@ def test_migrations_match_the_models(engine: Engine) -> None:
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), Base.metadata)
     assert diff == []
+
+
+def _claimed(engine: Engine, ids: list[int]) -> None:
+    for execution_id in ids:
+        with db.unit_of_work(engine) as session:
+            assert admission.claim(session, execution_id, 1, "w/1", 15) is not None
+
+
+@pytest.mark.parametrize(
+    ("pack_policy", "action_policy", "limit"),
+    [({"concurrency": 2}, {}, 2), ({"concurrency": 2}, {"concurrency": 3}, 3), ({}, {}, 10)],
+)
+def test_finish_in_one_statement_resolves_the_limit_like_python(
+    engine: Engine,
+    settings: config.Settings,
+    tmp_path: Path,
+    pack_policy: dict[str, int],
+    action_policy: dict[str, int],
+    limit: int,
+) -> None:
+    # Given a full line whose limit comes from the action, the pack or the default (10)
+    action = {"name": "job", "runner": "noop", "policy": action_policy}
+    ref = packs.load(engine, tmp_path, [action], policy=pack_policy) + ".job"
+    ids = submit(engine, settings, None, ref, [{}] * (limit + 3))
+    _claimed(engine, ids[:limit])
+    # When the single-statement finish ends two attempts on an autocommit connection
+    hot = db.make_hot_engine(settings.database_url or "")
+    try:
+        with hot.connect() as conn:
+            first = admission.finish(conn, settings, ids[0], 1, "succeeded", {"ok": 1})
+            again = admission.finish(conn, settings, ids[0], 1, "succeeded")
+            second = admission.finish(conn, settings, ids[1], 1, "cancelled", None, "stop")
+    finally:
+        hot.dispose()
+    # Then each freed slot went to the next in line, once, and the counters agree
+    assert first is not None and [g.execution_id for g in first.grants] == [ids[limit]]
+    assert again is not None and again.status is None and again.grants == []
+    assert second is not None and [g.execution_id for g in second.grants] == [ids[limit + 1]]
+    assert invariants.max_active(engine, invariants.queue_ids(engine, ref)) == limit
+    assert invariants.fifo_violations(engine, invariants.queue_ids(engine, ref)) == 0
+    assert invariants.counter_mismatches(engine) == []
+    with engine.connect() as conn:
+        history = conn.execute(
+            text("SELECT execution_id, outcome FROM attempts ORDER BY execution_id")
+        ).all()
+    assert [tuple(r) for r in history] == [(ids[0], "succeeded"), (ids[1], "cancelled")]
+
+
+def test_finish_leaves_rate_limited_and_paused_lines_to_the_policy(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # A rate-limited line needs Python's policy: finish changes nothing and says so
+    limited = _pack(engine, tmp_path, concurrency=1, rate_limit={"count": 5, "per_s": 1}) + ".job"
+    first, second = submit(engine, settings, None, limited, [{}, {}])
+    _claimed(engine, [first])
+    with db.unit_of_work(engine) as session:
+        assert admission.finish(session, settings, first, 1, "succeeded") is None
+        # release takes the full path and still grants the next one
+        assert [
+            g.execution_id
+            for g in admission.release(session, settings, first, 1, "succeeded").grants
+        ] == [second]
+    # A paused line: the slot is freed, nothing is granted
+    paused = _pack(engine, tmp_path, concurrency=1) + ".job"
+    one, two = submit(engine, settings, None, paused, [{}, {}])
+    _claimed(engine, [one])
+    with db.unit_of_work(engine) as session:
+        session.execute(text("UPDATE actions SET paused_at = now() WHERE ref = :r"), {"r": paused})
+    with db.unit_of_work(engine) as session:
+        done = admission.finish(session, settings, one, 1, "succeeded")
+    assert done is not None and done.status == "succeeded" and done.grants == []
+    with engine.connect() as conn:
+        status = conn.execute(text("SELECT status FROM executions WHERE id = :i"), {"i": two})
+        assert status.scalar_one() == "queued"
+    assert invariants.counter_mismatches(engine) == []
