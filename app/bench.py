@@ -42,6 +42,8 @@ from app import celery as usher_celery
 from app import config, db, invariants, packs, processes
 
 PLAIN_QUEUE = "usher.bench.plain"
+# Executions of the hand-off run (a line that never waits for a worker process).
+HANDOFF_RUN = 1000
 BATCH = 500
 
 
@@ -77,6 +79,9 @@ class Report:
     # Completions per second over time, per system: for the plot.
     timeline: dict[str, list[float]] = field(default_factory=dict)
     handoffs_ms: list[float] = field(default_factory=list)
+    # Hand-off on a line with fewer slots than worker processes (nothing waits for a process).
+    idle_handoff_ms: dict[str, float | None] = field(default_factory=dict)
+    idle_handoffs: list[float] = field(default_factory=list)
     plot: str | None = None
 
 
@@ -258,7 +263,9 @@ def run(
         rss = RssSampler(pool)
         refs: list[str] = []
         try:
-            pack = _load_pack(engine, folder, actions, limit)
+            # A line with fewer slots than worker processes: every grant finds an idle one.
+            handoff_limit = max(workers * concurrency // 2, 1)
+            pack = _load_pack(engine, folder, actions, limit, handoff_limit)
             refs = [f"{pack}.noop{i}" for i in range(actions)]
             with _progress(console) as progress:
                 task = progress.add_task("starting workers", total=workers)
@@ -275,6 +282,15 @@ def run(
                 marks.append(cpu.read())
                 plain = _run_plain(celery_app, folder / "plain.log", executions, progress, rss)
                 marks.append(cpu.read())
+                idle = _run_usher(
+                    engine,
+                    bench_settings,
+                    celery_app,
+                    [f"{pack}.handoff"],
+                    min(executions, HANDOFF_RUN),
+                    progress,
+                    rss,
+                )
             report = Report(
                 broker=(settings.broker_url or "filesystem://").split("@")[-1],
                 actions=actions,
@@ -283,7 +299,16 @@ def run(
                 concurrency=concurrency,
                 runs=[usher[0], plain[0]],
                 ratio=round(usher[0].per_second / plain[0].per_second, 3),
-                invariants=check(engine, refs, limit, executions),
+                invariants=check(
+                    engine,
+                    {**dict.fromkeys(refs, limit), f"{pack}.handoff": handoff_limit},
+                    executions + idle[0].executions,
+                ),
+                idle_handoff_ms={
+                    "limit": handoff_limit,
+                    "p50": idle[0].handoff_p50_ms,
+                    "p99": idle[0].handoff_p99_ms,
+                },
                 rss_mb={k: round(v, 1) for k, v in rss.peak.items()},
                 cpu_ms={
                     "usher": CpuMeter.per_execution_ms(marks[0], marks[1], executions),
@@ -291,6 +316,7 @@ def run(
                 },
                 timeline={"usher": usher[1], "plain celery": plain[1]},
                 handoffs_ms=usher[2],
+                idle_handoffs=idle[2],
             )
             return report
         finally:
@@ -301,14 +327,20 @@ def run(
             celery_app.close()
 
 
-def _load_pack(engine: Engine, folder: Path, actions: int, limit: int) -> str:
+def _load_pack(
+    engine: Engine, folder: Path, actions: int, limit: int, handoff_limit: int = 0
+) -> str:
+    """Actions ``noop0``.. of concurrency ``limit``; with ``handoff_limit``, also ``handoff``."""
     pack = f"bench{uuid.uuid4().hex[:6]}"
     root = folder / "packs" / pack
     (root / "actions").mkdir(parents=True)
     (root / "pack.yaml").write_text(f"name: {pack}\n")
-    for i in range(actions):
-        (root / "actions" / f"noop{i}.yaml").write_text(
-            f"name: noop{i}\nrunner: noop\npolicy: {{concurrency: {limit}}}\n"
+    limits = {f"noop{i}": limit for i in range(actions)}
+    if handoff_limit:
+        limits["handoff"] = handoff_limit
+    for name, concurrency in limits.items():
+        (root / "actions" / f"{name}.yaml").write_text(
+            f"name: {name}\nrunner: noop\npolicy: {{concurrency: {concurrency}}}\n"
         )
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
@@ -418,20 +450,23 @@ def _run_plain(
     return figures, _per_second(stamps, start)
 
 
-def check(engine: Engine, refs: list[str], limit: int, executions: int) -> dict[str, int]:
+def check(engine: Engine, limits: dict[str, int], executions: int) -> dict[str, int]:
     """The invariants, as counts that must all be 0 (``peak_over_limit`` the excess)."""
-    ids = [i for ref in refs for i in invariants.queue_ids(engine, ref)]
-    peak = max(invariants.max_active(engine, [i]) for i in ids)
+    over = violations = 0
+    for ref, limit in limits.items():
+        for queue_id in invariants.queue_ids(engine, ref):
+            over = max(over, invariants.max_active(engine, [queue_id]) - limit)
+            violations += invariants.fifo_violations(engine, [queue_id])
     with engine.connect() as conn:
         succeeded = conn.execute(
             text("""SELECT count(*) FROM executions e JOIN actions a ON a.id = e.action_id
                     WHERE a.ref = ANY(:refs) AND e.status = 'succeeded'"""),
-            {"refs": refs},
+            {"refs": list(limits)},
         ).scalar_one()
     return {
         "lost": executions - int(succeeded),
-        "peak_over_limit": max(peak - limit, 0),
-        "fifo_violations": sum(invariants.fifo_violations(engine, [i]) for i in ids),
+        "peak_over_limit": over,
+        "fifo_violations": violations,
         "counter_mismatches": len(invariants.counter_mismatches(engine)),
     }
 
@@ -476,6 +511,12 @@ def show(report: Report, console: Console) -> None:
         )
     console.print(table)
     console.print(f"usher / plain celery: [bold]{report.ratio:.2f}x[/bold]")
+    idle = report.idle_handoff_ms
+    if idle:
+        console.print(
+            f"hand-off with a free worker process (line limit {idle['limit']}, "
+            f"{HANDOFF_RUN:,} executions): p50 {idle['p50']} ms, p99 {idle['p99']} ms"
+        )
     held = ", ".join(f"{k} {v}" for k, v in report.invariants.items())
     verdict = "[green]hold[/green]" if not any(report.invariants.values()) else "[red]BROKEN[/red]"
     console.print(f"invariants {verdict}: {held}")
@@ -512,10 +553,15 @@ def plot(report: Report, path: Path) -> Path:
     rate.set_ylabel("completions / s")
     rate.set_title("throughput")
     rate.legend()
-    values = sorted(report.handoffs_ms)
-    if values:
-        latency.plot(values, [(i + 1) / len(values) for i in range(len(values))])
-        latency.set_xscale("log")
+    for label, series in (
+        ("under the load (grants wait for a process)", report.handoffs_ms),
+        ("a free process waiting", report.idle_handoffs),
+    ):
+        values = sorted(series)
+        if values:
+            latency.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=label)
+    latency.set_xscale("log")
+    latency.legend()
     latency.set_xlabel("hand-off ms (slot freed -> next of the line running)")
     latency.set_ylabel("fraction of hand-offs")
     latency.set_title("Usher hand-off latency (CDF)")
@@ -535,4 +581,5 @@ def as_dict(report: Report) -> dict[str, Any]:
     data = asdict(report)
     data.pop("timeline")
     data.pop("handoffs_ms")
+    data.pop("idle_handoffs")
     return data
