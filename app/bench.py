@@ -177,12 +177,16 @@ class RssSampler:
     def __init__(self, pool: processes.Pool) -> None:
         self.pool = pool
         self.peak: dict[str, float] = {"worker main": 0.0, "pool process": 0.0}
+        self.start: dict[str, float] = {}
 
     def sample(self) -> None:
         for worker in self.pool.workers:
             self._note("worker main", worker.process.pid)
             for child in worker.child_pids():
                 self._note("pool process", child)
+        if not self.start:
+            # Idle workers, before any backlog: what the peak is compared with.
+            self.start = {f"{role} at start": value for role, value in self.peak.items()}
 
     def _note(self, role: str, pid: int) -> None:
         try:
@@ -274,6 +278,7 @@ def run(
                     progress.advance(task)
                 progress.remove_task(task)
                 celery_app.control.add_consumer(PLAIN_QUEUE, reply=True, timeout=5)
+                rss.sample()
                 cpu = CpuMeter(pool)
                 marks = [cpu.read()]
                 usher = _run_usher(
@@ -309,7 +314,7 @@ def run(
                     "p50": idle[0].handoff_p50_ms,
                     "p99": idle[0].handoff_p99_ms,
                 },
-                rss_mb={k: round(v, 1) for k, v in rss.peak.items()},
+                rss_mb={k: round(v, 1) for k, v in {**rss.start, **rss.peak}.items()},
                 cpu_ms={
                     "usher": CpuMeter.per_execution_ms(marks[0], marks[1], executions),
                     "plain celery": CpuMeter.per_execution_ms(marks[1], marks[2], executions),
@@ -530,7 +535,10 @@ def show(report: Report, console: Console) -> None:
             values = [split.get(p, 0.0) for p in parts]
             cpu.add_row(system, *(f"{v:.2f}" for v in [*values, sum(values)]))
         console.print(cpu)
-    console.print("peak RSS: " + ", ".join(f"{k} {v:.1f} MiB" for k, v in report.rss_mb.items()))
+    console.print(
+        "RSS (peak during the runs): "
+        + ", ".join(f"{k} {v:.1f} MiB" for k, v in report.rss_mb.items())
+    )
     if report.intake:
         from app import bench_intake
 
@@ -553,13 +561,14 @@ def plot(report: Report, path: Path) -> Path:
     rate.set_ylabel("completions / s")
     rate.set_title("throughput")
     rate.legend()
-    for label, series in (
-        ("under the load (grants wait for a process)", report.handoffs_ms),
-        ("a free process waiting", report.idle_handoffs),
+    for label, series, color in (
+        ("under the load (grants wait for a process)", report.handoffs_ms, "tab:blue"),
+        ("a free process waiting", report.idle_handoffs, "tab:green"),
     ):
         values = sorted(series)
         if values:
-            latency.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=label)
+            fractions = [(i + 1) / len(values) for i in range(len(values))]
+            latency.plot(values, fractions, label=label, color=color)
     latency.set_xscale("log")
     latency.legend()
     latency.set_xlabel("hand-off ms (slot freed -> next of the line running)")

@@ -37,7 +37,9 @@ def _check(report: bench.Report, executions: int) -> None:
         "fifo_violations": 0,
         "counter_mismatches": 0,
     }
-    assert report.rss_mb["pool process"] > 0
+    assert report.rss_mb["pool process"] >= report.rss_mb["pool process at start"] > 0
+    idle = report.idle_handoff_ms
+    assert idle["p50"] is not None and idle["p99"] is not None and idle["p99"] >= idle["p50"]
     assert report.plot and Path(report.plot).stat().st_size > 10_000
 
 
