@@ -1,0 +1,83 @@
+"""How many execution lifecycles one Postgres carries, with no broker and no Celery.
+
+``usher bench --postgres-only``: on a scratch database, N executions are enqueued in
+batches; then K client processes each take granted executions and do exactly what a worker
+does per execution, ``claim`` then ``finish`` (one statement each, on the hot engine), and
+follow the grants each finish returns. The rate is Postgres's ceiling for Usher's
+lifecycle on these lines, from clients on the same machine.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from typing import Any
+
+from app import bench, config, db
+
+
+def _client(url: str, settings: config.Settings, grants: list[tuple[int, int]], out: Any) -> None:
+    from policies import admission
+
+    hot = db.make_hot_engine(url, durable=settings.durable_transitions)
+    todo, done, start = list(grants), 0, time.perf_counter()
+    while todo:
+        execution_id, attempt = todo.pop()
+        with hot.connect() as conn:
+            if admission.claim(conn, execution_id, attempt, "bench", 60) is None:
+                continue
+            finished = admission.finish(conn, settings, execution_id, attempt, "succeeded")
+        assert finished is not None, "bench lines have no rate limit"
+        todo.extend((g.execution_id, g.attempt) for g in finished.grants)
+        done += 1
+    hot.dispose()
+    out.put((done, time.perf_counter() - start))
+
+
+def measure(
+    settings: config.Settings,
+    executions: int = 10_000,
+    actions: int = 10,
+    limit: int = 5,
+    clients: int = 4,
+) -> dict[str, float]:
+    """{"lifecycles_per_s", "clients", "actions", "limit"} for one run."""
+    from policies import intake
+
+    with bench.scratch(settings) as (url, folder):
+        engine = db.make_engine(url)
+        try:
+            pack = bench._load_pack(engine, folder, actions, limit)
+            local = settings.model_copy(update={"database_url": url})
+            grants: list[tuple[int, int]] = []
+            for offset in range(0, executions, 1000):
+                requests = [
+                    {"action": f"{pack}.noop{i % actions}"}
+                    for i in range(offset, min(offset + 1000, executions))
+                ]
+                with db.unit_of_work(engine) as session:
+                    taken = intake.enqueue_many(session, local, requests)
+                grants += [(g.execution_id, g.attempt) for g in taken.grants]
+        finally:
+            engine.dispose()
+        context = multiprocessing.get_context("spawn")
+        out = context.Queue()
+        workers = [
+            context.Process(target=_client, args=(url, local, grants[i::clients], out))
+            for i in range(clients)
+        ]
+        start = time.perf_counter()
+        for worker in workers:
+            worker.start()
+        results = [out.get(timeout=600) for _ in workers]
+        for worker in workers:
+            worker.join()
+        seconds = time.perf_counter() - start
+    done = sum(r[0] for r in results)
+    assert done == executions, f"{done} of {executions} lifecycles completed"
+    return {
+        "lifecycles_per_s": round(done / seconds, 1),
+        "clients": clients,
+        "actions": actions,
+        "limit": limit,
+    }
