@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
@@ -14,13 +15,14 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    Numeric,
     String,
     Text,
     UniqueConstraint,
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 NAMING = {
@@ -165,12 +167,16 @@ class Attempt(Base):
     """The history of an execution: one row per finished attempt."""
 
     __tablename__ = "attempts"
-    __table_args__ = (UniqueConstraint("execution_id", "attempt"),)
+    __table_args__ = (
+        UniqueConstraint("execution_id", "attempt"),
+        # A line's recent starts (the dashboard's pace), without reading its executions.
+        Index("ix_attempts_queue_id_started_at", "queue_id", "started_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    execution_id: Mapped[int] = mapped_column(
-        ForeignKey("executions.id", ondelete="CASCADE"), index=True
-    )
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    # The execution's line, copied by the attempts_line trigger when the writer leaves it out.
+    queue_id: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
     outcome: Mapped[str] = mapped_column(String(20))
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -181,6 +187,25 @@ class Attempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
     # True when the execution kept its slot into the next attempt (retry.hold_slot).
     kept_slot: Mapped[bool] = mapped_column(Boolean, server_default=text("false"))
+
+
+class AttemptTotal(Base):
+    """A line's attempt history summed per outcome, kept by triggers on ``attempts`` (0006):
+    what /metrics reads instead of the history. Histograms hold one count per bucket, then
+    +Inf, then attempts without the value."""
+
+    __tablename__ = "attempt_totals"
+
+    queue_id: Mapped[int] = mapped_column(
+        ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
+    )
+    outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
+    attempts: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    retries: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    run_sum: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+    wait_sum: Mapped[Decimal] = mapped_column(Numeric, server_default="0")
+    run_hist: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
+    wait_hist: Mapped[list[int]] = mapped_column(ARRAY(BigInteger))
 
 
 class Rule(Base):
@@ -247,7 +272,14 @@ class QueueSample(Base):
     """A line's depth and wait, sampled by the sweeper for the dashboard's charts."""
 
     __tablename__ = "queue_samples"
-    __table_args__ = (Index("ix_queue_samples_action_id_sampled_at", "action_id", "sampled_at"),)
+    __table_args__ = (
+        Index(
+            "ix_queue_samples_action_id_sampled_at",
+            "action_id",
+            "sampled_at",
+            postgresql_include=["queue_length", "completed"],
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
