@@ -19,11 +19,33 @@ EXECUTION_FIELDS = """
     e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
     q.partition_key, e.not_before, e.replay_of
 """
+# A line's oldest waiting execution is its lowest seq (seq is taken under the line's lock,
+# with enqueued_at read under the same lock, so both grow together). The waiting index is
+# (queue_id, priority DESC, seq): one probe per distinct priority finds it, where
+# min(enqueued_at) would read every waiting row of the line. Join it after ``queues q``.
+OLDEST_QUEUED = """
+    LEFT JOIN LATERAL (
+        WITH RECURSIVE prios(p) AS (
+            (SELECT priority FROM executions
+             WHERE queue_id = q.id AND status = 'queued' ORDER BY priority DESC LIMIT 1)
+            UNION ALL
+            SELECT (SELECT priority FROM executions
+                    WHERE queue_id = q.id AND status = 'queued' AND priority < prios.p
+                    ORDER BY priority DESC LIMIT 1)
+            FROM prios WHERE prios.p IS NOT NULL
+        )
+        SELECT min(w.enqueued_at) AS oldest_enqueued_at FROM prios
+        CROSS JOIN LATERAL (
+            SELECT enqueued_at FROM executions
+            WHERE queue_id = q.id AND status = 'queued' AND priority = prios.p
+            ORDER BY seq LIMIT 1
+        ) w
+    ) oldest ON true
+"""
 STATS_FIELDS = """
     a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
     q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
-    (SELECT min(w.enqueued_at) FROM executions w
-      WHERE w.queue_id = q.id AND w.status = 'queued') AS oldest_enqueued_at
+    oldest.oldest_enqueued_at
 """
 
 
@@ -63,16 +85,18 @@ def actions(session: Session) -> list[dict[str, Any]]:
 
 
 def queue_rows(session: Session, ref: str | None = None) -> list[dict[str, Any]]:
-    """One row per line (action, partition); actions never used yet show an empty line."""
+    """One row per line (action, partition); actions never used yet show an empty line; no
+    row at all for an unknown ``ref``."""
     rows = session.execute(
         text(f"""
             SELECT {STATS_FIELDS}, a.policy AS action_policy, p.policy AS pack_policy
             FROM actions a JOIN packs p ON p.id = a.pack_id
             LEFT JOIN queues q ON q.action_id = a.id
-            WHERE (CAST(:ref AS text) IS NULL OR a.ref = :ref)
+            {OLDEST_QUEUED}
+            {"WHERE a.ref = :ref" if ref is not None else ""}
             ORDER BY a.ref, q.partition_key
         """),
-        {"ref": ref},
+        {"ref": ref} if ref is not None else {},
     ).mappings()
     result = []
     for r in rows:

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from app import queries
 from app.config import Settings
+from app.errors import UnknownAction
 from policies import limits
 
 COUNTERS = (
@@ -44,8 +45,21 @@ def lines(session: Session, settings: Settings, ref: str | None = None) -> list[
 
 def action_stats(session: Session, settings: Settings, ref: str) -> dict[str, Any]:
     """The action's totals over all its lines; ``partitions`` lists each line when partitioned."""
-    queries.action_row(session, ref)  # 404 for an unknown action
     parts = lines(session, settings, ref)
+    if not parts:
+        raise UnknownAction(f"no action named {ref!r}")
+    return _totals(ref, parts)
+
+
+def all_action_stats(session: Session, settings: Settings) -> dict[str, dict[str, Any]]:
+    """``action_stats`` of every action (ref -> stats) from one query, in ref order."""
+    by_ref: dict[str, list[dict[str, Any]]] = {}
+    for part in lines(session, settings):
+        by_ref.setdefault(part["action_ref"], []).append(part)
+    return {ref: _totals(ref, parts) for ref, parts in by_ref.items()}
+
+
+def _totals(ref: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     total: dict[str, Any] = {"action_ref": ref}
     for key in COUNTERS:
         total[key] = sum(p[key] for p in parts)

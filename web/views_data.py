@@ -12,31 +12,9 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import queries
 from app.errors import UnknownAction
 
-# A line's oldest waiting execution is its lowest seq (seq is taken under the line's lock,
-# with enqueued_at read under the same lock, so both grow together). The waiting index is
-# (queue_id, priority DESC, seq): one probe per distinct priority finds it, where
-# min(enqueued_at) would read every waiting row of the line.
-OLDEST_QUEUED = """
-    LEFT JOIN LATERAL (
-        WITH RECURSIVE prios(p) AS (
-            (SELECT priority FROM executions
-             WHERE queue_id = q.id AND status = 'queued' ORDER BY priority DESC LIMIT 1)
-            UNION ALL
-            SELECT (SELECT priority FROM executions
-                    WHERE queue_id = q.id AND status = 'queued' AND priority < prios.p
-                    ORDER BY priority DESC LIMIT 1)
-            FROM prios WHERE prios.p IS NOT NULL
-        )
-        SELECT min(w.enqueued_at) AS oldest_enqueued_at FROM prios
-        CROSS JOIN LATERAL (
-            SELECT enqueued_at FROM executions
-            WHERE queue_id = q.id AND status = 'queued' AND priority = prios.p
-            ORDER BY seq LIMIT 1
-        ) w
-    ) oldest ON true
-"""
 LINE_FIELDS = """
     a.id AS action_id, a.ref AS action_ref, coalesce(q.partition_key, '') AS partition,
     q.id AS queue_id, coalesce(q.queue_length, 0) AS queue_length,
@@ -74,7 +52,7 @@ def lines(
             SELECT {LINE_FIELDS}
             FROM actions a JOIN packs p ON p.id = a.pack_id
             LEFT JOIN queues q ON q.action_id = a.id
-            {OLDEST_QUEUED}
+            {queries.OLDEST_QUEUED}
             WHERE (:search = '' OR strpos(lower(a.ref), lower(:search)) > 0)
               AND (CAST(:after_ref AS text) IS NULL
                    OR (a.ref, coalesce(q.partition_key, '')) > (:after_ref, :after_key))
@@ -105,7 +83,7 @@ def action_lines(
             SELECT {LINE_FIELDS}
             FROM actions a JOIN packs p ON p.id = a.pack_id
             LEFT JOIN queues q ON q.action_id = a.id
-            {OLDEST_QUEUED}
+            {queries.OLDEST_QUEUED}
             WHERE a.id = :action_id
               AND (CAST(:after AS text) IS NULL OR coalesce(q.partition_key, '') > :after)
               AND (CAST(:key AS text) IS NULL OR coalesce(q.partition_key, '') = :key)
@@ -240,23 +218,25 @@ def samples(session: Session, action_id: int, window_s: int = 3600) -> list[dict
 def sparklines(
     session: Session, action_ids: Sequence[int], window_s: int = 3600
 ) -> dict[int, list[tuple[float, int]]]:
-    """Queue depth per action over the window, the highest sample of each minute."""
+    """Queue depth per action over the window, the highest sample of each minute (one row
+    per action: the page's 50 actions x 60 minutes stay in Postgres)."""
     rows = session.execute(
         text("""
-            SELECT action_id, max(sampled_at) AS at, max(queue_length) AS depth,
-                   extract(epoch FROM max(sampled_at) - now()) AS age_s
-            FROM queue_samples
-            WHERE action_id = ANY(:ids)
-              AND sampled_at > now() - make_interval(secs => :window)
-            GROUP BY action_id, date_trunc('minute', sampled_at)
-            ORDER BY action_id, at
+            SELECT action_id, array_agg(age_s ORDER BY at) AS ages,
+                   array_agg(depth ORDER BY at) AS depths
+            FROM (
+                SELECT action_id, max(sampled_at) AS at, max(queue_length) AS depth,
+                       CAST(extract(epoch FROM max(sampled_at) - now()) AS float8) AS age_s
+                FROM queue_samples
+                WHERE action_id = ANY(:ids)
+                  AND sampled_at > now() - make_interval(secs => :window)
+                GROUP BY action_id, date_trunc('minute', sampled_at)
+            ) minutes
+            GROUP BY action_id
         """),
         {"ids": list(action_ids), "window": window_s},
     ).all()
-    found: dict[int, list[tuple[float, int]]] = {}
-    for row in rows:
-        found.setdefault(row.action_id, []).append((float(row.age_s), int(row.depth)))
-    return found
+    return {row.action_id: list(zip(row.ages, row.depths, strict=True)) for row in rows}
 
 
 def throughput(
@@ -267,37 +247,42 @@ def throughput(
     From the samples' cumulative ``completed`` when they span at least a minute; else from
     the finished_at of the action's latest 1,000 executions (a bounded read).
     """
-    rows = session.execute(
+    ids = list(action_ids)
+    sampled = session.execute(
         text("""
-            WITH sampled AS (
-                SELECT action_id, max(completed) - min(completed) AS done,
-                       extract(epoch FROM max(sampled_at) - min(sampled_at)) AS span
-                FROM queue_samples
-                WHERE action_id = ANY(:ids)
-                  AND sampled_at > now() - make_interval(secs => :window)
-                GROUP BY action_id
-            )
-            SELECT a.id, s.done, s.span, recent.done AS recent_done
-            FROM unnest(CAST(:ids AS integer[])) AS a(id)
-            LEFT JOIN sampled s ON s.action_id = a.id
-            LEFT JOIN LATERAL (
-                SELECT count(*) AS done FROM (
-                    SELECT status, finished_at FROM executions
-                    WHERE action_id = a.id AND (s.span IS NULL OR s.span < 60)
-                    ORDER BY id DESC LIMIT 1000
-                ) r
-                WHERE r.status = 'succeeded'
-                  AND r.finished_at > clock_timestamp() - make_interval(secs => :window)
-            ) recent ON true
+            SELECT action_id, max(completed) - min(completed) AS done,
+                   extract(epoch FROM max(sampled_at) - min(sampled_at)) AS span
+            FROM queue_samples
+            WHERE action_id = ANY(:ids) AND sampled_at > now() - make_interval(secs => :window)
+            GROUP BY action_id
         """),
-        {"ids": list(action_ids), "window": window_s},
+        {"ids": ids, "window": window_s},
     ).all()
-    rates: dict[int, float] = {}
-    for row in rows:
-        if row.span is not None and row.span >= 60:
-            rates[row.id] = float(row.done) * 60 / float(row.span)
-        else:
-            rates[row.id] = float(row.recent_done or 0) * 60 / window_s
+    rates = {
+        row.action_id: float(row.done) * 60 / float(row.span)
+        for row in sampled
+        if row.span is not None and row.span >= 60
+    }
+    missing = [i for i in ids if i not in rates]
+    if missing:
+        # The planner prices these bounded reads high enough to JIT-compile them, which takes
+        # longer than reading them (hundreds of ms for a page of 50 actions).
+        session.execute(text("SET LOCAL jit = off"))
+        recent = session.execute(
+            text("""
+                SELECT a.id, (
+                    SELECT count(*) FROM (
+                        SELECT status, finished_at FROM executions
+                        WHERE action_id = a.id ORDER BY id DESC LIMIT 1000
+                    ) r
+                    WHERE r.status = 'succeeded'
+                      AND r.finished_at > clock_timestamp() - make_interval(secs => :window)
+                ) AS done
+                FROM unnest(CAST(:ids AS integer[])) AS a(id)
+            """),
+            {"ids": missing, "window": window_s},
+        ).all()
+        rates.update({row.id: float(row.done) * 60 / window_s for row in recent})
     return rates
 
 
