@@ -732,6 +732,41 @@ def bench_cmd(
         bench.show(report, console)
 
 
+@main.command("bench-web")
+@click.option("--actions", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option(
+    "--executions", type=click.IntRange(100, 100_000_000), default=1_000_000, show_default=True
+)
+@click.option("--requests", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--database", default=None, help="measure this database, seeded by an earlier --keep")
+@click.option("--keep", is_flag=True, help="keep the scratch database and print its URL")
+@click.option("--plans", is_flag=True, help="print the EXPLAIN (ANALYZE, BUFFERS) of each query")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def bench_web_cmd(
+    rt: Runtime,
+    actions: int,
+    executions: int,
+    requests: int,
+    database: str | None,
+    keep: bool,
+    plans: bool,
+    as_json: bool,
+) -> None:
+    """Dashboard, API and /metrics latency on a seeded scratch database (default 1M executions)."""
+    from app import bench_web
+
+    report = bench_web.run(rt.settings, actions, executions, requests, database, keep, err_console)
+    if as_json:
+        emit_json(report)
+        return
+    bench_web.show(report["endpoints"], console)
+    if plans:
+        bench_web.show_plans(report["endpoints"], console)
+    if keep:
+        console.print(f"kept: {report['database']}")
+
+
 def entry() -> None:
     try:
         main(standalone_mode=False)
