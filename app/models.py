@@ -279,6 +279,12 @@ class QueueSample(Base):
             "sampled_at",
             postgresql_include=["queue_length", "completed"],
         ),
+        Index(
+            "ix_queue_samples_sampled_at",
+            "sampled_at",
+            postgresql_using="brin",
+            postgresql_with={"pages_per_range": 32},
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
