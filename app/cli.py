@@ -698,6 +698,13 @@ def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
     help="also measure batch intake and enqueue/grant with 100 and 100,000 waiting",
 )
 @click.option(
+    "--postgres-only",
+    "clients",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="only Postgres: N client processes claim and finish, no broker, no Celery",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("usher-bench.png"),
@@ -714,11 +721,26 @@ def bench_cmd(
     workers: int,
     concurrency: int,
     intake: bool,
+    clients: int | None,
     plot: Path,
     as_json: bool,
 ) -> None:
     """Usher against plain Celery on the same broker and workers (a scratch database)."""
     from app import bench
+
+    if clients:
+        from app import bench_postgres
+
+        with err_console.status(f"{clients} clients claiming and finishing {executions:,}"):
+            figures = bench_postgres.measure(rt.settings, executions, actions, limit, clients)
+        if as_json:
+            emit_json(figures)
+        else:
+            console.print(
+                f"Postgres alone: {figures['lifecycles_per_s']:,.1f} lifecycles/s "
+                f"(claim + finish; {clients} clients, {actions} lines of limit {limit})"
+            )
+        return
 
     report = bench.run(rt.settings, executions, actions, limit, workers, concurrency, err_console)
     if intake:
