@@ -172,7 +172,7 @@ SEED = {
             error = NULL
         FROM shaped s WHERE e.id = s.id
     """,
-    # Written in bulk with the history triggers off, then totalled once (migration 0006's
+    # Written in bulk with the history triggers off, then totalled once (migration 0005's
     # rebuild): the triggers would cost a minute here and give the same totals.
     "attempts": """
         INSERT INTO attempts (execution_id, queue_id, attempt, outcome, queued_at,

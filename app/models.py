@@ -190,7 +190,7 @@ class Attempt(Base):
 
 
 class AttemptTotal(Base):
-    """A line's attempt history summed per outcome, kept by triggers on ``attempts`` (0006):
+    """A line's attempt history summed per outcome, kept by triggers on ``attempts`` (0005):
     what /metrics reads instead of the history. Histograms hold one count per bucket, then
     +Inf, then attempts without the value."""
 

@@ -8,7 +8,7 @@ deadlock. Plain ``FOR UPDATE`` would conflict with the KEY SHARE lock an executi
 foreign key takes. Timestamps are ``clock_timestamp()`` read under the lock, so they follow
 lock order and the invariants can be checked from them.
 
-The SQL of admit and release lives in Postgres functions (migration 0005), so each is one
+The SQL of admit and release lives in Postgres functions (migration 0006), so each is one
 statement with a cached plan; ``finish`` and ``claim`` are single statements that may run on
 an autocommit connection, one round trip each (the workers' hot path).
 """

@@ -2,7 +2,7 @@
 
 Every value is read from the database, so any web process gives the same numbers. Line
 counters come from the queue rows, failure, retry, duration and wait families from the
-attempt totals that triggers keep per line and outcome (migration 0006): one row per line,
+attempt totals that triggers keep per line and outcome (migration 0005): one row per line,
 cheap at any history size. Only the waits of running attempts are read from executions.
 
 The text is written here, in the format prometheus_client's ``generate_latest`` writes: at
@@ -31,7 +31,7 @@ LINES = """
     GROUP BY a.ref ORDER BY a.ref
 """
 DLQ = "SELECT count(*) FROM executions WHERE status = 'dead' AND dlq_cleared_at IS NULL"
-# One row per line and outcome (kept by triggers on attempts, migration 0006): a scrape costs
+# One row per line and outcome (kept by triggers on attempts, migration 0005): a scrape costs
 # the same at a thousand attempts and at millions.
 TOTALS = """
     SELECT a.ref AS action, a.runner, t.outcome, t.attempts, t.retries, t.run_sum, t.wait_sum,
@@ -70,7 +70,7 @@ class Histogram:
 
     def add(self, hist: Sequence[int], total: Any) -> None:
         # hist: the stored per-bucket counts, then +Inf, then attempts without the value
-        assert len(hist) == len(self.bounds) + 2, "bucket bounds differ from migration 0006"
+        assert len(hist) == len(self.bounds) + 2, "bucket bounds differ from migration 0005"
         for i, count in enumerate(hist[:-1]):
             self.counts[i] += count
         self.total += total

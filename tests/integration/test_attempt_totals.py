@@ -1,4 +1,4 @@
-"""The attempt totals that /metrics reads (migration 0006) equal a recount of the history.
+"""The attempt totals that /metrics reads (migration 0005) equal a recount of the history.
 
 The recount is the scrape as it was before the totals: grouped straight from ``attempts``.
 """
@@ -23,7 +23,7 @@ from web import metrics
 
 pytestmark = pytest.mark.timeout(120)
 
-MIGRATION = Path(__file__).resolve().parents[2] / "migrations/versions/0006_web_scale_indexes.py"
+MIGRATION = Path(__file__).resolve().parents[2] / "migrations/versions/0005_web_scale_indexes.py"
 HISTORY = """
     SELECT a.ref AS action, a.runner, t.outcome, t.attempt,
            extract(epoch FROM t.finished_at - t.started_at) AS run,

@@ -1,7 +1,7 @@
 """web scale: attempt totals per line for /metrics, the line on each attempt, covering indexes
 
-Revision ID: 0006
-Revises: 0005
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-11-23 08:30:00
 
 /metrics read the whole attempt history at every scrape (seconds at a million attempts).
@@ -25,8 +25,8 @@ import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
 
-revision = "0006"
-down_revision = "0005"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 

@@ -1,7 +1,7 @@
 """hot path functions: admit, release and finish in one round trip each
 
-Revision ID: 0005
-Revises: 0004
+Revision ID: 0006
+Revises: 0005
 Create Date: 2026-11-23 07:40:00
 
 Admission's SQL lives here, once: ``policies.admission`` calls these functions. PL/pgSQL
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from alembic import op
 
-revision = "0005"
-down_revision = "0004"
+revision = "0006"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
@@ -96,10 +96,10 @@ BEGIN
     ),
     history AS (
         -- Sub-statements see the snapshot from before the UPDATE: the attempt's own times.
-        INSERT INTO attempts (execution_id, attempt, outcome, queued_at, scheduled_at,
-                              started_at, finished_at, worker, error, kept_slot)
-        SELECT e.id, p_attempt, p_outcome, e.queued_at, e.scheduled_at, e.started_at, ts,
-               e.worker, p_error, p_hold
+        INSERT INTO attempts (execution_id, queue_id, attempt, outcome, queued_at,
+                              scheduled_at, started_at, finished_at, worker, error, kept_slot)
+        SELECT e.id, e.queue_id, p_attempt, p_outcome, e.queued_at, e.scheduled_at,
+               e.started_at, ts, e.worker, p_error, p_hold
         FROM executions e WHERE e.id = p_id AND EXISTS (SELECT 1 FROM done)
     ),
     counted AS (
