@@ -570,7 +570,7 @@ def plot(report: Report, path: Path) -> Path:
             fractions = [(i + 1) / len(values) for i in range(len(values))]
             latency.plot(values, fractions, label=label, color=color)
     latency.set_xscale("log")
-    latency.legend()
+    latency.legend(loc="lower right")
     latency.set_xlabel("hand-off ms (slot freed -> next of the line running)")
     latency.set_ylabel("fraction of hand-offs")
     latency.set_title("Usher hand-off latency (CDF)")
