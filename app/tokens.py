@@ -47,12 +47,20 @@ def identify(session: Session, token: str, admin_token: str | None) -> Identity 
     if admin_token and hmac.compare_digest(token.encode(), admin_token.encode()):
         return Identity("USHER_API_TOKEN", admin=True)
     wanted = digest(token)
+    # last_used_at is kept to the minute: a write (and a WAL flush) per request would make
+    # every GET pay a commit and contend on the token's row.
     row = session.execute(
-        text("""UPDATE api_tokens SET last_used_at = now()
-                WHERE token_hash = :hash AND revoked_at IS NULL
-                RETURNING name, token_hash, read_only"""),
+        text("""SELECT name, token_hash, read_only,
+                       last_used_at IS NULL OR last_used_at < now() - interval '1 minute'
+                           AS stale
+                FROM api_tokens WHERE token_hash = :hash AND revoked_at IS NULL"""),
         {"hash": wanted},
     ).one_or_none()
+    if row is not None and row.stale:
+        session.execute(
+            text("UPDATE api_tokens SET last_used_at = now() WHERE token_hash = :hash"),
+            {"hash": wanted},
+        )
     if row is None or not hmac.compare_digest(row.token_hash, wanted):
         return None
     return Identity(row.name, admin=not row.read_only)

@@ -85,8 +85,11 @@ def openapi() -> Any:
 def list_actions() -> Any:
     with unit_of_work() as session:
         items = queries.actions(session)
+        found = stats.all_action_stats(session, settings())  # one query for every action
         for item in items:
-            item["queue_stats"] = stats.action_stats(session, settings(), item["ref"])
+            item["queue_stats"] = found.get(item["ref"]) or stats.action_stats(
+                session, settings(), item["ref"]
+            )
     return {"items": items}
 
 
