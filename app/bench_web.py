@@ -33,6 +33,7 @@ from policies import recovery
 
 BUSY_SHARE = 10  # every BUSY_SHARE-th execution belongs to the busy action
 SEQ_SCANS = re.compile(r"Seq Scan on (executions|attempts)\b")
+END = "-- end of transaction"  # where a recorded transaction ends
 
 SEED = {
     "packs": """
@@ -374,17 +375,25 @@ def _ms(values: list[float], q: int) -> float:
 
 @contextmanager
 def _recording(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
-    """Every (statement, parameters) the engine sends while the block runs."""
+    """Every (statement, parameters) the engine sends while the block runs, and END (None)
+    where a transaction ends."""
     seen: list[tuple[str, Any]] = []
 
     def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
         seen.append((statement, parameters))
 
+    def end(conn: Any) -> None:
+        seen.append((END, None))
+
     event.listen(engine, "before_cursor_execute", record)
+    event.listen(engine, "commit", end)
+    event.listen(engine, "rollback", end)
     try:
         yield seen
     finally:
         event.remove(engine, "before_cursor_execute", record)
+        event.remove(engine, "commit", end)
+        event.remove(engine, "rollback", end)
 
 
 def _rows_read(node: dict[str, Any], found: dict[str, int]) -> dict[str, int]:
@@ -463,8 +472,13 @@ def _explain(
     transaction; ``planner`` settings (e.g. enable_seqscan=off) apply to it alone."""
     plans: list[dict[str, Any]] = []
     done: set[str] = set()
+    local: list[str] = []  # the SET LOCALs of the app's transaction so far: they apply too
     for statement, parameters in statements:
         sql = " ".join(statement.split())
+        if statement == END:
+            local.clear()
+        elif sql.upper().startswith("SET LOCAL"):
+            local.append(statement)
         if sql in done or not sql.upper().startswith(("SELECT", "WITH")):
             continue
         done.add(sql)
@@ -473,6 +487,8 @@ def _explain(
                 conn.execute(
                     text("SELECT set_config(:name, :value, true)"), {"name": name, "value": value}
                 )
+            for setting in local:
+                conn.exec_driver_sql(setting)
             rows = conn.exec_driver_sql("EXPLAIN (ANALYZE, BUFFERS) " + statement, parameters).all()
             shape = conn.exec_driver_sql(
                 "EXPLAIN (ANALYZE, FORMAT JSON) " + statement, parameters
@@ -484,7 +500,7 @@ def _explain(
             {
                 "sql": statement.strip(),
                 "parameters": parameters,
-                "calls": sum(1 for s, _ in statements if " ".join(s.split()) == sql),
+                "calls": sum(1 for s, _ in statements if s != END and " ".join(s.split()) == sql),
                 "execution_ms": float(took[1]) if took else None,
                 "plan": plan,
                 "seq_scans": sorted(set(SEQ_SCANS.findall(plan))),
@@ -545,7 +561,7 @@ def measure(
                 "p50_ms": round(_ms(timings, 50), 1) if timings else None,
                 "p95_ms": round(_ms(timings, 95), 1) if timings else None,
                 "max_ms": round(max(timings), 1) if timings else None,
-                "statements": len(seen),
+                "statements": sum(1 for s, _ in seen if s != END),
                 "queries": plans,
             }
     db.dispose_all()
