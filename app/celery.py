@@ -11,6 +11,7 @@ from typing import Protocol
 
 from celery import Celery
 
+from app import fs_broker
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,10 @@ def create(settings: Settings) -> Celery:
     transport_options: dict[str, object] = {}
     broker = settings.broker_url
     if not broker:
-        broker = "filesystem://localhost//"  # a hostname keeps kombu from warning per connect
+        fs_broker.register()
+        # kombu's filesystem transport, writing each message atomically (app.fs_broker);
+        # a hostname keeps kombu from warning per connect.
+        broker = f"{fs_broker.ALIAS}://localhost//"
         transport_options.update(filesystem_transport_options(settings.home))
     elif broker.startswith(("redis://", "rediss://")):
         # Redis redelivers an unacked message only after the visibility timeout; Postgres
