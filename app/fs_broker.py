@@ -22,13 +22,14 @@ ALIAS = "usherfs"
 
 
 class Channel(filesystem.Channel):
-    def _put(self, queue: Any, message: Any, /, **kwargs: Any) -> None:
+    # kombu names the second parameter "message" in AbstractChannel, "payload" here.
+    def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
         partial = f"{final}.part"  # "<stamp>_<uuid>.<queue>.msg.part": matched by no queue
         try:
             with open(partial, "wb") as out:
-                out.write(dumps(message).encode())
+                out.write(dumps(payload).encode())
             os.replace(partial, final)
         except OSError as exc:
             raise ChannelError(f"Cannot add file {final!r} to directory") from exc
