@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import quote
 
-from sqlalchemy import Connection, Engine, create_engine
+from sqlalchemy import Connection, Engine, create_engine, make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -75,14 +75,20 @@ def make_hot_engine(url: str, durable: bool = False) -> Engine:
     A connection dropped by a Postgres restart fails its statement once and is discarded
     with the rest of the pool; ``retry_dropped`` runs such a statement again.
     """
-    options = {} if durable else {"options": "-c synchronous_commit=off"}
+    # Keep any options of the URL (a search_path, say); a hung server cannot stall the
+    # lease renewals of a whole process past these timeouts.
+    given = make_url(url).query.get("options") or ""
+    options = [given] if isinstance(given, str) else list(given)
+    options.append("-c statement_timeout=30000")
+    if not durable:
+        options.append("-c synchronous_commit=off")
     return create_engine(
         url,
         pool_size=2,
         max_overflow=8,
         pool_pre_ping=False,
         isolation_level="AUTOCOMMIT",
-        connect_args=options,
+        connect_args={"options": " ".join(o for o in options if o), "connect_timeout": 10},
     )
 
 

@@ -26,7 +26,8 @@ class Channel(filesystem.Channel):
     def _put(self, queue: Any, payload: Any, **kwargs: Any) -> None:  # type: ignore[override]
         name = f"{round(monotonic() * 1000)}_{uuid.uuid4()}.{queue}.msg"
         final = os.path.join(self.data_folder_out, name)
-        partial = f"{final}.part"  # "<stamp>_<uuid>.<queue>.msg.part": matched by no queue
+        # No queue's name in it: no kombu version's matching can pick it up half-written.
+        partial = os.path.join(self.data_folder_out, f"partial-{uuid.uuid4()}.part")
         try:
             with open(partial, "wb") as out:
                 out.write(dumps(payload).encode())

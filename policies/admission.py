@@ -272,14 +272,20 @@ def enqueue(
 def claim(
     session: Session | Connection, execution_id: int, attempt: int, worker: str, lease_s: float
 ) -> Claimed | None:
-    """scheduled -> running for this attempt only; None when the message is stale or a duplicate."""
+    """scheduled -> running for this attempt only; None when the message is stale or a duplicate.
+
+    Also true when this very process already claimed it: a claim whose reply was lost with
+    its connection (``db.retry_dropped`` runs it again) must not make the worker skip the
+    execution it holds. A process runs one task at a time, so it cannot be a duplicate.
+    """
     row = session.execute(
         text("""
             UPDATE executions e SET status = 'running', started_at = clock_timestamp(),
                 worker = :worker,
                 lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
             FROM actions a
-            WHERE e.id = :id AND e.attempt = :attempt AND e.status = 'scheduled'
+            WHERE e.id = :id AND e.attempt = :attempt
+              AND (e.status = 'scheduled' OR (e.status = 'running' AND e.worker = :worker))
               AND a.id = e.action_id
             RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s
         """),

@@ -38,6 +38,7 @@ class Leases:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._held: dict[tuple[int, int], threading.Event] = {}
+        self._thread: threading.Thread | None = None
         self._owner_pid: int | None = None
 
     @contextmanager
@@ -45,9 +46,12 @@ class Leases:
         key, lost = (execution_id, attempt), threading.Event()
         with self._lock:
             self._held[key] = lost
-            if self._owner_pid != os.getpid():
+            alive = self._thread is not None and self._thread.is_alive()
+            if self._owner_pid != os.getpid() or not alive:
+                # A forked child makes its own; one that died (it should not) is replaced.
                 self._owner_pid = os.getpid()
-                threading.Thread(target=self._beat, name="usher-leases", daemon=True).start()
+                self._thread = threading.Thread(target=self._beat, name="usher-leases", daemon=True)
+                self._thread.start()
         try:
             yield lost
         finally:
@@ -55,24 +59,27 @@ class Leases:
                 self._held.pop(key, None)
 
     def _beat(self) -> None:
-        settings = context.settings()
         while True:
-            time.sleep(settings.heartbeat_s)
-            with self._lock:
-                held = dict(self._held)
-            if not held:
-                continue
             try:
-                renew = partial(admission.renew, held=list(held), lease_s=settings.lease_s)
-                owned = db.retry_dropped(renew, context.hot())
+                self._renew_all()
             except Exception:
-                log.warning("renewing %d lease(s) failed; retrying", len(held))
-                continue
-            for key in held.keys() - owned:
-                log.warning("execution %s attempt %s is no longer ours", *key)
-                held[key].set()
-                with self._lock:
-                    self._held.pop(key, None)
+                log.exception("renewing leases failed; retrying")
+                time.sleep(1)
+
+    def _renew_all(self) -> None:
+        settings = context.settings()
+        time.sleep(settings.heartbeat_s)
+        with self._lock:
+            held = dict(self._held)
+        if not held:
+            return
+        renew = partial(admission.renew, held=list(held), lease_s=settings.lease_s)
+        owned = db.retry_dropped(renew, context.hot())
+        for key in held.keys() - owned:
+            log.warning("execution %s attempt %s is no longer ours", *key)
+            held[key].set()
+            with self._lock:
+                self._held.pop(key, None)
 
 
 leases = Leases()

@@ -139,7 +139,7 @@ DECLARE
 BEGIN
     SELECT e.queue_id INTO line_id FROM executions e WHERE e.id = p_id;
     IF line_id IS NULL THEN
-        RETURN QUERY SELECT 'stale'::text, NULL::bigint, NULL::text, NULL::integer,
+        RETURN QUERY SELECT 'stale'::text, NULL::integer, NULL::text, NULL::integer,
             NULL::bigint[], NULL::integer[];
         RETURN;
     END IF;
@@ -156,9 +156,11 @@ BEGIN
             NULL::bigint[], NULL::integer[];
         RETURN;
     END IF;
-    -- policies.limits.resolve: action policy, then pack policy, then the global default.
-    line_limit := coalesce((info.ap ->> 'concurrency')::integer,
-                           (info.pp ->> 'concurrency')::integer, p_default_limit);
+    -- policies.limits.resolve: action policy, then pack policy, then the global default;
+    -- int() in Python takes 5.0 as 5, so go through numeric (a bare ::integer refuses '5.0').
+    line_limit := coalesce(trunc((info.ap ->> 'concurrency')::numeric)::integer,
+                           trunc((info.pp ->> 'concurrency')::numeric)::integer,
+                           p_default_limit);
     SELECT true INTO released
     FROM usher_release(p_id, p_attempt, p_status, p_status, false, 0, p_result, p_error, false);
     IF released IS NULL THEN

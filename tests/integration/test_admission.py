@@ -84,6 +84,8 @@ def test_claim_and_release_are_fenced_by_attempt(
         assert admission.claim(session, execution_id, 1, "w/1", 15) is not None
         # A duplicate message for the same attempt is not a second grant.
         assert admission.claim(session, execution_id, 1, "w/2", 15) is None
+        # The same process asking again (its first reply was lost with its connection) is.
+        assert admission.claim(session, execution_id, 1, "w/1", 15) is not None
     with db.unit_of_work(engine) as session:
         assert admission.release(session, settings, execution_id, 7, "succeeded").status is None
         assert admission.heartbeat(session, execution_id, 1, 15)
@@ -305,7 +307,12 @@ def _claimed(engine: Engine, ids: list[int]) -> None:
 
 @pytest.mark.parametrize(
     ("pack_policy", "action_policy", "limit"),
-    [({"concurrency": 2}, {}, 2), ({"concurrency": 2}, {"concurrency": 3}, 3), ({}, {}, 10)],
+    [
+        ({"concurrency": 2}, {}, 2),
+        ({"concurrency": 2}, {"concurrency": 3}, 3),
+        ({}, {}, 10),
+        ({"concurrency": 2.0}, {}, 2),  # JSON Schema's integer takes 2.0; so must the SQL
+    ],
 )
 def test_finish_in_one_statement_resolves_the_limit_like_python(
     engine: Engine,
