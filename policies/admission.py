@@ -335,6 +335,7 @@ def release(
     error: str | None = None,
     transient: bool = True,
     lease_expired: bool = False,
+    fast: bool = True,
 ) -> Released:
     """End this attempt, record it, and free its slot and grant the next, all at once.
 
@@ -342,10 +343,11 @@ def release(
     policy allows and the failure is transient, else ``dead`` (the dead-letter queue).
     Idempotent and fenced: a second signal, a late worker or a stale attempt changes nothing.
     ``lease_expired`` (the sweeper) releases only if no heartbeat renewed the lease since.
+    ``fast=False`` skips trying ``finish`` first (the caller already did).
     """
     if outcome not in OUTCOMES:
         raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
-    if outcome in FINISHES and not lease_expired:
+    if fast and outcome in FINISHES and not lease_expired:
         finished = finish(session, settings, execution_id, attempt, outcome, result, error)
         if finished is not None:
             return finished

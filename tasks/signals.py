@@ -58,8 +58,17 @@ def _record(
             )
         if released is None:
             with db.unit_of_work(context.engine()) as session:
+                # ``finish`` was tried above when it could apply: not a second time.
                 released = admission.release(
-                    session, settings, execution_id, attempt, outcome, result, error, transient
+                    session,
+                    settings,
+                    execution_id,
+                    attempt,
+                    outcome,
+                    result,
+                    error,
+                    transient,
+                    fast=False,
                 )
     except Exception:
         # The lease runs out and the sweeper releases the slot: nothing is lost.
