@@ -2,7 +2,7 @@
 
 ``usher bench --postgres-only``: on a scratch database, N executions are enqueued in
 batches; then K client processes each take granted executions and do exactly what a worker
-does per execution, ``claim`` then ``finish`` (one statement each, on the hot engine), and
+does per execution, ``claim`` then ``finish`` (one statement each, on ``db.Hot``), and
 follow the grants each finish returns. The rate is Postgres's ceiling for Usher's
 lifecycle on these lines, from clients on the same machine.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import multiprocessing
 import time
+from functools import partial
 from typing import Any
 
 from app import bench, config, db
@@ -19,18 +20,27 @@ from app import bench, config, db
 def _client(url: str, settings: config.Settings, grants: list[tuple[int, int]], out: Any) -> None:
     from policies import admission
 
-    hot = db.make_hot_engine(url, durable=settings.durable_transitions)
+    hot = db.Hot(url, durable=settings.durable_transitions)
     todo, done, start = list(grants), 0, time.perf_counter()
     while todo:
         execution_id, attempt = todo.pop()
-        with hot.connect() as conn:
-            if admission.claim(conn, execution_id, attempt, "bench", 60) is None:
-                continue
-            finished = admission.finish(conn, settings, execution_id, attempt, "succeeded")
+        claim = partial(
+            admission.claim, execution_id=execution_id, attempt=attempt, worker="b", lease_s=60
+        )
+        if hot.run(claim) is None:
+            continue
+        finish = partial(
+            admission.finish,
+            settings=settings,
+            execution_id=execution_id,
+            attempt=attempt,
+            outcome="succeeded",
+        )
+        finished = hot.run(finish)
         assert finished is not None, "bench lines have no rate limit"
         todo.extend((g.execution_id, g.attempt) for g in finished.grants)
         done += 1
-    hot.dispose()
+    hot.close()
     out.put((done, time.perf_counter() - start))
 
 

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     retry_jitter: bool = True
     sweep_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 2.0
     shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
-    # Workers' claim/finish commits wait for the WAL flush (see app.db.make_hot_engine).
+    # Workers' claim/finish commits wait for the WAL flush (see app.db.Hot).
     durable_transitions: bool = False
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555

@@ -18,9 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, text
+from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import db
 from app.config import Settings
 from app.errors import AlreadyFinished, QueueFull, UnknownAction, UnknownExecution
 from policies import limits, parameters, ratelimit, retry
@@ -270,27 +271,29 @@ def enqueue(
 
 
 def claim(
-    session: Session | Connection, execution_id: int, attempt: int, worker: str, lease_s: float
+    executor: db.Executor, execution_id: int, attempt: int, worker: str, lease_s: float
 ) -> Claimed | None:
     """scheduled -> running for this attempt only; None when the message is stale or a duplicate.
 
     Also true when this very process already claimed it: a claim whose reply was lost with
-    its connection (``db.retry_dropped`` runs it again) must not make the worker skip the
+    its connection (``db.Hot.run`` runs it again) must not make the worker skip the
     execution it holds. A process runs one task at a time, so it cannot be a duplicate.
     """
-    row = session.execute(
-        text("""
+    rows = db.fetch(
+        executor,
+        """
             UPDATE executions e SET status = 'running', started_at = clock_timestamp(),
-                worker = :worker,
-                lease_expires_at = clock_timestamp() + make_interval(secs => :lease_s)
+                worker = %(worker)s,
+                lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
             FROM actions a
-            WHERE e.id = :id AND e.attempt = :attempt
-              AND (e.status = 'scheduled' OR (e.status = 'running' AND e.worker = :worker))
+            WHERE e.id = %(id)s AND e.attempt = %(attempt)s
+              AND (e.status = 'scheduled' OR (e.status = 'running' AND e.worker = %(worker)s))
               AND a.id = e.action_id
             RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s
-        """),
-        {"id": execution_id, "attempt": attempt, "worker": worker, "lease_s": lease_s},
-    ).one_or_none()
+        """,
+        {"id": execution_id, "attempt": attempt, "worker": worker, "lease_s": float(lease_s)},
+    )
+    row = rows[0] if rows else None
     if row is None:
         return None
     return Claimed(
@@ -298,13 +301,13 @@ def claim(
     )
 
 
-def heartbeat(session: Session, execution_id: int, attempt: int, lease_s: float) -> bool:
+def heartbeat(executor: db.Executor, execution_id: int, attempt: int, lease_s: float) -> bool:
     """Renew the lease; False when this attempt no longer owns the execution (stop working)."""
-    return bool(renew(session, [(execution_id, attempt)], lease_s))
+    return bool(renew(executor, [(execution_id, attempt)], lease_s))
 
 
 def renew(
-    session: Session | Connection, held: list[tuple[int, int]], lease_s: float
+    executor: db.Executor, held: list[tuple[int, int]], lease_s: float
 ) -> set[tuple[int, int]]:
     """Renew the leases of several running attempts in one statement.
 
@@ -313,15 +316,18 @@ def renew(
     """
     if not held:
         return set()
-    rows = session.execute(
-        text("""
-            UPDATE executions e SET lease_expires_at = clock_timestamp() + make_interval(secs => :s)
-            FROM unnest(CAST(:ids AS bigint[]), CAST(:attempts AS integer[])) AS h(id, attempt)
+    rows = db.fetch(
+        executor,
+        """
+            UPDATE executions e
+            SET lease_expires_at = clock_timestamp() + make_interval(secs => %(s)s)
+            FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempts)s AS integer[]))
+                AS h(id, attempt)
             WHERE e.id = h.id AND e.attempt = h.attempt AND e.status = 'running'
             RETURNING e.id, e.attempt
-        """),
-        {"ids": [h[0] for h in held], "attempts": [h[1] for h in held], "s": lease_s},
-    ).all()
+        """,
+        {"ids": [h[0] for h in held], "attempts": [h[1] for h in held], "s": float(lease_s)},
+    )
     return {(r.id, r.attempt) for r in rows}
 
 
@@ -388,7 +394,7 @@ def release(
 
 
 def finish(
-    session: Session | Connection,
+    executor: db.Executor,
     settings: Settings,
     execution_id: int,
     attempt: int,
@@ -404,11 +410,13 @@ def finish(
     """
     if outcome not in FINISHES:
         raise ValueError(f"finish takes one of {FINISHES}, not {outcome!r}")
-    row = session.execute(
-        text("""
+    (row,) = db.fetch(
+        executor,
+        """
             SELECT kind, queue_id, action_ref, timeout_s, grant_ids, grant_attempts
-            FROM usher_finish(:id, :attempt, :status, CAST(:result AS jsonb), :error, :limit)
-        """),
+            FROM usher_finish(%(id)s, %(attempt)s, %(status)s, CAST(%(result)s AS jsonb),
+                              %(error)s, %(limit)s)
+        """,
         {
             "id": execution_id,
             "attempt": attempt,
@@ -417,7 +425,7 @@ def finish(
             "error": error,
             "limit": settings.default_max_concurrent,
         },
-    ).one()
+    )
     if row.kind == "policy":
         return None
     if row.kind == "stale":

@@ -27,12 +27,10 @@ def engine() -> Engine:
     return db.engine_for(db.database_url(settings()))
 
 
-def hot() -> Engine:
-    """The autocommit engine for single-statement transitions (``db.make_hot_engine``)."""
+def hot() -> db.Hot:
+    """This process's connections for single-statement transitions (``db.Hot``)."""
     configured = settings()
-    return db.engine_for(
-        db.database_url(configured), hot=True, durable=configured.durable_transitions
-    )
+    return db.hot_for(db.database_url(configured), durable=configured.durable_transitions)
 
 
 def worker_name(nodename: str | None = None) -> str:

@@ -17,7 +17,6 @@ from typing import Any
 
 from celery import Task, shared_task
 
-from app import db
 from policies import admission
 from tasks import context, runners
 
@@ -74,7 +73,7 @@ class Leases:
         if not held:
             return
         renew = partial(admission.renew, held=list(held), lease_s=settings.lease_s)
-        owned = db.retry_dropped(renew, context.hot())
+        owned = context.hot().run(renew)
         for key in held.keys() - owned:
             log.warning("execution %s attempt %s is no longer ours", *key)
             held[key].set()
@@ -89,9 +88,8 @@ leases = Leases()
 def execute(self: Task, execution_id: int, attempt: int) -> Any:
     settings = context.settings()
     worker = context.worker_name(self.request.hostname)
-    claimed = db.retry_dropped(
-        lambda c: admission.claim(c, execution_id, attempt, worker, settings.lease_s),
-        context.hot(),
+    claimed = context.hot().run(
+        lambda c: admission.claim(c, execution_id, attempt, worker, settings.lease_s)
     )
     if claimed is None:
         # A duplicate or stale message (cancelled, republished, already running elsewhere).

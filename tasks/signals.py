@@ -50,11 +50,10 @@ def _record(
         released = None
         if outcome in admission.FINISHES:
             # One statement, one round trip: the common case.
-            released = db.retry_dropped(
+            released = context.hot().run(
                 lambda c: admission.finish(
                     c, settings, execution_id, attempt, outcome, result, error
-                ),
-                context.hot(),
+                )
             )
         if released is None:
             with db.unit_of_work(context.engine()) as session:
@@ -150,3 +149,25 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
         error="revoked" + (" and terminated" if terminated else ""),
         transient=False,
     )
+
+
+import os as _os  # noqa: E402  TEMP PROFILE
+
+if _os.environ.get("PROFILE_USHER"):
+    import cProfile as _cp
+    import time as _t
+
+    _prof = _cp.Profile(_t.process_time)
+
+    @signals.worker_process_init.connect
+    def _start_prof(**_: Any) -> None:
+        _prof.enable()
+
+    _n = [0]
+
+    @signals.task_postrun.connect
+    def _dump_prof(**_: Any) -> None:
+        _n[0] += 1
+        if _n[0] % 300 == 0:
+            _prof.dump_stats(f"/tmp/prof.{_os.getpid()}")
+            _prof.enable()

@@ -328,14 +328,15 @@ def test_finish_in_one_statement_resolves_the_limit_like_python(
     ids = submit(engine, settings, None, ref, [{}] * (limit + 3))
     _claimed(engine, ids[:limit])
     # When the single-statement finish ends two attempts on an autocommit connection
-    hot = db.make_hot_engine(settings.database_url or "")
+    hot = db.Hot(settings.database_url or "")
     try:
-        with hot.connect() as conn:
-            first = admission.finish(conn, settings, ids[0], 1, "succeeded", {"ok": 1})
-            again = admission.finish(conn, settings, ids[0], 1, "succeeded")
-            second = admission.finish(conn, settings, ids[1], 1, "cancelled", None, "stop")
+        first = hot.run(lambda c: admission.finish(c, settings, ids[0], 1, "succeeded", {"ok": 1}))
+        again = hot.run(lambda c: admission.finish(c, settings, ids[0], 1, "succeeded"))
+        second = hot.run(
+            lambda c: admission.finish(c, settings, ids[1], 1, "cancelled", None, "stop")
+        )
     finally:
-        hot.dispose()
+        hot.close()
     # Then each freed slot went to the next in line, once, and the counters agree
     assert first is not None and [g.execution_id for g in first.grants] == [ids[limit]]
     assert again is not None and again.status is None and again.grants == []
