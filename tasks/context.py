@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 from functools import cache
 
-from celery import current_app
+from celery import Celery, current_app, signals
 from sqlalchemy import Engine
 
+from app import celery as usher_celery
 from app import config, db
 
 
@@ -31,6 +33,28 @@ def hot() -> db.Hot:
     """This process's connections for single-statement transitions (``db.Hot``)."""
     configured = settings()
     return db.hot_for(db.database_url(configured), durable=configured.durable_transitions)
+
+
+class _Local(threading.local):
+    publisher: usher_celery.Publisher | None = None
+    pid: int | None = None
+
+
+_local = _Local()
+
+
+def publisher(app: Celery) -> usher_celery.Publisher:
+    """This thread's long-lived producer (``app.celery.Publisher``), made on first use."""
+    if _local.publisher is None or _local.pid != os.getpid():
+        _local.publisher, _local.pid = usher_celery.Publisher(app), os.getpid()
+    return _local.publisher
+
+
+@signals.worker_process_shutdown.connect
+def _close_publisher(**_: object) -> None:
+    if _local.publisher is not None and _local.pid == os.getpid():
+        _local.publisher.close()
+        _local.publisher = None
 
 
 def worker_name(nodename: str | None = None) -> str:

@@ -73,12 +73,15 @@ def _record(
         # The lease runs out and the sweeper releases the slot: nothing is lost.
         log.exception("recording %s for execution %s failed", outcome, execution_id)
         return
-    publish_release(app_or_default(), released)
+    app = app_or_default()
+    publish_release(app, released, context.publisher(app))
 
 
-def publish_release(app: Any, released: admission.Released) -> None:
+def publish_release(
+    app: Any, released: admission.Released, publisher: usher_celery.Publisher | None = None
+) -> None:
     """After the release committed: send its grants, and for a retry the line's wake-up."""
-    usher_celery.publish(app, released.grants)
+    usher_celery.publish(app, released.grants, publisher)
     if released.queue_id is None:
         return
     if released.status == "retrying":
@@ -149,25 +152,3 @@ def on_revoked(sender: Any = None, request: Any = None, terminated: bool = False
         error="revoked" + (" and terminated" if terminated else ""),
         transient=False,
     )
-
-
-import os as _os  # noqa: E402  TEMP PROFILE
-
-if _os.environ.get("PROFILE_USHER"):
-    import cProfile as _cp
-    import time as _t
-
-    _prof = _cp.Profile(_t.process_time)
-
-    @signals.worker_process_init.connect
-    def _start_prof(**_: Any) -> None:
-        _prof.enable()
-
-    _n = [0]
-
-    @signals.task_postrun.connect
-    def _dump_prof(**_: Any) -> None:
-        _n[0] += 1
-        if _n[0] % 300 == 0:
-            _prof.dump_stats(f"/tmp/prof.{_os.getpid()}")
-            _prof.enable()
