@@ -68,6 +68,7 @@ class Report:
     limit: int
     workers: int
     concurrency: int
+    plain_queues: int
     runs: list[Figures]
     ratio: float
     invariants: dict[str, int]
@@ -254,6 +255,7 @@ def run(
     workers: int = 2,
     concurrency: int = 2,
     console: Console | None = None,
+    plain_queues: int = 1,
 ) -> Report:
     """Both systems on the scratch database, one after the other on the same workers."""
     console = console or Console(stderr=True)
@@ -277,7 +279,8 @@ def run(
                     pool.start(concurrency=concurrency, actions=f"{pack}.*", name=f"bench{i + 1}")
                     progress.advance(task)
                 progress.remove_task(task)
-                celery_app.control.add_consumer(PLAIN_QUEUE, reply=True, timeout=5)
+                for name in _plain_queues(plain_queues):
+                    celery_app.control.add_consumer(name, reply=True, timeout=5)
                 rss.sample()
                 cpu = CpuMeter(pool)
                 marks = [cpu.read()]
@@ -285,7 +288,14 @@ def run(
                     engine, bench_settings, celery_app, refs, executions, progress, rss
                 )
                 marks.append(cpu.read())
-                plain = _run_plain(celery_app, folder / "plain.log", executions, progress, rss)
+                plain = _run_plain(
+                    celery_app,
+                    folder / "plain.log",
+                    executions,
+                    progress,
+                    rss,
+                    _plain_queues(plain_queues),
+                )
                 marks.append(cpu.read())
                 idle = _run_usher(
                     engine,
@@ -302,6 +312,7 @@ def run(
                 limit=limit,
                 workers=workers,
                 concurrency=concurrency,
+                plain_queues=plain_queues,
                 runs=[usher[0], plain[0]],
                 ratio=round(usher[0].per_second / plain[0].per_second, 3),
                 invariants=check(
@@ -327,7 +338,7 @@ def run(
         finally:
             pool.stop_all()
             queues = [usher_celery.queue_name(ref) for ref in refs]
-            usher_celery.delete_queues(celery_app, [*queues, PLAIN_QUEUE])
+            usher_celery.delete_queues(celery_app, [*queues, *_plain_queues(plain_queues)])
             engine.dispose()
             celery_app.close()
 
@@ -428,15 +439,23 @@ def _run_usher(
     return figures, _per_second([float(s) for s in row.stamps], start), to_start
 
 
+def _plain_queues(count: int) -> list[str]:
+    """Plain Celery's queues: one, or one per action (routed the way Usher routes)."""
+    return [PLAIN_QUEUE] if count == 1 else [f"{PLAIN_QUEUE}.{i}" for i in range(count)]
+
+
 def _run_plain(
-    app: Any, path: Path, n: int, progress: Progress, rss: RssSampler
+    app: Any, path: Path, n: int, progress: Progress, rss: RssSampler, queues: list[str]
 ) -> tuple[Figures, list[float]]:
     task = progress.add_task("celery: requests", total=n)
     start = time.time()
     with app.producer_or_acquire() as producer:
         for i in range(n):
             app.send_task(
-                "usher.bench.plain", args=[i, str(path)], queue=PLAIN_QUEUE, producer=producer
+                "usher.bench.plain",
+                args=[i, str(path)],
+                queue=queues[i % len(queues)],
+                producer=producer,
             )
             if i % BATCH == 0:
                 progress.advance(task, BATCH)
@@ -482,6 +501,7 @@ def show(report: Report, console: Console) -> None:
             f"usher bench on {report.broker}: {report.runs[0].executions:,} no-op executions over "
             f"{report.actions} actions (limit {report.limit} each), "
             f"{report.workers} workers x {report.concurrency}"
+            + (f"; plain Celery on {report.plain_queues} queues" if report.plain_queues > 1 else "")
         ),
         header_style="bold",
     )

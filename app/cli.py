@@ -705,6 +705,13 @@ def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
     help="only Postgres: N client processes claim and finish, no broker, no Celery",
 )
 @click.option(
+    "--plain-queues",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="spread plain Celery's tasks over N queues (N = --actions routes them as Usher does)",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=Path("usher-bench.png"),
@@ -722,6 +729,7 @@ def bench_cmd(
     concurrency: int,
     intake: bool,
     clients: int | None,
+    plain_queues: int,
     plot: Path,
     as_json: bool,
 ) -> None:
@@ -742,7 +750,9 @@ def bench_cmd(
             )
         return
 
-    report = bench.run(rt.settings, executions, actions, limit, workers, concurrency, err_console)
+    report = bench.run(
+        rt.settings, executions, actions, limit, workers, concurrency, err_console, plain_queues
+    )
     if intake:
         from app import bench_intake
 
