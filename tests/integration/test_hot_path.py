@@ -1,0 +1,149 @@
+"""The workers' hot path against real services: ``db.Hot`` and ``app.celery.Publisher``."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from kombu import Queue
+from sqlalchemy import Engine, text
+
+from app import celery as usher_celery
+from app import config, db
+from policies import admission
+from tests.support import packs
+from tests.support.flow import submit
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def _backend(connection: psycopg.Connection[Any]) -> int:
+    row = connection.execute("SELECT pg_backend_pid()").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_dropped_connection_is_replaced_and_the_claim_is_not_lost(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given a granted execution and a hot connection whose backend is then killed
+    ref = packs.load(engine, tmp_path, [{"name": "job", "runner": "noop"}]) + ".job"
+    (execution_id,) = submit(engine, settings, None, ref, [{}])
+    hot = db.Hot(settings.database_url or "")
+    try:
+        before = hot.run(_backend)
+        with engine.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": before})
+        # When the worker claims on it
+        claimed = hot.run(lambda c: admission.claim(c, execution_id, 1, "w/1", 15))
+        # Then the statement ran again on a new connection, and the claim holds
+        assert claimed is not None and claimed.execution_id == execution_id
+        assert hot.run(_backend) != before
+        # and the same process claiming again (its reply lost) still gets it; another does not
+        assert hot.run(lambda c: admission.claim(c, execution_id, 1, "w/1", 15)) is not None
+        assert hot.run(lambda c: admission.claim(c, execution_id, 1, "w/2", 15)) is None
+    finally:
+        hot.close()
+
+
+def test_an_error_that_is_not_a_dropped_connection_is_raised_once(
+    settings: config.Settings,
+) -> None:
+    hot = db.Hot(settings.database_url or "")
+    calls: list[int] = []
+
+    def slow(connection: psycopg.Connection[Any]) -> None:
+        calls.append(1)
+        connection.execute("SET statement_timeout = 50")
+        connection.execute("SELECT pg_sleep(1)")
+
+    try:
+        with pytest.raises(psycopg.errors.QueryCanceled):
+            hot.run(slow)
+        assert calls == [1]
+    finally:
+        hot.close()
+
+
+def test_each_thread_has_its_own_connection_with_the_hot_settings(
+    settings: config.Settings,
+) -> None:
+    hot = db.Hot(settings.database_url or "")
+    seen: list[tuple[int, str, str]] = []
+
+    def look() -> None:
+        seen.append(
+            hot.run(
+                lambda c: (
+                    _backend(c),
+                    c.execute("SHOW synchronous_commit").fetchone()[0],  # type: ignore[index]
+                    c.execute("SHOW statement_timeout").fetchone()[0],  # type: ignore[index]
+                )
+            )
+        )
+
+    try:
+        look()
+        other = threading.Thread(target=look)
+        other.start()
+        other.join()
+        look()
+    finally:
+        hot.close()
+    assert seen[0][0] == seen[2][0] != seen[1][0]
+    assert {s[1:] for s in seen} == {("off", "30s")}
+    durable = db.Hot(settings.database_url or "", durable=True)
+    try:
+        assert durable.run(lambda c: c.execute("SHOW synchronous_commit").fetchone()) == ("on",)
+    finally:
+        durable.close()
+
+
+def test_the_hot_sql_also_runs_inside_a_session_transaction(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    ref = packs.load(engine, tmp_path, [{"name": "job", "runner": "noop"}]) + ".job"
+    (execution_id,) = submit(engine, settings, None, ref, [{}])
+    # A claim in a transaction that rolls back changes nothing
+    with pytest.raises(RuntimeError), db.unit_of_work(engine) as session:
+        assert admission.claim(session, execution_id, 1, "w/1", 15) is not None
+        raise RuntimeError("roll back")
+    query = text("SELECT status FROM executions WHERE id = :i")
+    with engine.connect() as conn:
+        assert conn.execute(query, {"i": execution_id}).scalar_one() == "scheduled"
+
+
+@pytest.mark.broker
+def test_the_publisher_declares_a_queue_no_worker_consumes_yet(celery_app: Any) -> None:
+    # Given an action queue that no worker consumes (nobody declared it)
+    ref = f"hot{uuid.uuid4().hex[:8]}.job"
+    name = usher_celery.queue_name(ref)
+    grants = [
+        admission.Grant(7, 1, ref, None),
+        admission.Grant(8, 2, ref, 30),
+    ]
+    publisher = usher_celery.Publisher(celery_app)
+    try:
+        # When two grants are published on the long-lived producer
+        assert usher_celery.publish(celery_app, grants, publisher) == 2
+        assert publisher.declared == {name}
+        # Then both wait in the queue as Celery task messages for execute(id, attempt)
+        with celery_app.connection_for_write() as conn:
+            queue = Queue(name).bind(conn.default_channel)
+            got = [queue.get(no_ack=True) for _ in grants]
+            queue.delete()
+    finally:
+        publisher.close()
+    assert all(m is not None for m in got)
+    assert [m.decode()[0] for m in got] == [[7, 1], [8, 2]]
+    headers = [m.headers for m in got]
+    assert [h["task"] for h in headers] == [usher_celery.EXECUTE] * 2
+    assert [h["id"] for h in headers] == ["usher-7-1", "usher-8-2"]
+    assert [list(h["timelimit"]) for h in headers] == [
+        [None, None],
+        [30 + usher_celery.HARD_KILL_GRACE_S, 30],
+    ]
