@@ -133,24 +133,26 @@ def create(settings: Settings) -> Celery:
 
 
 class Publisher:
-    """A worker process's long-lived producer, and the action queues it has declared.
+    """A worker process's long-lived producer.
 
     Acquiring a producer from Celery's pool and binding the queue to declare it cost a pool
     process more than the publish itself (docs/performance.md); a process that publishes a
     grant after every completion keeps one. Use it from one thread; ``close`` it when the
-    process ends. The queue is declared on its first grant, so a grant is never dropped for
-    lack of a queue before any worker consumes it.
+    process ends.
     """
 
     def __init__(self, app: Celery) -> None:
         self.connection = app.connection_for_write()
         self.producer = app.amqp.Producer(self.connection)
-        self.declared: set[str] = set()
 
-    def declare(self, queue: Queue) -> None:
-        if queue.name not in self.declared:
-            self.producer.maybe_declare(queue)
-            self.declared.add(queue.name)
+    def declared(self, queue: Queue) -> bool:
+        # Kept in kombu's own record of this connection's declarations, which it empties
+        # whenever the connection is closed or re-established (a broker restart may have
+        # lost the queue): the next grant then declares it again.
+        return queue.name in self.connection.declared_entities
+
+    def note_declared(self, queue: Queue) -> None:
+        self.connection.declared_entities.add(queue.name)
 
     def close(self) -> None:
         self.connection.release()
@@ -181,8 +183,9 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
                     limits = (grant.timeout_s + HARD_KILL_GRACE_S, grant.timeout_s)
                 args = [grant.execution_id, grant.attempt]
                 queue = app.amqp.queues[queue_name(grant.action_ref)]
-                if publisher:
-                    publisher.declare(queue)
+                # The queue is declared (within the publish's retries) until it is known to
+                # exist, so a grant is never dropped for lack of a queue no worker consumes.
+                declared = publisher is not None and publisher.declared(queue)
                 message = app.amqp.create_task_message(
                     task_id(grant.execution_id, grant.attempt),
                     EXECUTE,
@@ -192,12 +195,13 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
                     soft_time_limit=limits[1],
                     argsrepr=repr(args),
                     kwargsrepr="{}",
+                    ignore_result=True,
                 )
                 producer.publish(
                     message.body,
                     exchange="",
                     routing_key=queue.name,
-                    declare=None if publisher else [queue],
+                    declare=None if declared else [queue],
                     serializer=conf.task_serializer,
                     headers=message.headers,
                     delivery_mode=conf.task_default_delivery_mode,
@@ -205,6 +209,8 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
                     retry_policy=conf.task_publish_retry_policy,
                     **message.properties,
                 )
+                if publisher is not None:
+                    publisher.note_declared(queue)
                 sent += 1
     except Exception:
         log.exception("publishing %d grant(s) failed; the sweeper will republish", len(grants))

@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 from psycopg.rows import namedtuple_row
 from sqlalchemy import Connection, Engine, create_engine, make_url
 from sqlalchemy.orm import Session, sessionmaker
@@ -91,10 +92,13 @@ class Hot:
         if not durable:
             options.append("-c synchronous_commit=off")
         self._options = " ".join(o for o in options if o)
-        self._conninfo = (
-            parsed.set(drivername="postgresql")
-            .difference_update_query(["options"])
-            .render_as_string(hide_password=False)
+        # Keyword by keyword, as SQLAlchemy's own psycopg dialect connects (a URL would
+        # turn a space in a socket path into '+').
+        query = {
+            k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items() if k != "options"
+        }
+        self._conninfo = make_conninfo(
+            **parsed.translate_connect_args(username="user", database="dbname"), **query
         )
         self._local = threading.local()
         self._lock = threading.Lock()

@@ -130,7 +130,7 @@ def test_the_publisher_declares_a_queue_no_worker_consumes_yet(celery_app: Any) 
     try:
         # When two grants are published on the long-lived producer
         assert usher_celery.publish(celery_app, grants, publisher) == 2
-        assert publisher.declared == {name}
+        assert publisher.declared(celery_app.amqp.queues[name])
         # Then both wait in the queue as Celery task messages for execute(id, attempt)
         with celery_app.connection_for_write() as conn:
             queue = Queue(name).bind(conn.default_channel)
@@ -147,3 +147,26 @@ def test_the_publisher_declares_a_queue_no_worker_consumes_yet(celery_app: Any) 
         [None, None],
         [30 + usher_celery.HARD_KILL_GRACE_S, 30],
     ]
+
+
+@pytest.mark.broker
+def test_after_its_connection_drops_the_publisher_declares_again(celery_app: Any) -> None:
+    # Given a publisher that declared one queue, whose connection then drops
+    refs = [f"hot{uuid.uuid4().hex[:8]}.job" for _ in range(2)]
+    publisher = usher_celery.Publisher(celery_app)
+    try:
+        assert usher_celery.publish(celery_app, [admission.Grant(1, 1, refs[0], None)], publisher)
+        publisher.connection.collect()  # the connection is gone, as after a broker restart
+        # When it grants to a queue it never declared, and to the first one again
+        grants = [admission.Grant(2, 1, refs[1], None), admission.Grant(3, 1, refs[0], None)]
+        assert usher_celery.publish(celery_app, grants, publisher) == 2
+        # Then every grant waits in its queue: none was dropped for lack of a queue
+        with celery_app.connection_for_write() as conn:
+            counts = []
+            for ref in refs:
+                queue = Queue(usher_celery.queue_name(ref)).bind(conn.default_channel)
+                counts.append(queue.queue_declare(passive=True).message_count)
+                queue.delete()
+    finally:
+        publisher.close()
+    assert counts == [2, 1]
