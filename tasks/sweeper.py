@@ -57,9 +57,13 @@ def sweep() -> dict[str, int]:
             counts["samples"] = _in_tx(recovery.sample_lines)
             if not settings.broker_url:
                 counts["event_files_pruned"] = usher_celery.prune_event_files(settings.home)
-            for event_id in _in_tx(lambda s: recovery.unprocessed_events(s, republish_after)):
-                usher_celery.send_event(current_app, event_id)
-                counts["events"] += 1
+            # One message, in id order: a task processes them in that order, and one that
+            # races the original (slow, not lost) message waits on the first event's lock
+            # and then finds them all done. One message per event could enqueue the
+            # executions of neighbouring events out of their order.
+            stale_events = _in_tx(lambda s: recovery.unprocessed_events(s, republish_after))
+            usher_celery.send_events(current_app, stale_events)
+            counts["events"] = len(stale_events)
         finally:
             lock_conn.execute(text(f"SELECT pg_advisory_unlock({SWEEP_LOCK})"))
             lock_conn.commit()

@@ -375,6 +375,49 @@ def test_the_sweeper_finds_batched_events_whose_message_was_lost(engine: Engine)
 
 @pytest.mark.broker
 @pytest.mark.timeout(240)
+def test_events_the_sweeper_publishes_again_keep_their_order(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: Any,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    from tasks import sweeper
+
+    # Given 60 stored events whose batch message is slow (still in the broker, unread)
+    pack = packs.load(
+        engine, tmp_path, [{"name": "job", "runner": "noop", "policy": {"concurrency": 3}}]
+    )
+    _rules(engine, tmp_path, pack)
+    batch = [{"trigger": "alert", "payload": {"severity": "high", "n": i}} for i in range(60)]
+    with db.unit_of_work(engine) as session:
+        ids = events.store_many(session, batch)
+        session.execute(
+            text("UPDATE events SET received_at = now() - interval '1 hour' WHERE id = ANY(:i)"),
+            {"i": ids},
+        )
+    usher_celery.send_events(celery_app, ids)
+    # When the sweeper publishes them again, and two worker processes take both messages
+    assert sweeper.sweep()["events"] == len(ids)
+    worker_pool.start(concurrency=2)
+    wait_until(lambda: invariants.unfinished(engine, f"{pack}.job") == 0, 90, what="executions")
+    wait_until(
+        lambda: not _in(engine, "SELECT count(*) FROM events WHERE processed_at IS NULL"),
+        60,
+        what="every event processed",
+    )
+    # Then each event was enforced once, and the line holds them in the events' order
+    rows = _rows(engine, f"{pack}.job")
+    assert [r.parameters["n"] for r in rows] == list(range(60))
+
+
+def _in(engine: Engine, sql: str) -> int:
+    with engine.connect() as conn:
+        return int(conn.execute(text(sql)).scalar_one())
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(240)
 def test_batch_events_end_to_end_with_a_worker(
     client: FlaskClient,
     engine: Engine,
