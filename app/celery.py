@@ -209,7 +209,7 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
                     retry_policy=conf.task_publish_retry_policy,
                     **message.properties,
                 )
-                if publisher is not None:
+                if publisher is not None and not declared:
                     publisher.note_declared(queue)
                 sent += 1
     except Exception:

@@ -344,12 +344,7 @@ def test_event_batch_is_stored_in_order_and_processed_once(
     assert again is not None and again.enforcements == [] and single.enforcements == []
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM enforcements")).scalar_one() == 21
-        assert (
-            conn.execute(
-                text("SELECT count(*) FROM events WHERE processed_at IS NULL")
-            ).scalar_one()
-            == 0
-        )
+    assert _unprocessed(engine) == 0
     # A batch of events past the line's room: the excess is rejected with its reason
     more = [{"trigger": "alert", "payload": {"severity": "high", "n": 7}}] * 2
     with db.unit_of_work(engine) as session:
@@ -365,10 +360,7 @@ def test_the_sweeper_finds_batched_events_whose_message_was_lost(engine: Engine)
     with db.unit_of_work(engine) as session:
         ids = events.store_many(session, [{"trigger": "alert"}, {"trigger": "other"}])
     with db.unit_of_work(engine) as session:
-        session.execute(
-            text("UPDATE events SET received_at = now() - interval '1 hour' WHERE id = ANY(:i)"),
-            {"i": ids},
-        )
+        _age(session, ids)
     with db.unit_of_work(engine) as session:
         assert recovery.unprocessed_events(session, 30) == ids
 
@@ -377,7 +369,6 @@ def test_the_sweeper_finds_batched_events_whose_message_was_lost(engine: Engine)
 @pytest.mark.timeout(240)
 def test_events_the_sweeper_publishes_again_keep_their_order(
     engine: Engine,
-    settings: config.Settings,
     celery_app: Any,
     worker_pool: Pool,
     tmp_path: Path,
@@ -392,28 +383,30 @@ def test_events_the_sweeper_publishes_again_keep_their_order(
     batch = [{"trigger": "alert", "payload": {"severity": "high", "n": i}} for i in range(60)]
     with db.unit_of_work(engine) as session:
         ids = events.store_many(session, batch)
-        session.execute(
-            text("UPDATE events SET received_at = now() - interval '1 hour' WHERE id = ANY(:i)"),
-            {"i": ids},
-        )
+        _age(session, ids)
     usher_celery.send_events(celery_app, ids)
     # When the sweeper publishes them again, and two worker processes take both messages
     assert sweeper.sweep()["events"] == len(ids)
     worker_pool.start(concurrency=2)
     wait_until(lambda: invariants.unfinished(engine, f"{pack}.job") == 0, 90, what="executions")
-    wait_until(
-        lambda: not _in(engine, "SELECT count(*) FROM events WHERE processed_at IS NULL"),
-        60,
-        what="every event processed",
-    )
+    wait_until(lambda: not _unprocessed(engine), 60, what="every event processed")
     # Then each event was enforced once, and the line holds them in the events' order
     rows = _rows(engine, f"{pack}.job")
     assert [r.parameters["n"] for r in rows] == list(range(60))
 
 
-def _in(engine: Engine, sql: str) -> int:
+def _age(session: Any, ids: list[int]) -> None:
+    """As if the events had been stored an hour ago (their message lost or slow)."""
+    session.execute(
+        text("UPDATE events SET received_at = now() - interval '1 hour' WHERE id = ANY(:i)"),
+        {"i": ids},
+    )
+
+
+def _unprocessed(engine: Engine) -> int:
+    query = text("SELECT count(*) FROM events WHERE processed_at IS NULL")
     with engine.connect() as conn:
-        return int(conn.execute(text(sql)).scalar_one())
+        return int(conn.execute(query).scalar_one())
 
 
 @pytest.mark.broker
@@ -455,13 +448,7 @@ def test_batch_events_end_to_end_with_a_worker(
         ids += response.get_json()["event_ids"]
 
     # Then each is enforced once and every execution runs, in FIFO order
-    def processed() -> bool:
-        with engine.connect() as conn:
-            return not conn.execute(
-                text("SELECT count(*) FROM events WHERE processed_at IS NULL")
-            ).scalar_one()
-
-    wait_until(processed, 100, what="every event processed")
+    wait_until(lambda: not _unprocessed(engine), 100, what="every event processed")
     shown = client.get(f"/api/v1/events/{ids[-1]}", headers=AUTH).get_json()
     assert shown["processed"] is True
     assert {e["status"] for e in shown["enforcements"]} == {"executed", "skipped", "rejected"}
