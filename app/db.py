@@ -62,8 +62,32 @@ def database_url(settings: Settings) -> str:
     return settings.database_url or embedded_url(settings.home)
 
 
+# A peer that vanishes without a word (a host powered off, a network partition) ends the
+# connection within about a minute instead of the OS's two hours or more: every process
+# fails over to a new connection, and a worker's lease is not renewed on a dead socket.
+# libpq ignores these for Unix sockets; a URL that sets any of them keeps its own value.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "30",
+    "keepalives_interval": "10",
+    "keepalives_count": "3",
+    "tcp_user_timeout": "60000",
+}
+
+
+def _keepalives(url: str) -> dict[str, str]:
+    given = make_url(url).query
+    return {k: v for k, v in KEEPALIVES.items() if k not in given}
+
+
 def make_engine(url: str, pool_size: int = 5) -> Engine:
-    return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        connect_args=_keepalives(url),
+    )
 
 
 class Hot:
@@ -98,7 +122,9 @@ class Hot:
             k: v if isinstance(v, str) else v[-1] for k, v in parsed.query.items() if k != "options"
         }
         self._conninfo = make_conninfo(
-            **parsed.translate_connect_args(username="user", database="dbname"), **query
+            **parsed.translate_connect_args(username="user", database="dbname"),
+            **query,
+            **_keepalives(url),
         )
         self._local = threading.local()
         self._lock = threading.Lock()

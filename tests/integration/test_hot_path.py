@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 import threading
 import uuid
 from pathlib import Path
@@ -101,6 +103,48 @@ def test_each_thread_has_its_own_connection_with_the_hot_settings(
         assert durable.run(lambda c: c.execute("SHOW synchronous_commit").fetchone()) == ("on",)
     finally:
         durable.close()
+
+
+def _keepalive_of(connection: psycopg.Connection[Any]) -> dict[str, Any]:
+    """The keepalive settings libpq was given, and for TCP what the socket itself holds."""
+    given = connection.info.get_parameters()
+    seen: dict[str, Any] = {k: given.get(k) for k in db.KEEPALIVES}
+    if not connection.info.host.startswith("/"):  # a Unix socket has no TCP options
+        with socket.socket(fileno=os.dup(connection.pgconn.socket)) as sock:
+            seen["SO_KEEPALIVE"] = sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE)
+            seen["TCP_KEEPIDLE"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE)
+            seen["TCP_USER_TIMEOUT"] = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT)
+    return seen
+
+
+def test_every_connection_gives_up_on_a_silent_peer_within_a_minute(
+    settings: config.Settings,
+) -> None:
+    url = settings.database_url or ""
+    hot = db.Hot(url)
+    engine = db.make_engine(url, pool_size=1)
+    try:
+        seen = [hot.run(_keepalive_of)]
+        with engine.connect() as conn:
+            seen.append(_keepalive_of(conn.connection.driver_connection))  # type: ignore[arg-type]
+    finally:
+        hot.close()
+        engine.dispose()
+    for one in seen:
+        assert {k: one[k] for k in db.KEEPALIVES} == db.KEEPALIVES
+        if "SO_KEEPALIVE" in one:
+            assert (one["SO_KEEPALIVE"], one["TCP_KEEPIDLE"], one["TCP_USER_TIMEOUT"]) == (
+                1,
+                30,
+                60000,
+            )
+    # A URL that sets one keeps its own value.
+    mine = f"{url}{'&' if '?' in url else '?'}keepalives_idle=45"
+    hot = db.Hot(mine)
+    try:
+        assert hot.run(_keepalive_of)["keepalives_idle"] == "45"
+    finally:
+        hot.close()
 
 
 def test_the_hot_sql_also_runs_inside_a_session_transaction(
