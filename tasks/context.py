@@ -50,7 +50,8 @@ def publisher(app: Celery) -> usher_celery.Publisher:
     return _local.publisher
 
 
-@signals.worker_process_shutdown.connect
+@signals.worker_process_shutdown.connect  # a pool process
+@signals.worker_shutdown.connect  # the worker's main process (revokes, killed children)
 def _close_publisher(**_: object) -> None:
     if _local.publisher is not None and _local.pid == os.getpid():
         _local.publisher.close()
