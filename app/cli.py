@@ -127,7 +127,7 @@ def packs_load(rt: Runtime, path: Path, as_json: bool) -> None:
     with db.unit_of_work(rt.engine) as session:
         specs = packs.load(session, path)
         refs = [f"{s.name}.{a['name']}" for s in specs for a in s.actions]
-        grants = [g for ref in refs for g in control.readmit_ref(session, rt.settings, ref)]
+        grants = control.readmit_refs(session, rt.settings, refs)
     usher_celery.publish(rt.celery, grants)
     loaded = [{"pack": s.name, "actions": [a["name"] for a in s.actions]} for s in specs]
     if as_json:

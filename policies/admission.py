@@ -124,7 +124,7 @@ def lock_line(session: Session, settings: Settings, queue_id: int) -> Line:
     return _line(settings, row)
 
 
-def _lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
+def lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
     row = session.execute(
         text(f"""
             SELECT {_LINE_COLUMNS}
@@ -357,7 +357,7 @@ def release(
         finished = finish(session, settings, execution_id, attempt, outcome, result, error)
         if finished is not None:
             return finished
-    line = _lock_line_of(session, settings, execution_id)
+    line = lock_line_of(session, settings, execution_id)
     policy = line.retry
     if outcome in ("succeeded", "cancelled"):
         status = outcome
@@ -439,7 +439,7 @@ def finish(
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
     """Cancel a queued, scheduled or running execution; a freed slot goes to the next in line."""
-    line = _lock_line_of(session, settings, execution_id)
+    line = lock_line_of(session, settings, execution_id)
     previous = session.execute(
         text("SELECT status FROM executions WHERE id = :id FOR UPDATE"), {"id": execution_id}
     ).scalar_one()

@@ -20,8 +20,12 @@ LIVE_KEYS = {
 
 
 def _action_id(session: Session, ref: str) -> int:
+    """Lock the action's row against other live changes. ``FOR NO KEY UPDATE``, as for a
+    line: ``FOR UPDATE`` would also block the KEY SHARE lock an execution INSERT's foreign
+    key takes, and an enqueue holding the line would deadlock with the re-admission that
+    follows (it waits for that line while holding the action)."""
     found = session.execute(
-        text("SELECT id FROM actions WHERE ref = :ref FOR UPDATE"), {"ref": ref}
+        text("SELECT id FROM actions WHERE ref = :ref FOR NO KEY UPDATE"), {"ref": ref}
     ).scalar_one_or_none()
     if found is None:
         raise UnknownAction(f"no action named {ref!r}")
@@ -29,18 +33,29 @@ def _action_id(session: Session, ref: str) -> int:
 
 
 def readmit(session: Session, settings: Settings, action_id: int) -> list[admission.Grant]:
-    """Lock each line of the action in turn and grant what now fits."""
+    """Lock each line of the action in turn and grant what now fits.
+
+    In partition-key order, sorted as batch intake sorts the lines it locks: two
+    transactions that lock several lines of one action take them in the same order, so
+    they never deadlock.
+    """
     grants: list[admission.Grant] = []
-    queue_ids = session.execute(
-        text("SELECT id FROM queues WHERE action_id = :a ORDER BY id"), {"a": action_id}
-    ).scalars()
-    for queue_id in list(queue_ids):
-        grants += admission.requeue_due(session, admission.lock_line(session, settings, queue_id))
+    lines = session.execute(
+        text("SELECT id, partition_key FROM queues WHERE action_id = :a"), {"a": action_id}
+    ).all()
+    for line in sorted(lines, key=lambda r: r.partition_key):
+        grants += admission.requeue_due(session, admission.lock_line(session, settings, line.id))
     return grants
 
 
 def readmit_ref(session: Session, settings: Settings, ref: str) -> list[admission.Grant]:
     return readmit(session, settings, _action_id(session, ref))
+
+
+def readmit_refs(session: Session, settings: Settings, refs: list[str]) -> list[admission.Grant]:
+    """``readmit`` of several actions in action-id order, as batch intake locks lines."""
+    action_ids = sorted({_action_id(session, ref) for ref in refs})
+    return [g for action_id in action_ids for g in readmit(session, settings, action_id)]
 
 
 def set_paused(

@@ -37,7 +37,12 @@ def count(session: Session) -> int:
 
 def replay(session: Session, settings: Settings, execution_id: int) -> admission.Enqueued:
     """Enqueue the dead execution again at the tail of its line, as a new attempt series
-    linked to the original (``replay_of``); the original leaves the DLQ."""
+    linked to the original (``replay_of``); the original leaves the DLQ.
+
+    The line's lock comes first, as everywhere: locking the execution first would deadlock
+    with a cancel of it, which holds the line and then wants the execution.
+    """
+    admission.lock_line_of(session, settings, execution_id)
     dead = session.execute(
         text("""
             SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref

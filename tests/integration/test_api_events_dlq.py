@@ -13,8 +13,10 @@ from sqlalchemy import Engine, text
 
 import web
 from app import cli, config, db
-from policies import admission, events
+from app.errors import AlreadyFinished
+from policies import admission, dlq, events
 from tests.support import invariants, packs
+from tests.support.flow import WaitingOnALock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -153,6 +155,33 @@ def test_dlq_list_replay_and_purge(
     assert client.post("/api/v1/dlq/999999/replay", headers=AUTH).status_code == 404
     assert client.post("/api/v1/dlq/purge", headers=AUTH).get_json() == {"purged": 1}
     assert client.get("/api/v1/dlq", headers=AUTH).get_json()["total"] == 0
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_replay_and_a_cancel_of_the_same_dead_execution_do_not_deadlock(
+    engine: Engine, settings: config.Settings, pack: str
+) -> None:
+    dead = _dead(engine, settings, f"{pack}.job")
+
+    def replay() -> None:
+        with db.unit_of_work(engine) as session:
+            dlq.replay(session, settings, dead)
+
+    # Given a cancel of the dead execution that holds its line
+    with pytest.raises(AlreadyFinished), db.unit_of_work(engine) as session:
+        admission.lock_line_of(session, settings, dead)
+        # When a replay of it starts meanwhile
+        other = WaitingOnALock(engine, replay)
+        # Then the cancel reaches the execution row (and refuses: it is dead), not a deadlock
+        admission.cancel(session, settings, dead)
+    assert other.finished() == []
+    with engine.connect() as conn:
+        assert (
+            conn.execute(
+                text("SELECT count(*) FROM executions WHERE replay_of = :id"), {"id": dead}
+            ).scalar_one()
+            == 1
+        )
     assert invariants.counter_mismatches(engine) == []
 
 

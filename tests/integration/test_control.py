@@ -12,9 +12,9 @@ from sqlalchemy import Engine, text
 import web
 from app import config, db
 from app.errors import InvalidRequest
-from policies import admission, control, eta
+from policies import admission, control, eta, intake
 from tests.support import invariants, packs
-from tests.support.flow import status, submit, wait_final, wait_until
+from tests.support.flow import WaitingOnALock, status, submit, wait_final, wait_until
 from tests.support.workers import Pool
 
 pytestmark = pytest.mark.timeout(180)
@@ -88,6 +88,71 @@ def test_raising_a_limit_grants_at_once_and_lowering_it_drains_first(
         control.update_policy(session, settings, ref, {"concurrency": 0})
     with pytest.raises(InvalidRequest), db.unit_of_work(engine) as session:
         control.update_policy(session, settings, ref, {"partition_by": ["x"]})
+
+
+@pytest.mark.parametrize("change", ["limit", "resume"])
+def test_a_live_change_and_an_enqueue_into_the_same_line_do_not_deadlock(
+    engine: Engine, settings: config.Settings, tmp_path: Path, change: str
+) -> None:
+    ref = (
+        packs.load(
+            engine, tmp_path, [{"name": "d", "runner": "noop", "policy": {"concurrency": 1}}]
+        )
+        + ".d"
+    )
+    submit(engine, settings, None, ref, [{}] * 2)
+    if change == "resume":
+        with db.unit_of_work(engine) as session:
+            control.set_paused(session, settings, ref, True)
+    queue_id = invariants.queue_ids(engine, ref)[0]
+
+    def live_change() -> None:
+        with db.unit_of_work(engine) as session:
+            if change == "limit":
+                control.update_policy(session, settings, ref, {"concurrency": 2})
+            else:
+                control.set_paused(session, settings, ref, False)
+
+    # Given an enqueue that holds the line (it has taken its seq, not yet inserted its row)
+    with db.unit_of_work(engine) as session:
+        admission.lock_line(session, settings, queue_id)
+        # When a live change of the action locks the action, then waits for the line
+        other = WaitingOnALock(engine, live_change)
+        # Then the enqueue's insert (its foreign key locks the action row) still goes through
+        admission.enqueue(session, settings, ref, {})
+    assert other.finished() == []
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM executions")).scalar_one() == 3
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_live_change_and_a_batch_over_two_partitions_do_not_deadlock(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    policy = {"concurrency": 1, "partition_by": ["k"]}
+    ref = packs.load(engine, tmp_path, [{"name": "pd", "runner": "noop", "policy": policy}])
+    ref += ".pd"
+    # Line "b" is made first, so it has the lower id; a batch locks "a" before "b"
+    submit(engine, settings, None, ref, [{"k": "b"}, {"k": "a"}])
+    with engine.connect() as conn:
+        line_a = conn.execute(
+            text("SELECT id FROM queues WHERE partition_key = 'k=a'")
+        ).scalar_one()
+
+    def raise_limit() -> None:
+        with db.unit_of_work(engine) as session:
+            control.update_policy(session, settings, ref, {"concurrency": 2})
+
+    # Given a batch that has locked line "a" and is about to lock line "b"
+    with db.unit_of_work(engine) as session:
+        admission.lock_line(session, settings, line_a)
+        # When a limit change re-admits the action's lines while the batch holds "a"
+        other = WaitingOnALock(engine, raise_limit)
+        # Then the batch still gets line "b": the change waits on "a" and holds nothing else
+        requests = [{"action": ref, "parameters": {"k": k}} for k in ("a", "b")]
+        assert intake.enqueue_many(session, settings, requests).accepted == 2
+    assert other.finished() == []
+    assert invariants.counter_mismatches(engine) == []
 
 
 def test_pause_resume_and_limits_over_the_api(

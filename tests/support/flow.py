@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy import Engine, text
@@ -64,3 +66,41 @@ def statuses(engine: Engine, ref: str) -> dict[str, int]:
             {"ref": ref},
         ).all()
     return {r[0]: r[1] for r in rows}
+
+
+def wait_for_a_lock_wait(engine: Engine) -> None:
+    """Until another backend of this database waits on a lock (a row lock, in the tests)."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        with engine.connect() as conn:
+            waiting = conn.execute(
+                text("""SELECT count(*) FROM pg_stat_activity
+                        WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
+                          AND datname = current_database()""")
+            ).scalar_one()
+        if waiting:
+            return
+        time.sleep(0.02)
+    raise AssertionError("no other transaction came to wait on a lock")
+
+
+class WaitingOnALock:
+    """``work`` in another thread, started and left waiting on a lock this test holds."""
+
+    def __init__(self, engine: Engine, work: Callable[[], Any]) -> None:
+        self.errors: list[BaseException] = []
+        self._thread = threading.Thread(target=self._run, args=(work,))
+        self._thread.start()
+        wait_for_a_lock_wait(engine)
+
+    def _run(self, work: Callable[[], Any]) -> None:
+        try:
+            work()
+        except BaseException as exc:
+            self.errors.append(exc)
+
+    def finished(self) -> list[BaseException]:
+        """What ``work`` raised, once it is done (call after releasing the lock)."""
+        self._thread.join(timeout=30)
+        assert not self._thread.is_alive(), "the other transaction never finished"
+        return self.errors
