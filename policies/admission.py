@@ -474,7 +474,9 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
 def expire(session: Session, line: Line) -> int:
     """Mark executions that waited longer than the line's queue timeout as expired.
 
-    The caller holds the line's lock (``lock_line``).
+    The wait counts from when the execution joined the line: ``queued_at``, which for a
+    retry back in line is the end of its backoff, not its first enqueue (a retry of a long
+    run would otherwise expire the moment it rejoined). The caller holds the line's lock.
     """
     return int(
         session.execute(
@@ -483,7 +485,8 @@ def expire(session: Session, line: Line) -> int:
                     UPDATE executions SET status = 'expired', finished_at = clock_timestamp(),
                         error = 'waited longer than queue_timeout_s'
                     WHERE queue_id = :queue_id AND status = 'queued'
-                      AND enqueued_at < clock_timestamp() - make_interval(secs => :timeout)
+                      AND coalesce(queued_at, enqueued_at)
+                          < clock_timestamp() - make_interval(secs => :timeout)
                     RETURNING id
                 ), counted AS (
                     UPDATE queues SET queue_length = queue_length - (SELECT count(*) FROM gone),

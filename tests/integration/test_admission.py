@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -155,8 +156,8 @@ def test_queue_timeout_expires_waiting_executions(
     with engine.begin() as conn:
         conn.execute(
             text(
-                "UPDATE executions SET enqueued_at = enqueued_at - interval '2 minutes' "
-                "WHERE id = ANY(:ids)"
+                "UPDATE executions SET enqueued_at = enqueued_at - interval '2 minutes', "
+                "queued_at = queued_at - interval '2 minutes' WHERE id = ANY(:ids)"
             ),
             {"ids": ids[1:3]},
         )
@@ -167,6 +168,41 @@ def test_queue_timeout_expires_waiting_executions(
     with engine.connect() as conn:
         got = dict(conn.execute(text("SELECT id, status FROM executions")).all())
     assert [got[i] for i in ids] == ["scheduled", "expired", "expired", "queued"]
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_retry_back_in_line_waits_its_own_queue_timeout(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    retry = {"max_retries": 1, "strategy": "fixed", "initial_delay_ms": 10, "jitter": False}
+    ref = _pack(engine, tmp_path, concurrency=1, queue_timeout_s=60, retry=retry) + ".job"
+    first, second = submit(engine, settings, None, ref, [{}] * 2)
+    # Given a first attempt that was enqueued long ago and failed after a long run
+    with db.unit_of_work(engine) as session:
+        assert admission.claim(session, first, 1, "w/1", 15)
+    with engine.begin() as conn:
+        conn.execute(
+            text(
+                "UPDATE executions SET enqueued_at = enqueued_at - interval '1 hour', "
+                "queued_at = queued_at - interval '1 hour' WHERE id = :id"
+            ),
+            {"id": first},
+        )
+    with db.unit_of_work(engine) as session:
+        released = admission.release(session, settings, first, 1, "failed", error="boom")
+    assert released.status == "retrying"
+    time.sleep(0.05)  # the 10 ms backoff is over
+    # When its retry rejoins the line behind the execution now holding the slot, and a sweep
+    # runs the queue timeout over the line
+    with db.unit_of_work(engine) as session:
+        line = admission.lock_line_of(session, settings, first)
+        assert admission.requeue_due(session, line) == []
+        expired = admission.expire(session, line)
+    # Then the retry waits in line: it has waited milliseconds, not an hour
+    assert expired == 0
+    with engine.connect() as conn:
+        got = dict(conn.execute(text("SELECT id, status FROM executions")).all())
+    assert (got[first], got[second]) == ("queued", "scheduled")
     assert invariants.counter_mismatches(engine) == []
 
 
