@@ -65,7 +65,8 @@ def database_url(settings: Settings) -> str:
 # A peer that vanishes without a word (a host powered off, a network partition) ends the
 # connection within about a minute instead of the OS's two hours or more: every process
 # fails over to a new connection, and a worker's lease is not renewed on a dead socket.
-# libpq ignores these for Unix sockets; a URL that sets any of them keeps its own value.
+# libpq ignores these for Unix sockets; a URL that sets any of them keeps its own value, and
+# one that says ``keepalives=0`` gets none of them.
 KEEPALIVES = {
     "keepalives": "1",
     "keepalives_idle": "30",
@@ -75,8 +76,11 @@ KEEPALIVES = {
 }
 
 
-def _keepalives(url: str) -> dict[str, str]:
+def keepalives(url: str) -> dict[str, str]:
+    """The connect arguments of ``KEEPALIVES`` that ``url`` does not set itself."""
     given = make_url(url).query
+    if given.get("keepalives") == "0":
+        return {}
     return {k: v for k, v in KEEPALIVES.items() if k not in given}
 
 
@@ -86,7 +90,7 @@ def make_engine(url: str, pool_size: int = 5) -> Engine:
         pool_size=pool_size,
         max_overflow=10,
         pool_pre_ping=True,
-        connect_args=_keepalives(url),
+        connect_args=keepalives(url),
     )
 
 
@@ -124,7 +128,7 @@ class Hot:
         self._conninfo = make_conninfo(
             **parsed.translate_connect_args(username="user", database="dbname"),
             **query,
-            **_keepalives(url),
+            **keepalives(url),
         )
         self._local = threading.local()
         self._lock = threading.Lock()

@@ -10,7 +10,8 @@ Kombu reads a folder's messages in file-name order. Its names start with the mil
 then a random uuid, so two messages sent within one millisecond (a batch of grants) came
 out in random order. Here a name starts with the monotonic clock in nanoseconds (shared by
 every process of the host), padded to a fixed width, and this process's send counter: one
-sender's messages keep their order, and different senders' keep it to the clock's grain.
+sender's messages keep their order; different senders' keep it to within the time a
+message takes to write (the name is taken before the write, seen after the rename).
 """
 
 from __future__ import annotations

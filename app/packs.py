@@ -233,8 +233,15 @@ def _upsert(session: Session, spec: PackSpec) -> None:
             .values(**values)
             .on_conflict_do_update(index_elements=[Rule.ref], set_=update)
         )
-    # A rule whose file is gone stops firing; its past enforcements keep its ref.
-    session.execute(delete(Rule).where(Rule.pack_id == pack_id, Rule.ref.not_in(refs)))
+    # A rule whose file is gone stops firing; its past enforcements keep its ref. Locked in
+    # ref order first, the order event processing locks rules in.
+    gone = (
+        select(Rule.id)
+        .where(Rule.pack_id == pack_id, Rule.ref.not_in(refs))
+        .order_by(Rule.ref)
+        .with_for_update()
+    )
+    session.execute(delete(Rule).where(Rule.id.in_(list(session.execute(gone).scalars()))))
 
 
 def action_refs(session: Session) -> list[str]:

@@ -48,10 +48,6 @@ def readmit(session: Session, settings: Settings, action_id: int) -> list[admiss
     return grants
 
 
-def readmit_ref(session: Session, settings: Settings, ref: str) -> list[admission.Grant]:
-    return readmit(session, settings, _action_id(session, ref))
-
-
 def readmit_refs(session: Session, settings: Settings, refs: list[str]) -> list[admission.Grant]:
     """``readmit`` of several actions in action-id order, as batch intake locks lines."""
     action_ids = sorted({_action_id(session, ref) for ref in refs})

@@ -113,9 +113,12 @@ def process_many(
         return None
     ids = [e.id for e in found]
     rules: dict[str, list[Any]] = {}
+    # KEY SHARE on the rules, in ref order, before any line: a pack load that deletes one of
+    # them (and then re-admits lines) is waited for here, holding no line, and the deleted
+    # rule is skipped; taken at the enforcement insert instead, it would deadlock with it.
     for rule in session.execute(
         text("""SELECT id, ref, trigger, criteria, action_ref, parameters, priority, enabled
-                FROM rules WHERE trigger = ANY(:triggers) ORDER BY ref"""),
+                FROM rules WHERE trigger = ANY(:triggers) ORDER BY ref FOR KEY SHARE"""),
         {"triggers": sorted({e.trigger for e in found})},
     ):
         rules.setdefault(rule.trigger, []).append(rule)

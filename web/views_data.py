@@ -156,7 +156,8 @@ def waiting(
     rows = session.execute(
         text("""
             SELECT id, priority, seq, attempt, parameters, enqueued_at, queued_at,
-                   extract(epoch FROM clock_timestamp() - enqueued_at) AS waited_s
+                   extract(epoch FROM clock_timestamp() - coalesce(queued_at, enqueued_at))
+                       AS waited_s
             FROM executions
             WHERE queue_id = :queue_id AND status = 'queued'
               AND (CAST(:priority AS integer) IS NULL OR priority < :priority

@@ -174,7 +174,8 @@ def test_queue_timeout_expires_waiting_executions(
 def test_a_retry_back_in_line_waits_its_own_queue_timeout(
     engine: Engine, settings: config.Settings, tmp_path: Path
 ) -> None:
-    retry = {"max_retries": 1, "strategy": "fixed", "initial_delay_ms": 10, "jitter": False}
+    # A backoff the release's own admit cannot outlast, so the retry does not take the slot
+    retry = {"max_retries": 1, "strategy": "fixed", "initial_delay_ms": 500, "jitter": False}
     ref = _pack(engine, tmp_path, concurrency=1, queue_timeout_s=60, retry=retry) + ".job"
     first, second = submit(engine, settings, None, ref, [{}] * 2)
     # Given a first attempt that was enqueued long ago and failed after a long run
@@ -191,7 +192,7 @@ def test_a_retry_back_in_line_waits_its_own_queue_timeout(
     with db.unit_of_work(engine) as session:
         released = admission.release(session, settings, first, 1, "failed", error="boom")
     assert released.status == "retrying"
-    time.sleep(0.05)  # the 10 ms backoff is over
+    time.sleep(0.6)  # the backoff is over
     # When its retry rejoins the line behind the execution now holding the slot, and a sweep
     # runs the queue timeout over the line
     with db.unit_of_work(engine) as session:

@@ -185,6 +185,34 @@ def test_a_replay_and_a_cancel_of_the_same_dead_execution_do_not_deadlock(
     assert invariants.counter_mismatches(engine) == []
 
 
+def test_a_pack_load_that_removes_a_rule_and_its_events_do_not_deadlock(
+    engine: Engine, settings: config.Settings, pack: str, tmp_path: Path
+) -> None:
+    from app import packs as app_packs
+    from policies import control
+
+    with db.unit_of_work(engine) as session:
+        event_id = events.store(session, "alert", {"severity": "high"})
+
+    def process() -> None:
+        with db.unit_of_work(engine) as session:
+            events.process(session, settings, event_id)
+
+    # Given a pack load that has deleted the rule (its file is gone), not yet committed
+    (tmp_path / pack / "rules" / "on_alert.yaml").unlink()
+    with db.unit_of_work(engine) as session:
+        app_packs.load(session, tmp_path / pack)
+        # When an event for that rule is processed meanwhile
+        other = WaitingOnALock(engine, process)
+        # Then the load still re-admits the action's lines, and the event waits for it
+        control.readmit_refs(session, settings, [f"{pack}.job"])
+    assert other.finished() == []
+    with db.unit_of_work(engine) as session:
+        assert events.processed(session, event_id)
+        assert events.enforcements(session, event_id) == []  # the rule was gone
+    assert invariants.counter_mismatches(engine) == []
+
+
 def test_an_execution_shows_its_attempt_history(
     client: FlaskClient, engine: Engine, settings: config.Settings, pack: str
 ) -> None:

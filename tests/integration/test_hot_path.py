@@ -138,13 +138,19 @@ def test_every_connection_gives_up_on_a_silent_peer_within_a_minute(
                 30,
                 60000,
             )
-    # A URL that sets one keeps its own value.
-    mine = f"{url}{'&' if '?' in url else '?'}keepalives_idle=45"
-    hot = db.Hot(mine)
-    try:
-        assert hot.run(_keepalive_of)["keepalives_idle"] == "45"
-    finally:
-        hot.close()
+    # A URL that sets one keeps its own value; one that turns keepalives off gets none
+    joiner = "&" if "?" in url else "?"
+    for query, expected in (("keepalives_idle=45", "45"), ("keepalives=0", None)):
+        hot = db.Hot(f"{url}{joiner}{query}")
+        engine = db.make_engine(f"{url}{joiner}{query}", pool_size=1)
+        try:
+            with engine.connect() as conn:
+                driver = conn.connection.driver_connection
+                assert _keepalive_of(driver)["keepalives_idle"] == expected  # type: ignore[arg-type]
+            assert hot.run(_keepalive_of)["keepalives_idle"] == expected
+        finally:
+            hot.close()
+            engine.dispose()
 
 
 def test_the_hot_sql_also_runs_inside_a_session_transaction(

@@ -15,7 +15,11 @@ def test_messages_sent_within_one_millisecond_come_out_in_the_order_sent(
     fs_broker.register()
     folder = tmp_path / "data"
     folder.mkdir()
-    options = {"data_folder_in": str(folder), "data_folder_out": str(folder)}
+    options = {
+        "data_folder_in": str(folder),
+        "data_folder_out": str(folder),
+        "control_folder": str(tmp_path / "control"),
+    }
     # Given 300 messages sent back to back (many fall in the same millisecond)
     with Connection(f"{fs_broker.ALIAS}://localhost//", transport_options=options) as conn:
         queue = conn.SimpleQueue("usher.action.fs.order")
