@@ -1,93 +1,35 @@
-"""The ``usher`` command: the composition root that wires settings, Postgres, Celery and web."""
+"""The ``usher`` command: the composition root that wires settings, Postgres, Celery and web.
+
+The commands that run processes and benchmarks live in ``app.cli_serve``; what all commands
+share (the runtime, tables, JSON) in ``app.cli_common``.
+"""
 
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import click
-from celery import Celery
-from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine
 
 from app import celery as usher_celery
-from app import config, db, packs, queries
+from app import cli_admin, cli_serve, db, packs, queries
+from app.cli_common import (
+    FINAL,
+    Runtime,
+    console,
+    emit_json,
+    err_console,
+    pass_runtime,
+    table,
+)
 from app.errors import UsherError
 from app.models import STATUSES
-
-# Piped output is not cut to 80 columns: scripts and logs get the whole table.
-console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
-FINAL = {"succeeded", "failed", "timed_out", "dead", "cancelled", "expired"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-@dataclass
-class Runtime:
-    """What a command needs, made on first use: settings, the database, the Celery app."""
-
-    overrides: dict[str, Any] = field(default_factory=dict)
-    embedded: bool = False
-
-    @cached_property
-    def settings(self) -> config.Settings:
-        settings = config.load(**self.overrides)
-        if not settings.database_url:
-            # Resolve the embedded Postgres once; children and forks inherit the URL.
-            url = db.embedded_url(settings.home)
-            self.embedded = True
-            os.environ["USHER_DATABASE_URL"] = url
-            settings = settings.model_copy(update={"database_url": url})
-        return settings
-
-    @cached_property
-    def engine(self) -> Engine:
-        assert self.settings.database_url
-        return db.engine_for(self.settings.database_url)
-
-    @cached_property
-    def celery(self) -> Celery:
-        return usher_celery.create(self.settings)
-
-
-pass_runtime = click.make_pass_decorator(Runtime, ensure=True)
-
-
-def emit_json(data: Any) -> None:
-    click.echo(json.dumps(data, indent=2, default=str))
-
-
-def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
-    out = Table(title=title, header_style="bold")
-    for column in columns:
-        numeric = column.lower() in {
-            "id",
-            "seq",
-            "queued",
-            "active",
-            "enqueued",
-            "completed",
-            "failed",
-            "cancelled",
-            "expired",
-            "attempt",
-            "priority",
-        }
-        out.add_column(column, justify="right" if numeric else "left")
-    for row in rows:
-        out.add_row(*["" if v is None else str(v) for v in row])
-    console.print(out)
 
 
 @click.group()
@@ -474,329 +416,8 @@ def dlq_purge(rt: Runtime, yes: bool) -> None:
     console.print(f"purged {purged} item(s)")
 
 
-@main.group("tokens")
-def tokens_group() -> None:
-    """API tokens (admin, or read-only with --read-only)."""
-
-
-@tokens_group.command("create")
-@click.argument("name")
-@click.option("--read-only", is_flag=True, help="may read but not change anything")
-@pass_runtime
-def tokens_create(rt: Runtime, name: str, read_only: bool) -> None:
-    """Create a token and print it once; only its hash is stored."""
-    from app import tokens
-
-    with db.unit_of_work(rt.engine) as session:
-        token = tokens.create(session, name, read_only)
-    err_console.print(
-        f"token {name!r} ({'read-only' if read_only else 'admin'}); it is shown only now:"
-    )
-    click.echo(token)
-
-
-@tokens_group.command("list")
-@click.option("--json", "as_json", is_flag=True)
-@pass_runtime
-def tokens_list(rt: Runtime, as_json: bool) -> None:
-    """Every token: name, kind, created, last used, revoked."""
-    from app import tokens
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = tokens.listing(session)
-    if as_json:
-        emit_json(rows)
-        return
-    table(
-        ["name", "kind", "created", "last used", "revoked"],
-        [
-            [
-                r["name"],
-                "read-only" if r["read_only"] else "admin",
-                r["created_at"],
-                r["last_used_at"],
-                r["revoked_at"],
-            ]
-            for r in rows
-        ],
-    )
-
-
-@tokens_group.command("revoke")
-@click.argument("name")
-@pass_runtime
-def tokens_revoke(rt: Runtime, name: str) -> None:
-    """Revoke a token: it stops working at once."""
-    from app import tokens
-
-    with db.unit_of_work(rt.engine) as session:
-        tokens.revoke(session, name)
-    console.print(f"token {name!r} revoked")
-
-
-@main.group("actions")
-def actions_group() -> None:
-    """Control an action's lines live: pause, resume, limits."""
-
-
-def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
-    from policies import stats
-
-    usher_celery.publish(rt.celery, grants)
-    with db.unit_of_work(rt.engine) as session:
-        line = stats.action_stats(session, rt.settings, ref)
-    console.print(
-        f"{ref}: {line['queue_length']} waiting, {line['active_count']}/"
-        f"{line['max_concurrent']} active, {len(grants)} granted now"
-    )
-
-
-@actions_group.command("pause")
-@click.argument("ref")
-@pass_runtime
-def actions_pause(rt: Runtime, ref: str) -> None:
-    """Grant nothing more; running work finishes, waiting work keeps its place."""
-    _set_paused(rt, ref, True)
-
-
-@actions_group.command("resume")
-@click.argument("ref")
-@pass_runtime
-def actions_resume(rt: Runtime, ref: str) -> None:
-    """Resume granting; what fits under the limit starts at once."""
-    _set_paused(rt, ref, False)
-
-
-def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
-    from policies import control
-
-    with db.unit_of_work(rt.engine) as session:
-        grants = control.set_paused(session, rt.settings, ref, paused)
-    _after_control(rt, ref, grants)
-
-
-@actions_group.command("set")
-@click.argument("ref")
-@click.option("--concurrency", type=click.IntRange(1, 10_000))
-@click.option("--max-queue-length", type=click.IntRange(1, 10_000_000))
-@click.option("--queue-timeout-s", type=click.IntRange(1, 604_800))
-@pass_runtime
-def actions_set(
-    rt: Runtime,
-    ref: str,
-    concurrency: int | None,
-    max_queue_length: int | None,
-    queue_timeout_s: int | None,
-) -> None:
-    """Change limits live (until the pack is loaded again). Raising grants at once."""
-    from policies import control
-
-    changes = {
-        key: value
-        for key, value in (
-            ("concurrency", concurrency),
-            ("max_queue_length", max_queue_length),
-            ("queue_timeout_s", queue_timeout_s),
-        )
-        if value is not None
-    }
-    with db.unit_of_work(rt.engine) as session:
-        grants = control.update_policy(session, rt.settings, ref, changes)
-    _after_control(rt, ref, grants)
-
-
-@main.command("worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
-@click.option(
-    "--actions", default="", help="comma-separated action refs or globs (pack.*); default: all"
-)
-@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
-@pass_runtime
-def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
-    """A Celery worker consuming every action's queue, or only --actions. Extra options go to
-    `celery worker` (e.g. -c 4, -n name@%h)."""
-    from tasks import consumers
-
-    app = rt.celery
-    app.conf.usher_actions = [a.strip() for a in actions.split(",") if a.strip()]
-    app.steps["consumer"].add(consumers.ActionQueueWatcher)
-    queues = f"{usher_celery.DEFAULT_QUEUE},{usher_celery.EVENTS_QUEUE}"
-    argv = ["worker", "-Q", queues, "--loglevel", "INFO", *celery_args]
-    app.worker_main(argv)
-
-
-@main.command("beat")
-@pass_runtime
-def beat_cmd(rt: Runtime) -> None:
-    """Celery beat: schedules the sweeper (leases, lost messages, queue timeouts)."""
-    schedule = rt.settings.home.resolve() / "celerybeat-schedule"
-    schedule.parent.mkdir(parents=True, exist_ok=True)
-    rt.celery.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
-
-
-@main.command("flower")
-@pass_runtime
-def flower_cmd(rt: Runtime) -> None:
-    """Flower on 127.0.0.1:USHER_FLOWER_PORT behind USHER_FLOWER_BASIC_AUTH (user:password)."""
-    auth = rt.settings.flower_basic_auth
-    if not auth:
-        raise UsherError(
-            "USHER_FLOWER_BASIC_AUTH is not set: Flower never runs without auth "
-            "(export USHER_FLOWER_BASIC_AUTH=user:a-long-password)"
-        )
-    rt.celery.start(
-        [
-            "flower",
-            "--address=127.0.0.1",
-            f"--port={rt.settings.flower_port}",
-            f"--basic-auth={auth}",
-            "--purge_offline_workers=60",
-        ]
-    )
-
-
-@main.command("web")
-@pass_runtime
-def web_cmd(rt: Runtime) -> None:
-    """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
-    import waitress
-
-    import web
-
-    flask_app = web.create_app(rt.settings, rt.celery)
-    host, port = rt.settings.web_host, rt.settings.web_port
-    console.print(f"serving on http://{host}:{port}")
-    waitress.serve(flask_app, host=host, port=port, threads=8, _quiet=True)
-
-
-@main.command("up")
-@click.option("--demo", is_flag=True, help="load examples/packs and run demo executions")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
-@pass_runtime
-def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
-    """Run web + worker(s) + beat on this machine (embedded Postgres and broker by default)."""
-    from app import up
-
-    up.run(rt, demo=demo, workers=workers, concurrency=concurrency)
-
-
-@main.command("bench")
-@click.option("--executions", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True)
-@click.option("--actions", type=click.IntRange(1, 1000), default=10, show_default=True)
-@click.option(
-    "--limit",
-    type=click.IntRange(1, 10_000),
-    default=5,
-    show_default=True,
-    help="each action's concurrency limit",
-)
-@click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
-@click.option(
-    "--intake",
-    is_flag=True,
-    help="also measure batch intake and enqueue/grant with 100 and 100,000 waiting",
-)
-@click.option(
-    "--postgres-only",
-    "clients",
-    type=click.IntRange(1, 256),
-    default=None,
-    help="only Postgres: N client processes claim and finish, no broker, no Celery",
-)
-@click.option(
-    "--plain-queues",
-    type=click.IntRange(1, 1000),
-    default=1,
-    show_default=True,
-    help="spread plain Celery's tasks over N queues (N = --actions routes them as Usher does)",
-)
-@click.option(
-    "--plot",
-    type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("usher-bench.png"),
-    show_default=True,
-    help="where to write the PNG plot",
-)
-@click.option("--json", "as_json", is_flag=True)
-@pass_runtime
-def bench_cmd(
-    rt: Runtime,
-    executions: int,
-    actions: int,
-    limit: int,
-    workers: int,
-    concurrency: int,
-    intake: bool,
-    clients: int | None,
-    plain_queues: int,
-    plot: Path,
-    as_json: bool,
-) -> None:
-    """Usher against plain Celery on the same broker and workers (a scratch database)."""
-    from app import bench
-
-    if clients:
-        from app import bench_postgres
-
-        with err_console.status(f"{clients} clients claiming and finishing {executions:,}"):
-            figures = bench_postgres.measure(rt.settings, executions, actions, limit, clients)
-        if as_json:
-            emit_json(figures)
-        else:
-            console.print(
-                f"Postgres alone: {figures['lifecycles_per_s']:,.1f} lifecycles/s "
-                f"(claim + finish; {clients} clients, {actions} lines of limit {limit})"
-            )
-        return
-
-    report = bench.run(
-        rt.settings, executions, actions, limit, workers, concurrency, err_console, plain_queues
-    )
-    if intake:
-        from app import bench_intake
-
-        report.intake = bench_intake.measure(rt.settings, err_console)
-    bench.plot(report, plot)
-    if as_json:
-        emit_json(bench.as_dict(report))
-    else:
-        bench.show(report, console)
-
-
-@main.command("bench-web")
-@click.option("--actions", type=click.IntRange(1, 100_000), default=1000, show_default=True)
-@click.option(
-    "--executions", type=click.IntRange(100, 100_000_000), default=1_000_000, show_default=True
-)
-@click.option("--requests", type=click.IntRange(1, 10_000), default=100, show_default=True)
-@click.option("--database", default=None, help="measure this database, seeded by an earlier --keep")
-@click.option("--keep", is_flag=True, help="keep the scratch database and print its URL")
-@click.option("--plans", is_flag=True, help="print the EXPLAIN (ANALYZE, BUFFERS) of each query")
-@click.option("--json", "as_json", is_flag=True)
-@pass_runtime
-def bench_web_cmd(
-    rt: Runtime,
-    actions: int,
-    executions: int,
-    requests: int,
-    database: str | None,
-    keep: bool,
-    plans: bool,
-    as_json: bool,
-) -> None:
-    """Dashboard, API and /metrics latency on a seeded scratch database (default 1M executions)."""
-    from app import bench_web
-
-    report = bench_web.run(rt.settings, actions, executions, requests, database, keep, err_console)
-    if as_json:
-        emit_json(report)
-        return
-    bench_web.show(report["endpoints"], console)
-    if plans:
-        bench_web.show_plans(report["endpoints"], console)
-    if keep:
-        console.print(f"kept: {report['database']}")
+for command in [*cli_serve.COMMANDS, *cli_admin.GROUPS]:
+    main.add_command(command)
 
 
 def entry() -> None:
@@ -813,22 +434,6 @@ def entry() -> None:
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
-
-
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
-
-
-def terminate_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 15) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + grace_s
-    for process in processes:
-        try:
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            process.kill()
 
 
 if __name__ == "__main__":

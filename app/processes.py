@@ -1,4 +1,4 @@
-"""Start and stop ``usher worker`` processes: for ``usher bench`` and the integration tests."""
+"""Start and stop ``usher`` processes: for ``usher up``, ``usher bench`` and the tests."""
 
 from __future__ import annotations
 
@@ -144,3 +144,20 @@ class Pool:
                 pass
             worker.process.wait(timeout=10)
         self.workers.clear()
+
+
+def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
+    """``usher ARGS...`` as a child process (``usher up``)."""
+    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
+
+
+def terminate_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 15) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for process in processes:
+        try:
+            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+        except subprocess.TimeoutExpired:
+            process.kill()

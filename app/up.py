@@ -13,14 +13,15 @@ from rich.console import Console
 from app import db, packs
 
 if TYPE_CHECKING:
-    from app.cli import Runtime
+    from app.cli_common import Runtime
 
 console = Console()
 DEMO_PACKS = "examples/packs"
 
 
 def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
-    from app.cli import REPO_ROOT, spawn, terminate_all
+    from app.cli_common import REPO_ROOT
+    from app.processes import spawn, terminate_all
 
     settings = rt.settings
     with console.status("preparing the database"):

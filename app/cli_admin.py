@@ -1,0 +1,142 @@
+"""``usher tokens`` and ``usher actions``: API tokens and live control of a running system."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import click
+
+from app import celery as usher_celery
+from app import db, tokens
+from app.cli_common import Runtime, console, emit_json, err_console, pass_runtime, table
+
+
+@click.group("tokens")
+def tokens_group() -> None:
+    """API tokens (admin, or read-only with --read-only)."""
+
+
+@tokens_group.command("create")
+@click.argument("name")
+@click.option("--read-only", is_flag=True, help="may read but not change anything")
+@pass_runtime
+def tokens_create(rt: Runtime, name: str, read_only: bool) -> None:
+    """Create a token and print it once; only its hash is stored."""
+
+    with db.unit_of_work(rt.engine) as session:
+        token = tokens.create(session, name, read_only)
+    err_console.print(
+        f"token {name!r} ({'read-only' if read_only else 'admin'}); it is shown only now:"
+    )
+    click.echo(token)
+
+
+@tokens_group.command("list")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def tokens_list(rt: Runtime, as_json: bool) -> None:
+    """Every token: name, kind, created, last used, revoked."""
+
+    with db.unit_of_work(rt.engine) as session:
+        rows = tokens.listing(session)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        ["name", "kind", "created", "last used", "revoked"],
+        [
+            [
+                r["name"],
+                "read-only" if r["read_only"] else "admin",
+                r["created_at"],
+                r["last_used_at"],
+                r["revoked_at"],
+            ]
+            for r in rows
+        ],
+    )
+
+
+@tokens_group.command("revoke")
+@click.argument("name")
+@pass_runtime
+def tokens_revoke(rt: Runtime, name: str) -> None:
+    """Revoke a token: it stops working at once."""
+
+    with db.unit_of_work(rt.engine) as session:
+        tokens.revoke(session, name)
+    console.print(f"token {name!r} revoked")
+
+
+@click.group("actions")
+def actions_group() -> None:
+    """Control an action's lines live: pause, resume, limits."""
+
+
+def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
+    from policies import stats
+
+    usher_celery.publish(rt.celery, grants)
+    with db.unit_of_work(rt.engine) as session:
+        line = stats.action_stats(session, rt.settings, ref)
+    console.print(
+        f"{ref}: {line['queue_length']} waiting, {line['active_count']}/"
+        f"{line['max_concurrent']} active, {len(grants)} granted now"
+    )
+
+
+@actions_group.command("pause")
+@click.argument("ref")
+@pass_runtime
+def actions_pause(rt: Runtime, ref: str) -> None:
+    """Grant nothing more; running work finishes, waiting work keeps its place."""
+    _set_paused(rt, ref, True)
+
+
+@actions_group.command("resume")
+@click.argument("ref")
+@pass_runtime
+def actions_resume(rt: Runtime, ref: str) -> None:
+    """Resume granting; what fits under the limit starts at once."""
+    _set_paused(rt, ref, False)
+
+
+def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
+    from policies import control
+
+    with db.unit_of_work(rt.engine) as session:
+        grants = control.set_paused(session, rt.settings, ref, paused)
+    _after_control(rt, ref, grants)
+
+
+@actions_group.command("set")
+@click.argument("ref")
+@click.option("--concurrency", type=click.IntRange(1, 10_000))
+@click.option("--max-queue-length", type=click.IntRange(1, 10_000_000))
+@click.option("--queue-timeout-s", type=click.IntRange(1, 604_800))
+@pass_runtime
+def actions_set(
+    rt: Runtime,
+    ref: str,
+    concurrency: int | None,
+    max_queue_length: int | None,
+    queue_timeout_s: int | None,
+) -> None:
+    """Change limits live (until the pack is loaded again). Raising grants at once."""
+    from policies import control
+
+    changes = {
+        key: value
+        for key, value in (
+            ("concurrency", concurrency),
+            ("max_queue_length", max_queue_length),
+            ("queue_timeout_s", queue_timeout_s),
+        )
+        if value is not None
+    }
+    with db.unit_of_work(rt.engine) as session:
+        grants = control.update_policy(session, rt.settings, ref, changes)
+    _after_control(rt, ref, grants)
+
+
+GROUPS = [tokens_group, actions_group]

@@ -1,0 +1,83 @@
+"""What every ``usher`` command shares: the lazily made runtime and the output helpers."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import click
+from celery import Celery
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import Engine
+
+from app import celery as usher_celery
+from app import config, db
+
+# Piped output is not cut to 80 columns: scripts and logs get the whole table.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
+FINAL = {"succeeded", "failed", "timed_out", "dead", "cancelled", "expired"}
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Runtime:
+    """What a command needs, made on first use: settings, the database, the Celery app."""
+
+    overrides: dict[str, Any] = field(default_factory=dict)
+    embedded: bool = False
+
+    @cached_property
+    def settings(self) -> config.Settings:
+        settings = config.load(**self.overrides)
+        if not settings.database_url:
+            # Resolve the embedded Postgres once; children and forks inherit the URL.
+            url = db.embedded_url(settings.home)
+            self.embedded = True
+            os.environ["USHER_DATABASE_URL"] = url
+            settings = settings.model_copy(update={"database_url": url})
+        return settings
+
+    @cached_property
+    def engine(self) -> Engine:
+        assert self.settings.database_url
+        return db.engine_for(self.settings.database_url)
+
+    @cached_property
+    def celery(self) -> Celery:
+        return usher_celery.create(self.settings)
+
+
+pass_runtime = click.make_pass_decorator(Runtime, ensure=True)
+
+
+def emit_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+def table(columns: list[str], rows: list[list[Any]], title: str | None = None) -> None:
+    out = Table(title=title, header_style="bold")
+    for column in columns:
+        numeric = column.lower() in {
+            "id",
+            "seq",
+            "queued",
+            "active",
+            "enqueued",
+            "completed",
+            "failed",
+            "cancelled",
+            "expired",
+            "attempt",
+            "priority",
+        }
+        out.add_column(column, justify="right" if numeric else "left")
+    for row in rows:
+        out.add_row(*["" if v is None else str(v) for v in row])
+    console.print(out)

@@ -1,0 +1,210 @@
+"""The long-running ``usher`` commands (worker, beat, flower, web, up) and the benchmarks."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from app import celery as usher_celery
+from app.cli_common import Runtime, console, emit_json, err_console, pass_runtime
+from app.errors import UsherError
+
+
+@click.command(
+    "worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
+)
+@click.option(
+    "--actions", default="", help="comma-separated action refs or globs (pack.*); default: all"
+)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
+@pass_runtime
+def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
+    """A Celery worker consuming every action's queue, or only --actions. Extra options go to
+    `celery worker` (e.g. -c 4, -n name@%h)."""
+    from tasks import consumers
+
+    app = rt.celery
+    app.conf.usher_actions = [a.strip() for a in actions.split(",") if a.strip()]
+    app.steps["consumer"].add(consumers.ActionQueueWatcher)
+    queues = f"{usher_celery.DEFAULT_QUEUE},{usher_celery.EVENTS_QUEUE}"
+    argv = ["worker", "-Q", queues, "--loglevel", "INFO", *celery_args]
+    app.worker_main(argv)
+
+
+@click.command("beat")
+@pass_runtime
+def beat_cmd(rt: Runtime) -> None:
+    """Celery beat: schedules the sweeper (leases, lost messages, queue timeouts)."""
+    schedule = rt.settings.home.resolve() / "celerybeat-schedule"
+    schedule.parent.mkdir(parents=True, exist_ok=True)
+    rt.celery.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+
+
+@click.command("flower")
+@pass_runtime
+def flower_cmd(rt: Runtime) -> None:
+    """Flower on 127.0.0.1:USHER_FLOWER_PORT behind USHER_FLOWER_BASIC_AUTH (user:password)."""
+    auth = rt.settings.flower_basic_auth
+    if not auth:
+        raise UsherError(
+            "USHER_FLOWER_BASIC_AUTH is not set: Flower never runs without auth "
+            "(export USHER_FLOWER_BASIC_AUTH=user:a-long-password)"
+        )
+    rt.celery.start(
+        [
+            "flower",
+            "--address=127.0.0.1",
+            f"--port={rt.settings.flower_port}",
+            f"--basic-auth={auth}",
+            "--purge_offline_workers=60",
+        ]
+    )
+
+
+@click.command("web")
+@pass_runtime
+def web_cmd(rt: Runtime) -> None:
+    """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
+    import waitress
+
+    import web
+
+    flask_app = web.create_app(rt.settings, rt.celery)
+    host, port = rt.settings.web_host, rt.settings.web_port
+    console.print(f"serving on http://{host}:{port}")
+    waitress.serve(flask_app, host=host, port=port, threads=8, _quiet=True)
+
+
+@click.command("up")
+@click.option("--demo", is_flag=True, help="load examples/packs and run demo executions")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
+@pass_runtime
+def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
+    """Run web + worker(s) + beat on this machine (embedded Postgres and broker by default)."""
+    from app import up
+
+    up.run(rt, demo=demo, workers=workers, concurrency=concurrency)
+
+
+@click.command("bench")
+@click.option("--executions", type=click.IntRange(10, 1_000_000), default=10_000, show_default=True)
+@click.option("--actions", type=click.IntRange(1, 1000), default=10, show_default=True)
+@click.option(
+    "--limit",
+    type=click.IntRange(1, 10_000),
+    default=5,
+    show_default=True,
+    help="each action's concurrency limit",
+)
+@click.option("--workers", type=click.IntRange(1, 32), default=2, show_default=True)
+@click.option("--concurrency", type=click.IntRange(1, 64), default=2, show_default=True)
+@click.option(
+    "--intake",
+    is_flag=True,
+    help="also measure batch intake and enqueue/grant with 100 and 100,000 waiting",
+)
+@click.option(
+    "--postgres-only",
+    "clients",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="only Postgres: N client processes claim and finish, no broker, no Celery",
+)
+@click.option(
+    "--plain-queues",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="spread plain Celery's tasks over N queues (N = --actions routes them as Usher does)",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=Path("usher-bench.png"),
+    show_default=True,
+    help="where to write the PNG plot",
+)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def bench_cmd(
+    rt: Runtime,
+    executions: int,
+    actions: int,
+    limit: int,
+    workers: int,
+    concurrency: int,
+    intake: bool,
+    clients: int | None,
+    plain_queues: int,
+    plot: Path,
+    as_json: bool,
+) -> None:
+    """Usher against plain Celery on the same broker and workers (a scratch database)."""
+    from app import bench
+
+    if clients:
+        from app import bench_postgres
+
+        with err_console.status(f"{clients} clients claiming and finishing {executions:,}"):
+            figures = bench_postgres.measure(rt.settings, executions, actions, limit, clients)
+        if as_json:
+            emit_json(figures)
+        else:
+            console.print(
+                f"Postgres alone: {figures['lifecycles_per_s']:,.1f} lifecycles/s "
+                f"(claim + finish; {clients} clients, {actions} lines of limit {limit})"
+            )
+        return
+
+    report = bench.run(
+        rt.settings, executions, actions, limit, workers, concurrency, err_console, plain_queues
+    )
+    if intake:
+        from app import bench_intake
+
+        report.intake = bench_intake.measure(rt.settings, err_console)
+    bench.plot(report, plot)
+    if as_json:
+        emit_json(bench.as_dict(report))
+    else:
+        bench.show(report, console)
+
+
+@click.command("bench-web")
+@click.option("--actions", type=click.IntRange(1, 100_000), default=1000, show_default=True)
+@click.option(
+    "--executions", type=click.IntRange(100, 100_000_000), default=1_000_000, show_default=True
+)
+@click.option("--requests", type=click.IntRange(1, 10_000), default=100, show_default=True)
+@click.option("--database", default=None, help="measure this database, seeded by an earlier --keep")
+@click.option("--keep", is_flag=True, help="keep the scratch database and print its URL")
+@click.option("--plans", is_flag=True, help="print the EXPLAIN (ANALYZE, BUFFERS) of each query")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def bench_web_cmd(
+    rt: Runtime,
+    actions: int,
+    executions: int,
+    requests: int,
+    database: str | None,
+    keep: bool,
+    plans: bool,
+    as_json: bool,
+) -> None:
+    """Dashboard, API and /metrics latency on a seeded scratch database (default 1M executions)."""
+    from app import bench_web
+
+    report = bench_web.run(rt.settings, actions, executions, requests, database, keep, err_console)
+    if as_json:
+        emit_json(report)
+        return
+    bench_web.show(report["endpoints"], console)
+    if plans:
+        bench_web.show_plans(report["endpoints"], console)
+    if keep:
+        console.print(f"kept: {report['database']}")
+
+
+COMMANDS = [worker_cmd, beat_cmd, flower_cmd, web_cmd, up_cmd, bench_cmd, bench_web_cmd]
