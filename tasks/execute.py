@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from contextlib import contextmanager
 from functools import partial
 from typing import Any
 
+from billiard.pool import soft_timeout_sighandler
 from celery import Task, shared_task
 
 from policies import admission
@@ -30,8 +32,9 @@ class Leases:
 
     Every USHER_HEARTBEAT_S the thread renews them all in one statement; an attempt that is
     no longer ours (cancelled, or given away after its lease expired) gets its ``lost`` event
-    set and is dropped. A thread per process instead of one per execution keeps starting an
-    execution cheap; the thread is made lazily, so a forked pool child makes its own.
+    set, is dropped, and its runner is stopped (``_stop_runner``). A thread per process
+    instead of one per execution keeps starting an execution cheap; the thread is made
+    lazily, so a forked pool child makes its own.
     """
 
     def __init__(self) -> None:
@@ -75,10 +78,32 @@ class Leases:
         renew = partial(admission.renew, held=list(held), lease_s=settings.lease_s)
         owned = context.hot().run(renew)
         for key in held.keys() - owned:
-            log.warning("execution %s attempt %s is no longer ours", *key)
-            held[key].set()
             with self._lock:
-                self._held.pop(key, None)
+                # Still held: its runner has not returned, so it is this attempt that runs.
+                if self._held.pop(key, None) is None:
+                    continue
+                held[key].set()
+                stopped = _stop_runner()
+            log.warning(
+                "execution %s attempt %s is no longer ours (cancelled, or given away after "
+                "its lease ran out); %s",
+                *key,
+                "its runner is stopped" if stopped else "this pool cannot stop its runner",
+            )
+
+
+def _stop_runner() -> bool:
+    """Interrupt the task this pool process runs, as a soft time limit does.
+
+    Only in a prefork pool process, where billiard's SIGUSR1 handler raises
+    ``SoftTimeLimitExceeded`` in the task (a shell runner then kills its process group). In
+    any other pool, SIGUSR1 would reach the worker itself, so the runner is left to end and
+    its late report is refused by the attempt fence.
+    """
+    if signal.getsignal(signal.SIGUSR1) is not soft_timeout_sighandler:
+        return False
+    os.kill(os.getpid(), signal.SIGUSR1)
+    return True
 
 
 leases = Leases()

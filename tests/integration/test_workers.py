@@ -467,6 +467,43 @@ def test_a_paused_worker_that_comes_back_cannot_overwrite_the_newer_attempt(
     invariants.check_line(engine, ref, limit=1)
 
 
+def test_a_runner_whose_attempt_was_given_away_is_stopped(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: object,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    action = {
+        "name": "stray",
+        "runner": "python",
+        "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+        "policy": {"concurrency": 1, "retry": {"max_retries": 0}},
+    }
+    ref = packs.load(engine, tmp_path, [action]) + ".stray"
+    worker_pool.start(concurrency=1)  # one pool process: a stuck runner would block it
+    marker = tmp_path / "stray.done"
+    (stray,) = submit(engine, settings, celery_app, ref, [{"seconds": 60, "marker": str(marker)}])
+    wait_until(lambda: status(engine, stray) == "running", 30, what="running")
+    # Given its attempt is given away while it runs (as the sweeper does past a lease)
+    with db.unit_of_work(engine) as session:
+        released = admission.release(
+            session, settings, stray, 1, "worker_lost", error="worker_lost: given away"
+        )
+    assert released.status == "dead"
+    # When the worker's next heartbeat finds the attempt no longer its own, it stops the
+    # runner: the only pool process is free long before the 60 s sleep would end
+    (after,) = submit(engine, settings, celery_app, ref, [{"seconds": 0, "marker": str(marker)}])
+    wait_until(
+        lambda: status(engine, after) == "succeeded",
+        settings.heartbeat_s + 20,
+        what="the next execution, on the process the stray runner held",
+    )
+    # Then the stray attempt's report changed nothing
+    assert status(engine, stray) == "dead"
+    invariants.check_line(engine, ref, limit=1)
+
+
 def test_sigterm_lets_short_work_finish_and_releases_the_rest_after_the_grace(
     engine: Engine, settings: config.Settings, celery_app: object, tmp_path: Path
 ) -> None:
