@@ -42,7 +42,7 @@ from app import db, queries, tokens
 from app.config import Settings
 from app.errors import UsherError
 from policies import admission, dlq, eta, limits, retry
-from web import views_data
+from web import formatting, views_data
 
 bp = Blueprint("dashboard", __name__)
 
@@ -184,55 +184,9 @@ def template_globals() -> dict[str, Any]:
     return {"cancellable": CANCELLABLE, "refresh_ms": 2000}
 
 
-# --- display helpers (one place, used by the pages and the JSON they refresh from) ------------
-
-
-@bp.app_template_filter("num")
-def num(value: Any) -> str:
-    return "—" if value is None else f"{int(value):,}"
-
-
-@bp.app_template_filter("duration")
-def duration(seconds: Any) -> str:
-    if seconds is None:
-        return "—"
-    s = max(float(seconds), 0.0)
-    if s < 1:
-        return f"{s * 1000:.0f} ms"
-    if s < 10:
-        return f"{s:.1f} s"
-    whole = int(s)
-    if whole < 60:
-        return f"{whole} s"
-    if whole < 3600:
-        return f"{whole // 60}m {whole % 60:02d}s"
-    if whole < 86400:
-        return f"{whole // 3600}h {whole % 3600 // 60:02d}m"
-    return f"{whole // 86400}d {whole % 86400 // 3600:02d}h"
-
-
-def _datetime(value: Any) -> datetime | None:
-    if isinstance(value, str):
-        return datetime.fromisoformat(value)
-    return value if isinstance(value, datetime) else None
-
-
-@bp.app_template_filter("when")
-def when(value: Any) -> str:
-    moment = _datetime(value)
-    return "—" if moment is None else moment.astimezone(UTC).strftime("%b %d %H:%M:%S")
-
-
-@bp.app_template_filter("iso")
-def iso(value: Any) -> str:
-    moment = _datetime(value)
-    return "" if moment is None else moment.astimezone(UTC).isoformat(timespec="milliseconds")
-
-
-def _rate(per_min: float | None) -> str:
-    if not per_min:
-        return "—"
-    return f"{per_min:.1f}/min" if per_min < 100 else f"{per_min:,.0f}/min"
+# Display helpers live in web.formatting: the pages' filters and the JSON they refresh from.
+for _name in ("num", "duration", "when", "iso"):
+    bp.add_app_template_filter(getattr(formatting, _name), _name)
 
 
 def _line_key(row: dict[str, Any]) -> str:
@@ -245,14 +199,14 @@ def _line_cells(row: dict[str, Any], concurrency: int) -> tuple[dict[str, str], 
     """Display text of a line's counters, and marks (CSS hints) for the ones to notice."""
     active = row["active_count"]
     cells = {
-        "queue_length": num(row["queue_length"]),
+        "queue_length": formatting.num(row["queue_length"]),
         "active": f"{active:,} / {concurrency:,}",
-        "enqueued": num(row["total_enqueued"]),
-        "succeeded": num(row["total_completed"]),
-        "dead": num(row["total_failed"]),
-        "cancelled": num(row["total_cancelled"]),
-        "expired": num(row["total_expired"]),
-        "oldest_wait": duration(row["oldest_wait_s"]),
+        "enqueued": formatting.num(row["total_enqueued"]),
+        "succeeded": formatting.num(row["total_completed"]),
+        "dead": formatting.num(row["total_failed"]),
+        "cancelled": formatting.num(row["total_cancelled"]),
+        "expired": formatting.num(row["total_expired"]),
+        "oldest_wait": formatting.duration(row["oldest_wait_s"]),
     }
     marks = {
         "queue_length": "busy" if row["queue_length"] else "",
@@ -278,7 +232,7 @@ def _overview(args: dict[str, str]) -> dict[str, Any]:
         cells, marks = _line_cells(row, resolved.concurrency)
         first = row["action_id"] not in seen
         seen.add(row["action_id"])
-        cells["throughput"] = _rate(rates.get(row["action_id"])) if first else ""
+        cells["throughput"] = formatting.rate(rates.get(row["action_id"])) if first else ""
         lines.append(
             {
                 "key": _line_key(row),
@@ -297,7 +251,7 @@ def _overview(args: dict[str, str]) -> dict[str, Any]:
         "search": search,
         "after": after,
         "lines": lines,
-        "summary": {k: num(v) for k, v in summary.items()},
+        "summary": {k: formatting.num(v) for k, v in summary.items()},
         "next": {"after_ref": last["action_ref"], "after_key": last["partition"]} if last else None,
     }
 
@@ -362,7 +316,11 @@ def _policy(action: dict[str, Any]) -> list[tuple[str, Any, str]]:
     return [
         ("concurrency", resolved.concurrency, source("concurrency")),
         ("max_queue_length", f"{resolved.max_queue_length:,}", source("max_queue_length")),
-        ("queue_timeout_s", duration(resolved.queue_timeout_s), source("queue_timeout_s")),
+        (
+            "queue_timeout_s",
+            formatting.duration(resolved.queue_timeout_s),
+            source("queue_timeout_s"),
+        ),
         ("partition_by", ", ".join(resolved.partition_by) or "—", source("partition_by")),
         (
             "rate_limit",
@@ -378,7 +336,7 @@ def _policy(action: dict[str, Any]) -> list[tuple[str, Any, str]]:
         ),
         (
             "timeout_s",
-            duration(action["timeout_s"]) if action["timeout_s"] else "—",
+            formatting.duration(action["timeout_s"]) if action["timeout_s"] else "—",
             "action" if action["timeout_s"] else "default",
         ),
     ]
@@ -469,56 +427,6 @@ def action_chart(ref: str) -> Any:
     }
 
 
-def _timeline(execution: dict[str, Any], extra: dict[str, Any]) -> list[dict[str, Any]]:
-    """Each attempt's way through the line: enqueued → scheduled → started → finished."""
-    steps = [dict(a) for a in execution["attempts"]]
-    if not any(a["attempt"] == execution["attempt"] for a in steps):
-        finished = execution["finished_at"]
-        steps.append(
-            {
-                "attempt": execution["attempt"],
-                "outcome": execution["status"],
-                "queued_at": extra["queued_at"] or execution["enqueued_at"],
-                "scheduled_at": execution["scheduled_at"],
-                "started_at": execution["started_at"],
-                "finished_at": finished,
-                "worker": execution["worker"],
-                "error": execution["error"] if finished else None,
-                "current": True,
-            }
-        )
-    now = datetime.now(UTC)
-
-    def stop_of(step: dict[str, Any]) -> datetime:
-        return _datetime(step["finished_at"]) or now
-
-    start = min(_datetime(s["queued_at"]) or stop_of(s) for s in steps)
-    span = max((max(stop_of(s) for s in steps) - start).total_seconds(), 0.001)
-    steps[0].update(scale_start=start, scale_span=span)
-
-    def x(value: Any) -> float:
-        moment = _datetime(value) or now
-        return round(max(0.0, min(1000.0, (moment - start).total_seconds() / span * 1000)), 1)
-
-    for step in steps:
-        stop = stop_of(step)
-        marks = [step["queued_at"], step["scheduled_at"], step["started_at"]]
-        edges = [x(m) if m else None for m in marks] + [x(stop)]
-        segments = []
-        for i, kind in enumerate(("wait", "dispatch", "run")):
-            begin = edges[i]
-            if begin is None:
-                continue
-            following = next(e for e in edges[i + 1 :] if e is not None)
-            segments.append({"kind": kind, "x": begin, "w": max(following - begin, 2)})
-        step["segments"] = segments
-        queued, started = _datetime(step["queued_at"]), _datetime(step["started_at"])
-        left_line = _datetime(step["scheduled_at"]) or stop
-        step["waited_s"] = (left_line - queued).total_seconds() if queued else None
-        step["ran_s"] = (stop - started).total_seconds() if started else None
-    return steps
-
-
 @bp.get("/executions/<int:execution_id>")
 def execution_page(execution_id: int) -> Any:
     with unit_of_work() as db_session:
@@ -531,7 +439,7 @@ def execution_page(execution_id: int) -> Any:
         extra=extra,
         position=standing["position"],
         eta_at=standing["eta"],
-        timeline=_timeline(execution, extra),
+        timeline=formatting.timeline(execution, extra),
     )
 
 
