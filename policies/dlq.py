@@ -9,8 +9,8 @@ from sqlalchemy.orm import Session
 
 from app import queries
 from app.config import Settings
-from app.errors import AlreadyFinished, UnknownExecution
-from policies import admission
+from app.errors import AlreadyFinished, InvalidParameters, UnknownExecution
+from policies import admission, intake, limits, parameters
 
 DLQ_WHERE = "e.status = 'dead' AND e.dlq_cleared_at IS NULL"
 
@@ -39,10 +39,32 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     """Enqueue the dead execution again at the tail of its line, as a new attempt series
     linked to the original (``replay_of``); the original leaves the DLQ.
 
-    The line's lock comes first, as everywhere: locking the execution first would deadlock
-    with a cancel of it, which holds the line and then wants the execution.
+    The lines come first, as everywhere, in (action, partition key) order: the dead
+    execution's own and, if the action's ``partition_by`` changed since, the one its
+    parameters map to now. Locking the execution first would deadlock with a cancel of it
+    (which holds the line, then wants the execution), and two lines out of order with a
+    re-admission of the action.
     """
-    admission.lock_line_of(session, settings, execution_id)
+    line = session.execute(
+        text("""
+            SELECT e.parameters, q.action_id, q.partition_key, a.parameters_schema,
+                   a.policy AS action_policy, p.policy AS pack_policy
+            FROM executions e JOIN queues q ON q.id = e.queue_id
+            JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
+            WHERE e.id = :id
+        """),
+        {"id": execution_id},
+    ).one_or_none()
+    if line is None:
+        raise UnknownExecution(f"no execution with id {execution_id}")
+    keys = {(line.action_id, line.partition_key)}
+    try:
+        params = parameters.validate(line.parameters_schema, line.parameters)
+        resolved = limits.resolve(line.action_policy, line.pack_policy, settings)
+        keys.add((line.action_id, limits.partition_key(resolved.partition_by, params)))
+    except InvalidParameters:
+        pass  # the enqueue below refuses it with this error
+    intake.lock_lines(session, sorted(keys))
     dead = session.execute(
         text("""
             SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref

@@ -120,8 +120,10 @@ def _actions(session: Session, settings: Settings, refs: set[str]) -> dict[str, 
     }
 
 
-def _lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Any]:
-    """Create-or-lock every line at once; the rows come back as they are under the lock."""
+def lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Any]:
+    """Create-or-lock every line at once, in the order given (sort them by (action id,
+    partition key), the one order of every multi-line transaction); the rows come back as
+    they are under the lock."""
     rows = session.execute(
         text("""
             INSERT INTO queues AS q (action_id, partition_key)
@@ -237,7 +239,7 @@ def _round(
 ) -> tuple[list[tuple[int, str]], list[admission.Grant]]:
     """Lock these lines, give each group's first items the room there is, admit; returns
     the lines that made room and still have items, and the grants."""
-    lines = _lock_lines(session, keys)
+    lines = lock_lines(session, keys)
     actions = {key: groups[key][0].action for key in keys}
     taken: dict[int, int] = {}
     rows: list[dict[str, Any]] = []

@@ -16,7 +16,7 @@ from app import cli, config, db
 from app.errors import AlreadyFinished
 from policies import admission, dlq, events
 from tests.support import invariants, packs
-from tests.support.flow import WaitingOnALock
+from tests.support.flow import WaitingOnALock, submit
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -69,10 +69,12 @@ def pack(engine: Engine, tmp_path: Path) -> str:
     return name
 
 
-def _dead(engine: Engine, settings: config.Settings, ref: str) -> int:
+def _dead(
+    engine: Engine, settings: config.Settings, ref: str, params: dict[str, Any] | None = None
+) -> int:
     """An execution that ran and failed for good."""
     with db.unit_of_work(engine) as session:
-        enqueued = admission.enqueue(session, settings, ref, {})
+        enqueued = admission.enqueue(session, settings, ref, params or {})
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, enqueued.execution_id, 1, "w/1", 15)
     with db.unit_of_work(engine) as session:
@@ -182,6 +184,34 @@ def test_a_replay_and_a_cancel_of_the_same_dead_execution_do_not_deadlock(
             ).scalar_one()
             == 1
         )
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_replay_into_a_line_its_action_now_maps_it_to_keeps_the_lock_order(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    policy = {"concurrency": 1, "partition_by": ["k"], "retry": {"max_retries": 0}}
+    ref = packs.load(engine, tmp_path, [{"name": "pr", "runner": "noop", "policy": policy}])
+    ref += ".pr"
+    dead = _dead(engine, settings, ref, {"k": "b"})  # in line "k=b"
+    # Given the action is no longer partitioned (a pack reload), so a replay goes to line ""
+    with engine.begin() as conn:
+        conn.execute(text("UPDATE actions SET policy = policy - 'partition_by'"))
+    submit(engine, settings, None, ref, [{"k": "x"}])
+    with engine.connect() as conn:
+        lines = dict(conn.execute(text("SELECT partition_key, id FROM queues")).all())
+
+    def replay() -> None:
+        with db.unit_of_work(engine) as session:
+            dlq.replay(session, settings, dead)
+
+    # When a re-admission of the action holds line "" (it takes "", then "k=b")
+    with db.unit_of_work(engine) as session:
+        admission.lock_line(session, settings, lines[""])
+        other = WaitingOnALock(engine, replay)
+        # Then the replay waits for "" holding nothing, and "k=b" is still free to take
+        admission.lock_line(session, settings, lines["k=b"])
+    assert other.finished() == []
     assert invariants.counter_mismatches(engine) == []
 
 
