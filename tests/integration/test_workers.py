@@ -30,6 +30,16 @@ pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 SLEEP_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}}
 
 
+def marker_sleeper(name: str, **policy: object) -> dict[str, object]:
+    """A python action that sleeps ``seconds`` and then writes ``marker`` (limit one)."""
+    return {
+        "name": name,
+        "runner": "python",
+        "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+        "policy": {"concurrency": 1, **policy},
+    }
+
+
 def sleeper(name: str, concurrency: int, **policy: object) -> dict[str, object]:
     return {
         "name": name,
@@ -407,24 +417,8 @@ def test_a_paused_worker_that_comes_back_cannot_overwrite_the_newer_attempt(
     tmp_path: Path,
 ) -> None:
     # Given an execution running on a pool process that is then frozen past its lease
-    ref = (
-        packs.load(
-            engine,
-            tmp_path,
-            [
-                {
-                    "name": "zombie",
-                    "runner": "python",
-                    "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
-                    "policy": {
-                        "concurrency": 1,
-                        "retry": {"max_retries": 2, "initial_delay_ms": 10},
-                    },
-                }
-            ],
-        )
-        + ".zombie"
-    )
+    retry = {"max_retries": 2, "initial_delay_ms": 10}
+    ref = packs.load(engine, tmp_path, [marker_sleeper("zombie", retry=retry)]) + ".zombie"
     frozen_worker = worker_pool.start(concurrency=1)
     marker = tmp_path / "zombie.done"
     (execution_id,) = submit(
@@ -474,13 +468,8 @@ def test_a_runner_whose_attempt_was_given_away_is_stopped(
     worker_pool: Pool,
     tmp_path: Path,
 ) -> None:
-    action = {
-        "name": "stray",
-        "runner": "python",
-        "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
-        "policy": {"concurrency": 1, "retry": {"max_retries": 0}},
-    }
-    ref = packs.load(engine, tmp_path, [action]) + ".stray"
+    stray_action = marker_sleeper("stray", retry={"max_retries": 0})
+    ref = packs.load(engine, tmp_path, [stray_action]) + ".stray"
     worker_pool.start(concurrency=1)  # one pool process: a stuck runner would block it
     marker = tmp_path / "stray.done"
     (stray,) = submit(engine, settings, celery_app, ref, [{"seconds": 60, "marker": str(marker)}])

@@ -68,7 +68,7 @@ def statuses(engine: Engine, ref: str) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-def wait_for_a_lock_wait(engine: Engine) -> None:
+def _wait_for_a_lock_wait(engine: Engine) -> None:
     """Until another backend of this database waits on a lock (a row lock, in the tests)."""
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -91,7 +91,7 @@ class WaitingOnALock:
         self.errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(work,))
         self._thread.start()
-        wait_for_a_lock_wait(engine)
+        _wait_for_a_lock_wait(engine)
 
     def _run(self, work: Callable[[], Any]) -> None:
         try:
