@@ -30,7 +30,8 @@ class Settings(BaseSettings):
     home: Path = Path("./.usher")
     database_url: str | None = None
     broker_url: str | None = None
-    api_token: str | None = None
+    # A guessable admin token is refused at start-up (tokens made by Usher have 43+ chars).
+    api_token: Annotated[str | None, Field(min_length=16)] = None
     web_host: str = "127.0.0.1"
     web_port: Annotated[int, Field(ge=1, le=65535)] = 5000
     default_max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 10
@@ -46,6 +47,20 @@ class Settings(BaseSettings):
     shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0
     # Workers' claim/finish commits wait for the WAL flush (see app.db.Hot).
     durable_transitions: bool = False
+    # Hostile input: every size is bounded (docs/security.md).
+    max_body_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
+    max_parameters_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
+    max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 256 * 1024
+    # Event processing: a time limit per try, and the tries before an event ends failed.
+    event_time_limit_s: Annotated[int, Field(ge=1, le=3600)] = 30
+    event_max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    # Where ``{{ secrets.NAME }}`` looks after USHER_SECRET_<NAME>: one file per secret.
+    secrets_dir: Path | None = None
+    # Session cookies are Secure (HTTPS only) unless this is set for plain-HTTP development.
+    insecure_cookies: bool = False
+    # Failed logins and bearer tokens allowed per client address and minute.
+    auth_failures_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 20
+    metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
 
@@ -69,6 +84,10 @@ class Settings(BaseSettings):
         return self.lease_s / 3
 
 
+# Settings whose value is a secret: an error names them but never shows the value.
+SECRET_SETTINGS = frozenset({"api_token", "flower_basic_auth", "database_url", "broker_url"})
+
+
 def _allowed(field_name: str) -> str:
     field = Settings.model_fields.get(field_name)
     if field is None:
@@ -87,7 +106,7 @@ def describe(error: ValidationError) -> str:
     """One line naming the first bad setting, its value and what is allowed."""
     first = error.errors()[0]
     name = str(first["loc"][0]) if first["loc"] else "?"
-    value: Any = first.get("input")
+    value: Any = "***" if name in SECRET_SETTINGS else first.get("input")
     return f"USHER_{name.upper()}={value!r} is invalid: {first['msg']} ({_allowed(name)})"
 
 

@@ -228,12 +228,23 @@ class Rule(Base):
 
 class Event(Base):
     __tablename__ = "events"
+    __table_args__ = (
+        Index(
+            "ix_events_unprocessed",
+            "id",
+            postgresql_where=text("processed_at IS NULL AND failed_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     trigger: Mapped[str] = mapped_column(String(200))
     payload: Mapped[Any] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     received_at: Mapped[datetime] = _now()
     processed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # Tries that did not finish; past USHER_EVENT_MAX_FAILURES the event ends failed.
+    failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
+    failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
 
 
 class Enforcement(Base):
@@ -266,6 +277,20 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = _now()
     last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class WebSession(Base):
+    """A dashboard login: the cookie carries the nonce, this row only its SHA-256. Logging
+    out ends the row, so a copied cookie stops working everywhere at once."""
+
+    __tablename__ = "web_sessions"
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    nonce_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    token_name: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = _now()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
 
 class QueueSample(Base):
