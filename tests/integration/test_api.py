@@ -18,7 +18,7 @@ from tests.support import invariants, packs
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token"
+TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATS_FIELDS = {
     "action_ref",

@@ -26,7 +26,7 @@ from tests.support.workers import Pool
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token"
+TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BATCH = "/api/v1/executions/batch"
 EVENTS = "/api/v1/events/batch"

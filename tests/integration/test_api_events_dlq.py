@@ -20,7 +20,7 @@ from tests.support.flow import WaitingOnALock, submit
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token"
+TOKEN = "admin-token-for-tests"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 

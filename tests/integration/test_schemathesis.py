@@ -15,7 +15,7 @@ from app import config  # noqa: E402
 from tests.support import packs  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
-TOKEN = "fuzz-admin"
+TOKEN = "fuzz-admin-token-0001"
 
 
 @pytest.fixture

@@ -53,13 +53,13 @@ def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("USHER_LEASE_S", "3")
     monkeypatch.setenv("USHER_RETRY_STRATEGY", "linear")
     monkeypatch.setenv("USHER_RETRY_JITTER", "false")
-    monkeypatch.setenv("USHER_API_TOKEN", "secret")
+    monkeypatch.setenv("USHER_API_TOKEN", "a-long-enough-secret")
     settings = config.load()
     assert settings.default_max_concurrent == 10_000
     assert settings.lease_s == 3 and settings.heartbeat_s == 1
     assert settings.retry_strategy == config.RetryStrategy.linear
     assert settings.retry_jitter is False
-    assert settings.api_token == "secret"
+    assert settings.api_token == "a-long-enough-secret"
 
 
 @pytest.mark.parametrize(
