@@ -12,6 +12,30 @@ from jsonschema import exceptions
 from app.errors import InvalidParameters
 
 
+# JSON nested deeper than this is refused wherever it comes in (API bodies, parameters,
+# payloads, pack files): deep enough for any real document, far from Python's recursion limit.
+MAX_DEPTH = 64
+
+
+def depth(value: Any) -> int:
+    """How deeply ``value`` nests dicts and lists (a scalar is 0), without recursion."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        level += 1
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest  # deep enough to refuse: no need to walk the rest
+        stack.extend((child, level) for child in children)
+    return deepest
+
+
 def unicode_ok(value: str) -> bool:
     """False for a string Postgres cannot store: a lone surrogate (JSON allows ``\\ud800``)."""
     if value.isascii():
