@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Protocol
 
 from celery import Celery
+from celery.app import trace
 from kombu import Queue
 
-from app import fs_broker
+from app import fs_broker, secretstore
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -63,8 +64,17 @@ def filesystem_transport_options(home: Path) -> dict[str, str]:
     }
 
 
+def _quiet_results() -> None:
+    # Celery logs every task's return value at INFO ("succeeded in 0.1s: {...}"): an
+    # execution's result may echo what a request or a secret put into it. Postgres keeps
+    # the (redacted) result; the log line keeps the name, id and time only.
+    trace.LOG_SUCCESS = "Task %(name)s[%(id)s] succeeded in %(runtime)ss"
+
+
 def create(settings: Settings) -> Celery:
     """Build the app; nothing connects until a worker starts or a message is sent."""
+    secretstore.install_log_redaction(settings.secrets_dir)
+    _quiet_results()
     app = Celery(
         "usher",
         include=[
@@ -113,6 +123,15 @@ def create(settings: Settings) -> Celery:
         # delays freeing the slot.
         worker_lost_wait=1.0,
         task_default_queue=DEFAULT_QUEUE,
+        # An event's processing is bounded: a try that runs past it is stopped and counted
+        # as a failure (policies.events.record_failure).
+        task_annotations={
+            name: {
+                "soft_time_limit": settings.event_time_limit_s,
+                "time_limit": settings.event_time_limit_s + HARD_KILL_GRACE_S,
+            }
+            for name in (PROCESS_EVENT, PROCESS_EVENTS)
+        },
         task_routes={
             SWEEP: {"queue": DEFAULT_QUEUE},
             WAKE: {"queue": DEFAULT_QUEUE},

@@ -322,7 +322,7 @@ def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json
     except json.JSONDecodeError as error:
         raise click.BadParameter(f"not JSON: {error}", param_hint="--payload") from None
     with db.unit_of_work(rt.engine) as session:
-        event_id = events.store(session, trigger, document)
+        event_id = events.store(session, trigger, document, rt.settings.max_payload_bytes)
     usher_celery.send_event(rt.celery, event_id)
     deadline = time.monotonic() + timeout
     with console.status(f"event {event_id}: waiting for a worker to process it"):
@@ -350,6 +350,19 @@ def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json
         [[f["id"], f["rule"], f["status"], f["execution_id"], f["reason"]] for f in found],
         f"event {event_id}",
     )
+
+
+@events_group.command("replay")
+@click.argument("event_id", type=click.IntRange(1))
+@pass_runtime
+def events_replay(rt: Runtime, event_id: int) -> None:
+    """Process an event that failed for good again, with its tries back."""
+    from policies import events
+
+    with db.unit_of_work(rt.engine) as session:
+        events.replay(session, event_id)
+    usher_celery.send_event(rt.celery, event_id)
+    console.print(f"event {event_id} sent to be processed again")
 
 
 @main.group("dlq")

@@ -63,6 +63,13 @@ class QueueFull(UsherError):
     status = 429
 
 
+class TooLarge(UsherError):
+    """The request is larger than this installation accepts."""
+
+    code = "payload_too_large"
+    status = 413
+
+
 class AlreadyFinished(UsherError):
     """The execution has already finished."""
 

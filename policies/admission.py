@@ -74,6 +74,7 @@ class Claimed:
     runner_config: dict[str, Any]
     parameters: dict[str, Any]
     timeout_s: int | None
+    parameters_schema: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,8 @@ def claim(
             WHERE e.id = %(id)s AND e.attempt = %(attempt)s
               AND (e.status = 'scheduled' OR (e.status = 'running' AND e.worker = %(worker)s))
               AND a.id = e.action_id
-            RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s
+            RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s,
+                      a.parameters_schema
         """,
         {"id": execution_id, "attempt": attempt, "worker": worker, "lease_s": float(lease_s)},
     )
@@ -297,7 +299,14 @@ def claim(
     if row is None:
         return None
     return Claimed(
-        row.id, row.attempt, row.ref, row.runner, row.runner_config, row.parameters, row.timeout_s
+        row.id,
+        row.attempt,
+        row.ref,
+        row.runner,
+        row.runner_config,
+        row.parameters,
+        row.timeout_s,
+        row.parameters_schema,
     )
 
 

@@ -3,14 +3,19 @@
 ``{"payload.severity": {"in": ["high", "critical"]}, "payload.host": {"regex": "^db"}}``
 Paths start at the event: ``trigger``, ``payload.<...>``; list items by index
 (``payload.hosts.0``). A bare value is shorthand for ``{"eq": value}``.
+
+Regexes run on RE2 (google-re2), which matches in time linear in the input whatever the
+pattern: a payload cannot make a rule like ``^(a+)+$`` backtrack for minutes and hold a
+worker. The price is RE2's syntax (no backreferences or lookaround), refused at pack load.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Any
+
+import re2
 
 MISSING = object()
 
@@ -43,9 +48,25 @@ def _compare(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
     return test
 
 
+@cache
+def _options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # a bad pattern is reported by check(), not on stderr
+    return options
+
+
 @lru_cache(maxsize=512)
-def _regex(pattern: str) -> re.Pattern[str]:
-    return re.compile(pattern)
+def _regex(pattern: str) -> Any:
+    return re2.compile(pattern, _options())
+
+
+def _search(value: Any, pattern: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        return _regex(str(pattern)).search(value) is not None
+    except re2.error:  # not checked at load (a rule stored before RE2): no match
+        return False
 
 
 def _contains(value: Any, expected: Any) -> bool:
@@ -66,7 +87,7 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "lt": _compare(lambda v, e: v < e),
     "lte": _compare(lambda v, e: v <= e),
     "contains": lambda v, e: v is not MISSING and _contains(v, e),
-    "regex": lambda v, e: isinstance(v, str) and _regex(str(e)).search(v) is not None,
+    "regex": _search,
     "exists": lambda v, e: (v is not MISSING) == bool(e),
 }
 
@@ -86,8 +107,17 @@ def check(criteria: dict[str, Any]) -> list[tuple[str, str]]:
             if op == "regex":
                 try:
                     _regex(str(expected))
-                except re.error as error:
-                    problems.append((path, f"bad regex {expected!r}: {error}"))
+                except re2.error as error:
+                    reason = error.args[0] if error.args else error
+                    if isinstance(reason, bytes):
+                        reason = reason.decode(errors="replace")
+                    problems.append(
+                        (
+                            path,
+                            f"bad regex {expected!r} (RE2 syntax: no backreferences or "
+                            f"lookaround): {reason}",
+                        )
+                    )
     return problems
 
 

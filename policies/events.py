@@ -12,7 +12,14 @@ from sqlalchemy.orm import Session
 
 from app import queries
 from app.config import Settings
-from app.errors import InvalidParameters, InvalidRequest, NotFound, UsherError
+from app.errors import (
+    AlreadyFinished,
+    InvalidParameters,
+    InvalidRequest,
+    NotFound,
+    TooLarge,
+    UsherError,
+)
 from policies import admission, criteria, intake, parameters, templates
 
 
@@ -32,41 +39,54 @@ class Processed:
     grants: list[admission.Grant]
 
 
-def _document(trigger: Any, payload: Any) -> str:
+# The default cap of an event's payload (USHER_MAX_PAYLOAD_BYTES).
+MAX_PAYLOAD_BYTES = 256 * 1024
+
+
+def _document(trigger: Any, payload: Any, max_bytes: int) -> str:
     """The payload as stored (JSON text), or InvalidRequest naming what is wrong."""
     if not isinstance(trigger, str) or not trigger or len(trigger) > 200 or "\x00" in trigger:
         raise InvalidRequest("'trigger' must be a non-empty string of at most 200 characters")
     if not parameters.unicode_ok(trigger):
         raise InvalidRequest("'trigger' holds characters Postgres cannot store")
+    if parameters.depth(payload) > parameters.MAX_DEPTH:
+        raise InvalidRequest(f"'payload' is nested deeper than {parameters.MAX_DEPTH} levels")
     try:
         document = json.dumps(payload if payload is not None else {}, allow_nan=False)
     except ValueError:
         raise InvalidRequest("'payload' must be JSON without NaN or Infinity") from None
     if "\\u0000" in document:
         raise InvalidRequest("'payload' must not contain NUL characters")
+    if len(document) > max_bytes:
+        raise TooLarge(
+            f"'payload' is {len(document):,} bytes of JSON; at most {max_bytes:,} are allowed "
+            "(USHER_MAX_PAYLOAD_BYTES)"
+        )
     return document
 
 
-def store(session: Session, trigger: Any, payload: Any) -> int:
+def store(session: Session, trigger: Any, payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> int:
     return int(
         session.execute(
             text("""INSERT INTO events (trigger, payload) VALUES (:t, CAST(:p AS jsonb))
                     RETURNING id"""),
-            {"t": trigger, "p": _document(trigger, payload)},
+            {"t": trigger, "p": _document(trigger, payload, max_bytes)},
         ).scalar_one()
     )
 
 
-def store_many(session: Session, items: Sequence[Any]) -> list[int]:
+def store_many(
+    session: Session, items: Sequence[Any], max_bytes: int = MAX_PAYLOAD_BYTES
+) -> list[int]:
     """Store every event or none (InvalidRequest naming the first bad one); ids in order."""
     rows = []
     for index, item in enumerate(items):
         if not isinstance(item, dict):
             raise InvalidRequest(f"events[{index}] must be an object {{trigger, payload}}")
         try:
-            document = _document(item.get("trigger"), item.get("payload", {}))
-        except InvalidRequest as error:
-            raise InvalidRequest(f"events[{index}]: {error.message}") from None
+            document = _document(item.get("trigger"), item.get("payload", {}), max_bytes)
+        except UsherError as error:
+            raise type(error)(f"events[{index}]: {error.message}") from None
         rows.append(f'{{"t": {json.dumps(item["trigger"])}, "p": {document}}}')
     # One statement; each event's id is taken beside its place in the request.
     ids = session.execute(
@@ -207,6 +227,54 @@ def enforcements(session: Session, event_id: int) -> list[dict[str, Any]]:
         {"id": event_id},
     ).mappings()
     return [queries.iso_row(r) for r in rows]
+
+
+def record_failure(
+    session: Session, settings: Settings, event_ids: Sequence[int], error: str
+) -> list[int]:
+    """Count a try of these events that did not finish; those that have failed
+    USHER_EVENT_MAX_FAILURES times end ``failed`` (kept with the error, replayable) and are
+    never published again. Returns the ids that ended so."""
+    rows = session.execute(
+        text("""
+            UPDATE events SET failures = failures + 1, error = :error,
+                failed_at = CASE WHEN failures + 1 >= :most THEN clock_timestamp() END
+            WHERE id = ANY(:ids) AND processed_at IS NULL AND failed_at IS NULL
+            RETURNING id, failed_at IS NOT NULL AS failed
+        """),
+        {"ids": list(event_ids), "error": error[:2000], "most": settings.event_max_failures},
+    ).all()
+    return [r.id for r in rows if r.failed]
+
+
+def replay(session: Session, event_id: int) -> None:
+    """Give a failed event its tries back; the caller publishes it after commit."""
+    row = session.execute(
+        text("""
+            UPDATE events SET failures = 0, failed_at = NULL, error = NULL
+            WHERE id = :id AND failed_at IS NOT NULL RETURNING id
+        """),
+        {"id": event_id},
+    ).one_or_none()
+    if row is None:
+        processed(session, event_id)  # NotFound for an unknown event
+        raise AlreadyFinished(f"event {event_id} has not failed: only a failed event replays")
+
+
+def state(session: Session, event_id: int) -> dict[str, Any]:
+    """Whether the event was processed, or failed for good (and with what error)."""
+    row = session.execute(
+        text("SELECT processed_at, failures, failed_at, error FROM events WHERE id = :id"),
+        {"id": event_id},
+    ).one_or_none()
+    if row is None:
+        raise NotFound(f"no event with id {event_id}")
+    return {
+        "processed": row.processed_at is not None,
+        "failed": row.failed_at is not None,
+        "failures": row.failures,
+        "error": row.error,
+    }
 
 
 def processed(session: Session, event_id: int) -> bool:

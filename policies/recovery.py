@@ -60,12 +60,14 @@ def lines_to_tend(session: Session) -> list[int]:
 
 
 def unprocessed_events(session: Session, older_than_s: float, limit: int = 500) -> list[int]:
-    """Events stored but not processed in time (their message was lost): to publish again."""
+    """Events stored but not processed in time (their message was lost, or a try failed):
+    to publish again. Events that failed for good are not (they wait for a replay), so a
+    poison event holds back the recovery of the others only for its few tries."""
     return list(
         session.execute(
             text("""
                 SELECT id FROM events
-                WHERE processed_at IS NULL
+                WHERE processed_at IS NULL AND failed_at IS NULL
                   AND received_at < clock_timestamp() - make_interval(secs => :s)
                 ORDER BY id LIMIT :limit
             """),

@@ -1,7 +1,11 @@
 """Parameter templates: Jinja2 in its sandbox, e.g. ``"{{ event.payload.host }}"``.
 
 A string that is exactly one ``{{ expression }}`` keeps the expression's type (a number
-stays a number, a list a list); any other string renders to a string.
+stays a number, a list a list); any other string renders to a string. In a URL
+(``render_url``) every value an expression yields is percent-encoded, so a value cannot
+change the URL's host, path or query structure; a resolved secret is the operator's own
+text and is kept as it is. An error names the config path, never the template's text (it
+may hold a secret's name next to a token, or the value it failed on).
 """
 
 from __future__ import annotations
@@ -9,18 +13,31 @@ from __future__ import annotations
 import re
 from functools import cache, lru_cache
 from typing import Any
+from urllib.parse import quote
 
 from jinja2 import StrictUndefined, TemplateError, Undefined
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from app import secretstore
 from app.errors import InvalidParameters
 
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 
 
+def _url_part(value: Any) -> Any:
+    if isinstance(value, secretstore.SecretValue):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    encoded = quote(text, safe="")
+    # "." and ".." are unreserved, but as a path segment they climb the path.
+    return encoded.replace(".", "%2E") if encoded.strip(".") == "" else encoded
+
+
 @cache
-def _environment() -> ImmutableSandboxedEnvironment:
-    return ImmutableSandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+def _environment(url: bool = False) -> ImmutableSandboxedEnvironment:
+    return ImmutableSandboxedEnvironment(
+        undefined=StrictUndefined, autoescape=False, finalize=_url_part if url else None
+    )
 
 
 # Compiling is most of a render's cost; a rule's templates are few and reused per event.
@@ -30,8 +47,12 @@ def _expression(source: str) -> Any:
 
 
 @lru_cache(maxsize=1024)
-def _template(source: str) -> Any:
-    return _environment().from_string(source)
+def _template(source: str, url: bool = False) -> Any:
+    return _environment(url).from_string(source)
+
+
+def has_template(value: Any) -> bool:
+    return isinstance(value, str) and ("{{" in value or "{%" in value)
 
 
 def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any:
@@ -52,4 +73,19 @@ def render(value: Any, context: dict[str, Any], path: str = "parameters") -> Any
         return _template(value).render(**context)
     except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as error:
         # e.g. {{ 1 // event.payload.n }} with n = 0: the template's failure, not the caller's
-        raise InvalidParameters(f"{path}: template {value!r} failed: {error}") from None
+        raise InvalidParameters(f"{path}: the template failed: {_problem(error)}") from None
+
+
+def render_url(value: Any, context: dict[str, Any], path: str) -> Any:
+    """Render a URL template: each expression's value goes in percent-encoded."""
+    if not has_template(value):
+        return value
+    try:
+        return _template(value, url=True).render(**context)
+    except (TemplateError, ArithmeticError, TypeError, ValueError, LookupError) as error:
+        raise InvalidParameters(f"{path}: the template failed: {_problem(error)}") from None
+
+
+def _problem(error: Exception) -> str:
+    # The error's own text, cut short: a conversion error quotes the value it failed on.
+    return secretstore.redact_text(f"{type(error).__name__}: {error}")[:200]

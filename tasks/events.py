@@ -1,10 +1,19 @@
-"""Process stored events on queue ``usher.events``: rules -> enforcements -> executions."""
+"""Process stored events on queue ``usher.events``: rules -> enforcements -> executions.
+
+Each try is bounded by USHER_EVENT_TIME_LIMIT_S (Celery's time limits, app/celery.py). A try
+that raises or runs out of time is counted on the event (``events.record_failure``): the
+sweeper publishes it again until it has failed USHER_EVENT_MAX_FAILURES times, and then it
+ends ``failed``, kept with its error for an operator to replay, never published again.
+"""
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
+from typing import Any
 
-from celery import current_app, shared_task
+from billiard.exceptions import SoftTimeLimitExceeded
+from celery import current_app, shared_task, signals
 
 from app import celery as usher_celery
 from app import db
@@ -16,8 +25,12 @@ log = logging.getLogger(__name__)
 
 @shared_task(name="usher.process_event", acks_late=True, ignore_result=True)
 def process_event(event_id: int) -> int:
-    with db.unit_of_work(context.engine()) as session:
-        processed = events.process(session, context.settings(), event_id)
+    try:
+        with db.unit_of_work(context.engine()) as session:
+            processed = events.process(session, context.settings(), event_id)
+    except Exception as error:
+        _failed([event_id], error)
+        return 0
     usher_celery.publish(current_app, processed.grants)
     return len(processed.enforcements)
 
@@ -27,24 +40,55 @@ def process_events(event_ids: list[int]) -> int:
     """A batch from ``POST /api/v1/events/batch``, in one transaction.
 
     Should the batch fail (a deadlock, one event whose processing raises), each event is
-    taken on its own, so one bad event never holds back the others; what still fails stays
-    unprocessed and the sweeper publishes it again.
+    taken on its own, so one bad event never holds back the others. A batch that ran out of
+    time has none left for that: each event is sent again as its own message.
     """
     try:
         with db.unit_of_work(context.engine()) as session:
             processed = events.process_many(session, context.settings(), event_ids)
+    except SoftTimeLimitExceeded:
+        log.warning("a batch of %d events ran out of time; sending them one by one", len(event_ids))
+        for event_id in event_ids:
+            usher_celery.send_event(current_app, event_id)
+        return 0
     except Exception:
         log.exception("a batch of %d events failed; processing them one by one", len(event_ids))
-        return sum(_one(event_id) for event_id in event_ids)
+        return sum(process_event(event_id) for event_id in event_ids)
     if processed is None:
         return 0
     usher_celery.publish(current_app, processed.grants)
     return len(processed.enforcements)
 
 
-def _one(event_id: int) -> int:
+def _failed(event_ids: Sequence[int], error: BaseException) -> None:
+    reason = f"{type(error).__name__}: {error}"
     try:
-        return int(process_event(event_id))
+        with db.unit_of_work(context.engine()) as session:
+            ended = events.record_failure(session, context.settings(), event_ids, reason)
     except Exception:
-        log.exception("event %s failed; the sweeper will publish it again", event_id)
-        return 0
+        log.exception("could not count the failure of events %s", list(event_ids))
+        return
+    for event_id in event_ids:
+        if event_id in ended:
+            log.error(
+                "event %s failed for good (%s); `usher events replay %s`",
+                event_id,
+                reason,
+                event_id,
+            )
+        else:
+            log.warning("event %s failed (%s); the sweeper will publish it again", event_id, reason)
+
+
+@signals.task_failure.connect
+def _killed(
+    sender: Any = None, args: Any = None, exception: BaseException | None = None, **_: Any
+) -> None:
+    """A try that never returned (past the hard time limit, or its process died) is reported
+    here, in the worker's main process: count it too."""
+    if sender is None or exception is None:
+        return
+    if sender.name == usher_celery.PROCESS_EVENT and args:
+        _failed([int(args[0])], exception)
+    elif sender.name == usher_celery.PROCESS_EVENTS and args:
+        _failed([int(i) for i in args[0]], exception)

@@ -125,7 +125,9 @@ def execute(self: Task, execution_id: int, attempt: int) -> Any:
             claimed.runner,
             claimed.runner_config,
             claimed.parameters,
-            claimed.timeout_s,
-            execution_id,
-            attempt,
+            schema=claimed.parameters_schema,
+            timeout_s=claimed.timeout_s,
+            execution_id=execution_id,
+            attempt=attempt,
+            secrets_dir=settings.secrets_dir,
         )

@@ -17,7 +17,7 @@ from celery.app import app_or_default
 from celery.exceptions import Terminated
 
 from app import celery as usher_celery
-from app import db
+from app import db, secretstore
 from policies import admission
 from tasks import context
 from tasks.execute import SKIPPED
@@ -45,6 +45,9 @@ def _record(
     if ids is None:
         return
     execution_id, attempt = ids
+    # Whatever a runner saw may hold a secret it resolved: none of it reaches Postgres.
+    result = secretstore.redact(result)
+    error = secretstore.redact_text(error) if error is not None else None
     settings = context.settings()
     try:
         released = None

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from app import secretstore
 from app.errors import InvalidParameters
+from policies import templates
 from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
-__all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "run"]
+__all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "declared", "run"]
 
 # Imported on first use: a worker that never sends e-mail never imports smtplib.
 NAMES = ("noop", "sleep", "python", "shell", "http", "slack", "email")
+# The parameters a runner reads itself, declared or not by the action's schema.
+OWN_PARAMETERS: dict[str, tuple[str, ...]] = {"sleep": ("seconds",)}
 
 
 def _runner(name: str) -> Callable[[RunContext], Any]:
@@ -23,17 +28,50 @@ def _runner(name: str) -> Callable[[RunContext], Any]:
     return runner
 
 
+def declared(name: str, schema: dict[str, Any]) -> frozenset[str]:
+    """The parameter names an action's schema declares (``properties`` and ``required``)
+    and those its runner reads itself: the only ones a runner is given."""
+    properties = schema.get("properties") if isinstance(schema, dict) else None
+    required = schema.get("required") if isinstance(schema, dict) else None
+    names = set(properties) if isinstance(properties, dict) else set()
+    names.update(r for r in required or () if isinstance(r, str))
+    return frozenset(names | set(OWN_PARAMETERS.get(name, ())))
+
+
 def run(
     name: str,
     config: dict[str, Any],
     parameters: dict[str, Any],
+    *,
+    schema: dict[str, Any],
     timeout_s: float | None = None,
     execution_id: int = 0,
     attempt: int = 1,
+    secrets_dir: Path | None = None,
 ) -> Any:
+    # A schema without additionalProperties: false lets extra keys through validation; they
+    # never reach a runner (as options of a command, keyword arguments of a function).
+    allowed = declared(name, schema)
+    given = {key: value for key, value in parameters.items() if key in allowed}
+    if name == "shell" and templates.has_template(config.get("command")):
+        # Refused at pack load; an action stored before that check must not run either.
+        raise RunnerError(
+            "runner_config.command is a string with a template: the shell would interpret "
+            "the values rendered into it. Use the argv list form or parameters_as: env",
+            permanent=True,
+        )
     try:
-        rendered = render_config(config, parameters)
-    except InvalidParameters as error:
+        rendered = render_config(name, config, given, secretstore.Secrets(secrets_dir))
+    except (InvalidParameters, secretstore.MissingSecret) as error:
         raise RunnerError(error.message, permanent=True) from None
-    ctx = RunContext(rendered, parameters, timeout_s, execution_id, attempt)
+    templated = frozenset(key for key, value in config.items() if _holds_template(value))
+    ctx = RunContext(rendered, given, timeout_s, execution_id, attempt, templated=templated)
     return _runner(name)(ctx)
+
+
+def _holds_template(value: Any) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_template(v) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_template(v) for v in value)
+    return templates.has_template(value)

@@ -35,6 +35,9 @@ class RunContext:
     timeout_s: float | None = None
     execution_id: int = 0
     attempt: int = 1
+    # Top-level runner_config keys whose value held a template: values that came, or may
+    # have come, from a request or an event rather than from the pack.
+    templated: frozenset[str] = frozenset()
     extra: dict[str, Any] = field(default_factory=dict)
 
     def require(self, key: str, kind: type | tuple[type, ...] = str) -> Any:
@@ -59,9 +62,21 @@ def timeout_s(ctx: RunContext, default: float, reserve_s: float = 0.0) -> float:
     return float(value)
 
 
-def render_config(config: dict[str, Any], parameters: dict[str, Any]) -> dict[str, Any]:
-    rendered = templates.render(config, {"parameters": parameters}, path="runner_config")
-    assert isinstance(rendered, dict)
+# Keys holding a URL, per runner: what a template puts in them is percent-encoded.
+URL_KEYS = {"http": ("url",), "slack": ("webhook_url",)}
+
+
+def render_config(
+    runner: str, config: dict[str, Any], parameters: dict[str, Any], secrets: Any = None
+) -> dict[str, Any]:
+    context = {"parameters": parameters, "secrets": secrets}
+    url_keys = URL_KEYS.get(runner, ())
+    rendered = {
+        key: templates.render_url(value, context, f"runner_config.{key}")
+        if key in url_keys
+        else templates.render(value, context, f"runner_config.{key}")
+        for key, value in config.items()
+    }
     return rendered
 
 

@@ -54,15 +54,36 @@ def _port(value: Any) -> int:
 
 def _addresses(ctx: base.RunContext, key: str) -> list[str]:
     value = ctx.config.get(key)
+    templated = key in ctx.templated
     if isinstance(value, str):
-        value = [part for part in value.split(",") if part.strip()]
+        # The pack's own text may list several addresses; a rendered value is one recipient.
+        value = [value] if templated else [part for part in value.split(",") if part.strip()]
     if value in (None, []) and key != "to":
         return []
     if not value or not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise base.RunnerError(
             f"runner_config.{key} must be an address or a list of addresses", permanent=True
         )
+    if templated:
+        for address in value:
+            _one_address(address, key)
     return [address.strip() for address in value]
+
+
+def _one_address(value: str, key: str) -> None:
+    """A templated recipient is exactly one address: a value such as ``a@x, b@y`` (or one
+    with a line break) would add recipients the action did not name."""
+    parsed = getaddresses([value])
+    if (
+        len(parsed) != 1
+        or "@" not in parsed[0][1]
+        or any(c in value for c in ",;\r\n")
+        or any(c.isspace() for c in parsed[0][1])
+    ):
+        raise base.RunnerError(
+            f"runner_config.{key}: a templated recipient must be exactly one address",
+            permanent=True,
+        )
 
 
 def _message(ctx: base.RunContext, to: list[str], cc: list[str]) -> EmailMessage:

@@ -41,6 +41,24 @@ def run(ctx: base.RunContext) -> Any:
         body=ctx.config.get("body"),
         timeout_s=base.timeout_s(ctx, DEFAULT_TIMEOUT_S),
         verify_tls=verify_tls,
+        allow_hosts=_allow_hosts(ctx.config.get("allow_hosts")),
+    )
+
+
+def _allow_hosts(value: Any) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(isinstance(h, str) and h for h in value):
+        raise base.RunnerError("runner_config.allow_hosts must be a list of host names", True)
+    return tuple(h.lower().rstrip(".") for h in value)
+
+
+def _allowed(host: str, allow_hosts: tuple[str, ...]) -> bool:
+    """``host`` is one of ``allow_hosts``, or below a ``*.domain`` entry."""
+    host = host.lower().rstrip(".")
+    return any(
+        host == allowed or (allowed.startswith("*.") and host.endswith(allowed[1:]))
+        for allowed in allow_hosts
     )
 
 
@@ -52,12 +70,18 @@ def send(
     body: Any = None,
     timeout_s: float,
     verify_tls: bool = True,
+    allow_hosts: tuple[str, ...] | None = None,
 ) -> dict[str, Any]:
     """Send one request; return ``{"status", "body"}`` for a 1xx/2xx answer, raise otherwise."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise base.RunnerError("runner_config.url must be an http(s) URL", permanent=True)
     where = f"{method} {parts.scheme}://{parts.netloc.rpartition('@')[2]}"
+    if allow_hosts is not None and not _allowed(parts.hostname, allow_hosts):
+        raise base.RunnerError(
+            f"{where}: host {parts.hostname!r} is not in runner_config.allow_hosts",
+            permanent=True,
+        )
     request_headers = _headers(headers)
     payload = _payload(body, request_headers)
     deadline = time.monotonic() + timeout_s

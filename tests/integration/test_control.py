@@ -159,10 +159,13 @@ def test_pause_resume_and_limits_over_the_api(
     engine: Engine, db_url: str, broker_url: str | None, tmp_path: Path, celery_app: Any
 ) -> None:
     settings = config.load(
-        database_url=db_url, broker_url=broker_url, home=tmp_path / "h", api_token="control-admin-token"
+        database_url=db_url,
+        broker_url=broker_url,
+        home=tmp_path / "h",
+        api_token="control-admin-token",
     )
     client = web.create_app(settings, celery_app).test_client()
-    auth = {"Authorization": "Bearer t"}
+    auth = {"Authorization": "Bearer control-admin-token"}
     ref = (
         packs.load(
             engine, tmp_path, [{"name": "a", "runner": "noop", "policy": {"concurrency": 1}}]

@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from tasks import runners
 from tasks.runners import base
 from tasks.runners import email as email_runner
+from tests.support.schemas import declaring
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -82,7 +83,7 @@ def config(port: int, **overrides: Any) -> dict[str, Any]:
 
 
 def send(cfg: dict[str, Any], timeout_s: float | None = 20) -> Any:
-    return runners.run("email", cfg, {"host": "db1"}, timeout_s=timeout_s)
+    return runners.run("email", cfg, {"host": "db1"}, schema=declaring("host"), timeout_s=timeout_s)
 
 
 def test_message_reaches_the_sink(sink: tuple[Sink, int]) -> None:

@@ -19,6 +19,7 @@ import pytest
 
 from tasks import runners
 from tasks.runners import base, slack
+from tests.support.schemas import declaring
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -98,7 +99,9 @@ def closed_port() -> int:
 
 
 def run_http(config: dict[str, Any], parameters: dict[str, Any] | None = None) -> Any:
-    return runners.run("http", config, parameters or {}, timeout_s=20)
+    return runners.run(
+        "http", config, parameters or {}, schema=declaring(*(parameters or {})), timeout_s=20
+    )
 
 
 def test_json_answer_is_parsed_and_templated_body_and_headers_arrive(server: Server) -> None:
@@ -178,7 +181,9 @@ def test_timeout_stays_below_the_action_timeout(server: Server) -> None:
     # Given a runner timeout longer than the action's: the action's (less a margin) wins
     started = time.monotonic()
     with pytest.raises(base.RunnerTimeout):
-        runners.run("http", {"url": server.url + "/slow", "timeout_s": 30}, {}, timeout_s=3)
+        runners.run(
+            "http", {"url": server.url + "/slow", "timeout_s": 30}, {}, schema={}, timeout_s=3
+        )
     assert 2 < time.monotonic() - started < 3
 
 
@@ -226,7 +231,7 @@ def test_slack_posts_the_incoming_webhook_json(server: Server) -> None:
     # Given a Slack action whose text is a template
     config = {"webhook_url": server.url + "/ok", "text": "{{ parameters.host }} is down"}
     # When it runs
-    result = runners.run("slack", config, {"host": "db1"})
+    result = runners.run("slack", config, {"host": "db1"}, schema=declaring("host"))
     # Then exactly the incoming-webhook JSON was posted, and Slack's "ok" is the result
     assert result == {"status": 200, "body": "ok"}
     (request,) = server.received
@@ -260,17 +265,17 @@ def test_slack_optional_keys_are_sent_when_set(server: Server) -> None:
 
 def test_slack_errors_are_classified_like_http(server: Server) -> None:
     with pytest.raises(base.RunnerError) as raised:
-        runners.run("slack", {"webhook_url": server.url + "/missing", "text": "x"}, {})
+        runners.run("slack", {"webhook_url": server.url + "/missing", "text": "x"}, {}, schema={})
     assert raised.value.permanent
     with pytest.raises(base.RunnerError) as raised:
-        runners.run("slack", {"webhook_url": server.url + "/busy", "text": "x"}, {})
+        runners.run("slack", {"webhook_url": server.url + "/busy", "text": "x"}, {}, schema={})
     assert not raised.value.permanent
 
 
 @pytest.mark.parametrize("config", [{"text": "x"}, {"webhook_url": "http://127.0.0.1:1/"}])
 def test_slack_requires_url_and_text(config: dict[str, Any]) -> None:
     with pytest.raises(base.RunnerError) as raised:
-        runners.run("slack", config, {})
+        runners.run("slack", config, {}, schema={})
     assert raised.value.permanent
 
 

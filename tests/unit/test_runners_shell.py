@@ -16,6 +16,7 @@ from billiard.exceptions import SoftTimeLimitExceeded
 
 from tasks import runners
 from tasks.runners import base, shell
+from tests.support.schemas import declaring
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -38,7 +39,13 @@ time.sleep(60)
 def run_shell(
     config: dict[str, Any], parameters: dict[str, Any] | None = None, timeout_s: float = 30
 ) -> Any:
-    return runners.run("shell", config, parameters or {}, timeout_s=timeout_s)
+    return runners.run(
+        "shell",
+        config,
+        parameters or {},
+        schema=declaring(*(parameters or {})),
+        timeout_s=timeout_s,
+    )
 
 
 def stubborn(tmp_path: Path) -> tuple[list[str], Path]:
