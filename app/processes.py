@@ -27,10 +27,14 @@ def environment(settings: config.Settings) -> dict[str, str]:
         USHER_SWEEP_INTERVAL_S=str(settings.sweep_interval_s),
         USHER_SHUTDOWN_GRACE_S=str(settings.shutdown_grace_s),
         USHER_DURABLE_TRANSITIONS=str(settings.durable_transitions).lower(),
+        USHER_EVENT_TIME_LIMIT_S=str(settings.event_time_limit_s),
+        USHER_EVENT_MAX_FAILURES=str(settings.event_max_failures),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
     if settings.broker_url:
         env["USHER_BROKER_URL"] = settings.broker_url
+    if settings.secrets_dir is not None:
+        env["USHER_SECRETS_DIR"] = str(settings.secrets_dir)
     return env
 
 

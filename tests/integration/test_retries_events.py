@@ -16,12 +16,14 @@ from app import config, db
 from policies import dlq, events
 from tests.support import invariants, packs
 from tests.support.flow import status, statuses, submit, wait_final, wait_until
+from tests.support.schemas import declaring
 from tests.support.webhook import Script, serve
 from tests.support.workers import Pool
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
 FLAKY = "tests.integration.actions:flaky"
+FLAKY_SCHEMA = declaring("key", "directory", "fail_times", "permanent")
 
 
 def _attempts(engine: Engine, execution_id: int) -> list[Any]:
@@ -43,7 +45,7 @@ def _webhook_action(url: str, **retry_policy: Any) -> dict[str, Any]:
             "body": {"host": "{{ parameters.host }}", "n": "{{ parameters.n }}"},
         },
         "timeout_s": 20,
-        "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
+        "parameters": {"type": "object", "properties": {"host": {"type": "string"}, "n": {}}},
         "policy": {"concurrency": 2, "retry": retry_policy},
     }
 
@@ -144,6 +146,7 @@ def test_retries_and_dead_letters_keep_the_core_invariants(
                     "name": "flaky",
                     "runner": "python",
                     "runner_config": {"entry_point": FLAKY},
+                    "parameters": FLAKY_SCHEMA,
                     "policy": {
                         "concurrency": 3,
                         "retry": {
@@ -204,6 +207,7 @@ def test_hold_slot_keeps_a_limit_one_line_in_strict_order_through_failures(
                     "name": "ordered",
                     "runner": "python",
                     "runner_config": {"entry_point": FLAKY},
+                    "parameters": FLAKY_SCHEMA,
                     "policy": {
                         "concurrency": 1,
                         "retry": {

@@ -23,11 +23,13 @@ from policies import admission
 from tasks import sweeper
 from tests.support import invariants, packs
 from tests.support.flow import status, statuses, submit, wait_final, wait_until
+from tests.support.schemas import declaring
 from tests.support.workers import REPO, Pool, environment
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 SLEEP_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}}
+MARKER_SCHEMA = declaring("seconds", "marker")
 
 
 def marker_sleeper(name: str, **policy: object) -> dict[str, object]:
@@ -36,6 +38,7 @@ def marker_sleeper(name: str, **policy: object) -> dict[str, object]:
         "name": name,
         "runner": "python",
         "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+        "parameters": MARKER_SCHEMA,
         "policy": {"concurrency": 1, **policy},
     }
 
@@ -219,6 +222,7 @@ def test_cancel_a_running_execution_terminates_it_and_starts_the_next(
                     "name": "long",
                     "runner": "python",
                     "runner_config": {"entry_point": "tests.integration.actions:sleep_then_mark"},
+                    "parameters": MARKER_SCHEMA,
                     "policy": {"concurrency": 1},
                 }
             ],

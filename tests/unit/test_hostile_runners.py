@@ -189,9 +189,7 @@ def test_secrets_resolve_at_run_time_and_are_masked_in_what_is_kept(
 
 def test_a_missing_secret_fails_permanently_naming_it() -> None:
     with pytest.raises(base.RunnerError) as raised:
-        runners.run(
-            "http", {"url": "http://127.0.0.1:1/{{ secrets.NOPE_NOT_SET }}"}, {}, schema={}
-        )
+        runners.run("http", {"url": "http://127.0.0.1:1/{{ secrets.NOPE_NOT_SET }}"}, {}, schema={})
     assert raised.value.permanent and "NOPE_NOT_SET" in str(raised.value)
 
 
