@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import click
+import waitress.channel
+import waitress.server
+import waitress.task
 
 from app import celery as usher_celery
 from app.cli_common import Runtime, console, emit_json, err_console, pass_runtime
@@ -62,18 +67,59 @@ def flower_cmd(rt: Runtime) -> None:
     )
 
 
+class JsonErrorTask(waitress.task.ErrorTask):
+    """waitress's own refusals (a body over the limit, a malformed request) in the API's
+    error format: they are answered before the app sees the request."""
+
+    def execute(self) -> None:
+        error = self.request.error
+        if error.code == 413:
+            limit = self.channel.server.adj.max_request_body_size - 1
+            code = "payload_too_large"
+            message = f"the body is larger than {limit:,} bytes (the limit is USHER_MAX_BODY_BYTES)"
+        else:
+            code, message = error.reason.lower().replace(" ", "_"), error.body
+        body = json.dumps({"error": {"code": code, "message": message}}).encode()
+        self.status = f"{error.code} {error.reason}"
+        self.response_headers.append(("Content-Type", "application/json"))
+        self.set_close_on_finish()
+        self.content_length = len(body)
+        self.write(body)
+
+
+class JsonErrorChannel(waitress.channel.HTTPChannel):
+    error_task_class = JsonErrorTask
+
+
+def create_server(flask_app: Any, max_body_bytes: int, host: str, port: int, threads: int) -> Any:
+    """waitress serving ``flask_app``. It buffers a whole body before calling the app, so it
+    refuses one over the limit itself, from the Content-Length (or as chunks pass it)."""
+    sockets: dict[int, Any] = {}
+    server = waitress.server.create_server(
+        flask_app,
+        sockets,
+        host=host,
+        port=port,
+        threads=threads,
+        max_request_body_size=max_body_bytes + 1,  # waitress refuses this size and up
+    )
+    for listener in sockets.values():  # one per address the host resolves to
+        if isinstance(listener, waitress.server.BaseWSGIServer):
+            listener.channel_class = JsonErrorChannel
+    return server
+
+
 @click.command("web")
 @pass_runtime
 def web_cmd(rt: Runtime) -> None:
     """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
-    import waitress
-
     import web
 
     flask_app = web.create_app(rt.settings, rt.celery)
     host, port = rt.settings.web_host, rt.settings.web_port
+    server = create_server(flask_app, rt.settings.max_body_bytes, host, port, threads=8)
     console.print(f"serving on http://{host}:{port}")
-    waitress.serve(flask_app, host=host, port=port, threads=8, _quiet=True)
+    server.run()
 
 
 @click.command("up")

@@ -42,6 +42,31 @@ OLDEST_QUEUED = """
         ) w
     ) oldest ON true
 """
+# A list shows a value of at most this many bytes of JSON text; a bigger one stays in Postgres
+# and the list says how big it is (``queries.execution`` shows it whole).
+LIST_VALUE_BYTES = 4096
+
+
+def capped_json(column: str, name: str) -> str:
+    """SQL for ``column`` (jsonb) in a list: ``{"_truncated": true, "bytes": N}`` when big."""
+    return f"""CASE WHEN octet_length({column}::text) > {LIST_VALUE_BYTES}
+        THEN jsonb_build_object('_truncated', true, 'bytes', octet_length({column}::text))
+        ELSE {column} END AS {name}"""
+
+
+def capped_text(column: str, name: str) -> str:
+    """SQL for ``column`` (text) in a list: its start and its size in bytes when big."""
+    return f"""CASE WHEN octet_length({column}) > {LIST_VALUE_BYTES}
+        THEN left({column}, 1000) || '… (truncated: ' || octet_length({column}) || ' bytes)'
+        ELSE {column} END AS {name}"""
+
+
+LIST_FIELDS = f"""
+    e.id, a.ref AS action_ref, e.status, {capped_json("e.parameters", "parameters")},
+    e.priority, e.seq, e.attempt, e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at,
+    e.worker, {capped_json("e.result", "result")}, {capped_text("e.error", "error")},
+    q.partition_key, e.not_before, e.replay_of
+"""
 STATS_FIELDS = """
     a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
     q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
@@ -157,7 +182,8 @@ def executions(
     limit: int = 50,
     before: int | None = None,
 ) -> list[dict[str, Any]]:
-    """Newest first; ``before`` is the cursor (an id) for the next page.
+    """Newest first; ``before`` is the cursor (an id) for the next page. Big parameters,
+    results and errors are shown truncated (``LIST_FIELDS``).
 
     Each filter is written into the statement only when given, so the planner walks the
     matching index ((action_id, id DESC) or (status, id DESC)) instead of the whole table.
@@ -175,7 +201,7 @@ def executions(
         params["before"] = before
     rows = session.execute(
         text(f"""
-            SELECT {EXECUTION_FIELDS}
+            SELECT {LIST_FIELDS}
             FROM {EXECUTION_FROM}
             WHERE {" AND ".join(where)}
             ORDER BY e.id DESC LIMIT :limit

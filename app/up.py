@@ -38,6 +38,8 @@ def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
         USHER_API_TOKEN=token,
         USHER_HOME=str(settings.home.resolve()),
     )
+    # Plain HTTP on this machine: a Secure cookie would never come back.
+    env.setdefault("USHER_INSECURE_COOKIES", "true")
     commands = [["web"], ["beat"]] + [
         ["worker", "-c", str(concurrency), "-n", f"worker{i}@%h"] for i in range(1, workers + 1)
     ]

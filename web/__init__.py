@@ -2,19 +2,34 @@
 
 from __future__ import annotations
 
-import os
-from datetime import timedelta
+import logging
+import math
+import re
+import time
 from typing import Any
 
 from celery import Celery
-from flask import Flask, jsonify
+from flask import Flask, current_app, g, jsonify, request
+from flask_limiter import Limiter
+from flask_limiter.errors import RateLimitExceeded
+from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DataError, OperationalError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.wrappers import Response
 
 from app import celery as usher_celery
 from app import config, db
 from app.errors import DatabaseUnavailable, InvalidRequest, UsherError
+
+log = logging.getLogger(__name__)
+INTEGER = re.compile(r"-?[0-9]{1,19}")
+
+
+def parse_int(raw: str) -> int | None:
+    """An integer in at most 19 ASCII digits; None for anything else (``int()`` would also
+    take other scripts' digits, underscores and spaces)."""
+    return int(raw) if INTEGER.fullmatch(raw) else None
 
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
@@ -26,19 +41,25 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
 
     from web import api, dashboard
+    from web import metrics as prometheus
 
     flask_app.config.update(
         SECRET_KEY=dashboard.secret_key(settings.home),
         SESSION_COOKIE_NAME="usher_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
-        SESSION_COOKIE_SECURE=os.environ.get("USHER_SECURE_COOKIES", "").lower() in ("1", "true"),
-        PERMANENT_SESSION_LIFETIME=timedelta(hours=12),
+        SESSION_COOKIE_SECURE=not settings.insecure_cookies,
+        PERMANENT_SESSION_LIFETIME=dashboard.SESSION_LIFETIME,
         # A CSRF token lives as long as the session: a dashboard left open keeps working.
         WTF_CSRF_TIME_LIMIT=None,
+        # Chunked bodies have no Content-Length: reading one stops at the limit.
+        MAX_CONTENT_LENGTH=settings.max_body_bytes,
     )
+    # Registered before CSRFProtect and the limiter: their checks read the form.
+    flask_app.before_request(_refuse_big_bodies)
     csrf = CSRFProtect(flask_app)
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
+    _throttle(flask_app, settings)
     flask_app.register_blueprint(api.bp)
     flask_app.register_blueprint(dashboard.bp)
 
@@ -46,12 +67,12 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     def healthz() -> Any:
         return {"status": "ok"}
 
+    engine = flask_app.config["USHER_ENGINE"]
+    scrapes = prometheus.Cache(lambda: prometheus.render(engine), settings.metrics_cache_s)
+
     @flask_app.get("/metrics")
     def metrics() -> Any:
-        from web import metrics as prometheus
-
-        body = prometheus.render(flask_app.config["USHER_ENGINE"])
-        return body, 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
+        return scrapes.get(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
     @flask_app.errorhandler(UsherError)
     def usher_error(error: UsherError) -> Any:
@@ -66,9 +87,92 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     def database_down(error: OperationalError) -> Any:
         return usher_error(DatabaseUnavailable())
 
+    @flask_app.errorhandler(RateLimitExceeded)
+    def throttled(error: RateLimitExceeded) -> Any:
+        body = jsonify(error={"code": "too_many_auth_failures", "message": throttle_message()})
+        return body, 429, {"Retry-After": str(retry_after_s())}
+
     @flask_app.errorhandler(HTTPException)
     def http_error(error: HTTPException) -> Any:
         code = (error.name or "error").lower().replace(" ", "_")
         return jsonify(error={"code": code, "message": error.description}), error.code
 
+    @flask_app.errorhandler(RequestEntityTooLarge)
+    def too_large(error: RequestEntityTooLarge) -> Any:
+        length = request.content_length
+        if length is not None and length <= settings.max_body_bytes:
+            return http_error(error)  # a form field over Flask's own limit
+        return _too_large(settings.max_body_bytes)
+
     return flask_app
+
+
+def _too_large(limit: int) -> tuple[Response, int]:
+    message = f"the body is larger than {limit:,} bytes (the limit is USHER_MAX_BODY_BYTES)"
+    return jsonify(error={"code": "payload_too_large", "message": message}), 413
+
+
+def _refuse_big_bodies() -> Any:
+    """Answer 413 from the headers alone, before anything reads the body."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    length = request.content_length
+    return _too_large(limit) if length is not None and length > limit else None
+
+
+def read_body() -> bytes:
+    """The whole body, or 413. Without a Content-Length (a chunked body; waitress sets one)
+    werkzeug cuts the body at MAX_CONTENT_LENGTH without a word, so a body that fills the
+    limit is taken for one that goes past it."""
+    data = request.get_data(cache=True)
+    if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
+        raise RequestEntityTooLarge()
+    return data
+
+
+# --- failed authentications, throttled per client address --------------------------------------
+
+
+def _auth_attempt() -> bool:
+    """Requests that present a credential: every API call but its description, and a login."""
+    if request.blueprint == "api":
+        return request.endpoint != "api.openapi"
+    return request.endpoint == "dashboard.login" and request.method == "POST"
+
+
+def _throttle(flask_app: Flask, settings: config.Settings) -> None:
+    """Past ``auth_failures_per_minute`` failures from an address, its auth attempts get 429
+    until the minute is over. The counts live in this process: each web process has its own."""
+    limiter = Limiter(
+        get_remote_address,
+        app=flask_app,
+        application_limits=[f"{settings.auth_failures_per_minute}/minute"],
+        application_limits_exempt_when=lambda: not _auth_attempt(),
+        application_limits_deduct_when=lambda response: bool(g.get("auth_failed")),
+        storage_uri="memory://",
+        strategy="fixed-window",
+    )
+    flask_app.extensions["usher_limiter"] = limiter
+
+
+def auth_failed() -> None:
+    """Count this request as a failed authentication (once its answer is sent) and log it."""
+    g.auth_failed = True
+    # The path quoted: a decoded newline in it cannot start a forged log line.
+    log.warning("failed authentication from %s on %r", request.remote_addr, request.path)
+
+
+def retry_after_s() -> int:
+    """Seconds until the breached window of this request ends."""
+    breached = current_app.extensions["usher_limiter"].current_limit
+    if breached is None:
+        return 60
+    return max(1, math.ceil(breached.window[0] - time.time()))
+
+
+def throttle_message() -> str:
+    settings: config.Settings = current_app.config["USHER_SETTINGS"]
+    return (
+        f"too many failed authentications from {request.remote_addr}: at most "
+        f"{settings.auth_failures_per_minute} a minute (USHER_AUTH_FAILURES_PER_MINUTE); "
+        f"retry in {retry_after_s()} s"
+    )

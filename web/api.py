@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -11,12 +12,13 @@ from typing import Any
 from flask import Blueprint, current_app, g, request
 from sqlalchemy.orm import Session
 
+import web
 from app import celery as usher_celery
 from app import db, queries, tokens
 from app.config import Settings
 from app.errors import Forbidden, InvalidRequest, Unauthorized
 from app.models import STATUSES
-from policies import admission, control, dlq, eta, events, intake, stats
+from policies import admission, control, dlq, eta, events, intake, parameters, stats
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 log = logging.getLogger(__name__)
@@ -41,23 +43,41 @@ def authenticate() -> None:
     """Reads need any valid token; every mutating method needs an admin token."""
     if request.endpoint == "api.openapi":
         return  # the API's description is public, like /healthz
-    header = request.headers.get("Authorization", "")
+    header = request.headers.get("Authorization", "").strip()
     scheme, _, token = header.partition(" ")
-    if scheme.lower() != "bearer" or not token:
-        raise Unauthorized()
-    with unit_of_work() as session:
-        identity = tokens.identify(session, token, settings().api_token)
+    identity = None
+    if scheme.lower() == "bearer" and token:
+        with unit_of_work() as session:
+            identity = tokens.identify(session, token, settings().api_token)
     if identity is None:
-        raise Unauthorized("the bearer token is not valid (or was revoked)")
+        if header:  # a credential was offered and refused: it counts towards the throttle
+            web.auth_failed()
+            raise Unauthorized("the bearer token is not valid (or was revoked)")
+        raise Unauthorized()
     if request.method in MUTATING and not identity.admin:
         raise Forbidden()
     g.identity = identity
 
 
+NOT_AN_OBJECT = "the body must be a JSON object (Content-Type: application/json)"
+
+
 def _body() -> dict[str, Any]:
-    body = request.get_json(silent=True)
+    """The JSON object of the body (at most USHER_MAX_BODY_BYTES, checked before this reads
+    it), nested at most ``parameters.MAX_DEPTH`` deep."""
+    if not request.is_json:
+        raise InvalidRequest(NOT_AN_OBJECT)
+    too_deep = InvalidRequest(f"JSON nested deeper than {parameters.MAX_DEPTH} levels")
+    try:
+        body = json.loads(web.read_body())
+    except RecursionError:
+        raise too_deep from None
+    except ValueError:  # also bad UTF-8 (UnicodeDecodeError)
+        raise InvalidRequest(NOT_AN_OBJECT) from None
     if not isinstance(body, dict):
-        raise InvalidRequest("the body must be a JSON object (Content-Type: application/json)")
+        raise InvalidRequest(NOT_AN_OBJECT)
+    if parameters.depth(body) > parameters.MAX_DEPTH:
+        raise too_deep
     return body
 
 
@@ -65,10 +85,9 @@ def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
     raw = request.args.get(name)
     if raw is None or raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise InvalidRequest(f"{name} must be an integer") from None
+    value = web.parse_int(raw)
+    if value is None:
+        raise InvalidRequest(f"{name} must be an integer")
     if not low <= value <= high:
         raise InvalidRequest(f"{name} must be between {low} and {high}")
     return value

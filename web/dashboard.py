@@ -8,13 +8,12 @@ writes take the same path as the REST API: a unit of work, then publish after co
 from __future__ import annotations
 
 import hashlib
-import hmac
 import os
 import secrets
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,11 +31,13 @@ from flask import (
     session,
     url_for,
 )
+from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFError
 from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response
 
+import web
 from app import celery as usher_celery
 from app import db, queries, tokens
 from app.config import Settings
@@ -53,6 +54,7 @@ EVENTS_PAGE = 50
 # A chart's last sample older than this means no sweeper runs: the chart shows the gap.
 STALE_SAMPLES_S = 60
 CANCELLABLE = ("queued", "scheduled", "running", "retrying")
+SESSION_LIFETIME = timedelta(hours=12)
 PUBLIC = frozenset({"dashboard.login"})
 # Only our own files: no inline script or style, no framing (the buttons change things).
 SECURITY_HEADERS = {
@@ -104,8 +106,11 @@ def unit_of_work() -> Iterator[Session]:
 
 
 def _safe_next(value: str | None, default: str) -> str:
-    """A same-site path to go back to; anything else (another host, a scheme) is ignored."""
-    if not value or not value.startswith("/") or value.startswith("//") or "\\" in value:
+    """A same-site path to go back to; anything else (another host, a scheme, a character
+    that is not printable ASCII, which could split the Location header) is ignored."""
+    if not value or not (value.isascii() and value.isprintable()):
+        return default
+    if not value.startswith("/") or value.startswith("//") or "\\" in value:
         return default
     parts = urlsplit(value)
     return default if parts.scheme or parts.netloc else value
@@ -116,19 +121,21 @@ def _back(default: str) -> Response:
 
 
 def _int_arg(name: str) -> int | None:
-    raw = request.args.get(name, "")
-    return int(raw) if raw.lstrip("-").isdigit() and len(raw) < 19 else None
+    value = web.parse_int(request.args.get(name, ""))
+    return value if value is not None and abs(value) <= 2**62 else None
 
 
-def _session_admin(db_session: Session) -> bool | None:
-    """The session's admin flag, re-checked so a revoked token ends its sessions at once."""
-    token_hash = session.get("token")
-    if not isinstance(token_hash, str) or "user" not in session:
+def _key() -> bytes:
+    return str(current_app.secret_key).encode()
+
+
+def _identity(db_session: Session) -> tokens.Identity | None:
+    """Whose session the cookie names, checked against Postgres on every request: a session
+    that was logged out, expired or whose token was revoked is refused."""
+    nonce, mac = session.get("nonce"), session.get("mac")
+    if not isinstance(nonce, str) or not isinstance(mac, str):
         return None
-    admin_token = settings().api_token
-    if admin_token and hmac.compare_digest(token_hash, tokens.digest(admin_token)):
-        return True
-    return views_data.token_admin(db_session, token_hash)
+    return tokens.session_identity(db_session, nonce, mac, _key(), settings().api_token)
 
 
 @bp.before_request
@@ -136,14 +143,14 @@ def require_session() -> Any:
     if request.endpoint in PUBLIC:
         return None
     with unit_of_work() as db_session:
-        admin = _session_admin(db_session)
-    if admin is None:
+        identity = _identity(db_session)
+    if identity is None:
         session.clear()
         if request.path.startswith("/ui/"):
             return jsonify(error={"code": "unauthorized", "message": "log in again"}), 401
         return redirect(url_for("dashboard.login", next=request.full_path.rstrip("?")))
-    g.user, g.admin = session["user"], admin
-    if request.method == "POST" and not admin and request.endpoint != "dashboard.logout":
+    g.user, g.admin = identity.name, identity.admin
+    if request.method == "POST" and not identity.admin and request.endpoint != "dashboard.logout":
         abort(403, "this token is read-only: it can look at everything but change nothing")
     return None
 
@@ -157,8 +164,10 @@ def security_headers(response: Response) -> Response:
 
 @bp.errorhandler(CSRFError)
 def csrf_failed(error: CSRFError) -> Any:
-    # CSRF is checked before require_session: show the header from the session as it is.
-    g.user, g.admin = session.get("user"), bool(session.get("admin"))
+    # CSRF is checked before require_session: the header needs the session's identity.
+    with unit_of_work() as db_session:
+        identity = _identity(db_session)
+    g.user, g.admin = (identity.name, identity.admin) if identity else (None, False)
     message = f"The form could not be trusted: {error.description} Reload the page and retry."
     return render_template("dashboard/error.html", code=400, message=message), 400
 
@@ -167,6 +176,12 @@ def csrf_failed(error: CSRFError) -> Any:
 def http_failed(error: HTTPException) -> Any:
     code = error.code or 500
     return render_template("dashboard/error.html", code=code, message=error.description), code
+
+
+@bp.errorhandler(RateLimitExceeded)
+def throttled(error: RateLimitExceeded) -> Any:
+    page = render_template("dashboard/error.html", code=429, message=web.throttle_message())
+    return page, 429, {"Retry-After": str(web.retry_after_s())}
 
 
 @bp.errorhandler(UsherError)
@@ -267,12 +282,18 @@ def login() -> Any:
     token = request.form.get("token", "").strip()
     with unit_of_work() as db_session:
         identity = tokens.identify(db_session, token, settings().api_token) if token else None
+        if identity is not None:
+            if isinstance(session.get("nonce"), str):  # logging in again ends the old one
+                tokens.end_session(db_session, session["nonce"])
+            nonce = tokens.open_session(db_session, identity.name, SESSION_LIFETIME)
     if identity is None:
+        web.auth_failed()
         flash("That token is not valid (or was revoked).", "error")
         return render_template("dashboard/login.html", next=target), 401
     session.clear()  # a fresh session (and CSRF token) for the new identity
     session.permanent = True
-    session.update(user=identity.name, admin=identity.admin, token=tokens.digest(token))
+    # The nonce names the server-side session; the MAC ties it to this very token.
+    session.update(nonce=nonce, mac=tokens.session_mac(_key(), tokens.digest(token)))
     return redirect(target, code=303)
 
 
@@ -281,6 +302,8 @@ def logout() -> Any:
     """GET asks (a link must not change anything); the POST, with its CSRF token, logs out."""
     if request.method == "GET":
         return render_template("dashboard/logout.html")
+    with unit_of_work() as db_session:
+        tokens.end_session(db_session, session["nonce"])
     session.clear()
     flash("Logged out.", "info")
     return redirect(url_for("dashboard.login"), code=303)

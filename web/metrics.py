@@ -5,6 +5,9 @@ counters come from the queue rows, failure, retry, duration and wait families fr
 attempt totals that triggers keep per line and outcome (migration 0005): one row per line,
 cheap at any history size. Only the waits of running attempts are read from executions.
 
+A web process serves the text from a ``Cache`` at most ``USHER_METRICS_CACHE_S`` old: scrapers
+arriving together share one computation instead of each running the queries.
+
 The text is written here, in the format prometheus_client's ``generate_latest`` writes: at
 1,000 actions a scrape holds ~45,000 samples, and the generic writer spent about a second
 of CPU (holding the GIL of the process that also serves the dashboard) on them.
@@ -12,7 +15,9 @@ of CPU (holding the GIL of the process that also serves the dashboard) on them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import threading
+import time
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -204,3 +209,23 @@ def render(engine: Engine) -> bytes:
     out.family("usher_dlq_items", "gauge", "Executions in the dead-letter queue.")
     out.parts.append(f"usher_dlq_items {_number(dlq)}\n")
     return out.encoded()
+
+
+class Cache:
+    """The last rendered text while it is younger than ``max_age_s``; else one caller renders
+    it again while the others wait for, and then share, the new text."""
+
+    def __init__(self, render: Callable[[], bytes], max_age_s: float) -> None:
+        self.render = render
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        self._text: bytes | None = None
+        self._at = 0.0
+
+    def get(self) -> bytes:
+        with self._lock:
+            if self._text is None or time.monotonic() - self._at >= self.max_age_s:
+                started = time.monotonic()  # the age counts from when the queries began
+                self._text = self.render()
+                self._at = started
+            return self._text

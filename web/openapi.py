@@ -17,8 +17,17 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
 
 
 ERRORS = {
-    "400": _json(_ref("Error"), "The request is malformed"),
+    "400": _json(
+        _ref("Error"), "The request is malformed (a body: not a JSON object, or nested past 64)"
+    ),
     "401": _json(_ref("Error"), "No valid bearer token"),
+    "413": _json(
+        _ref("Error"), "The body is larger than USHER_MAX_BODY_BYTES (refused before it is read)"
+    ),
+    "429": _json(
+        _ref("Error"),
+        "Too many failed authentications from this address this minute (Retry-After)",
+    ),
 }
 WRITE_ERRORS = {**ERRORS, "403": _json(_ref("Error"), "A read-only token")}
 NOT_FOUND = {"404": _json(_ref("Error"), "Unknown")}
@@ -317,7 +326,10 @@ def document() -> dict[str, Any]:
                         **WRITE_ERRORS,
                         **NOT_FOUND,
                         "422": _json(_ref("Error"), "The parameters fail the action's schema"),
-                        "429": _json(_ref("Error"), "The line is full"),
+                        "429": _json(
+                            _ref("Error"),
+                            "The line is full, or too many failed authentications (Retry-After)",
+                        ),
                     },
                 },
             },
@@ -476,6 +488,24 @@ def markdown() -> str:
         "create NAME`): 401 without a valid token, 403 with a read-only one. Errors are",
         '`{"error": {"code": "...", "message": "..."}}` with a 4xx status (503 while Postgres',
         "is unreachable). `GET /healthz`, `GET /metrics` and the OpenAPI document are open.",
+        "",
+        "Limits, on every route:",
+        "",
+        "- A body over `USHER_MAX_BODY_BYTES` (default 1 MiB) gets `413`",
+        '  `{"error": {"code": "payload_too_large", ...}}`, decided from its `Content-Length`',
+        "  before it is read (`usher web`'s waitress refuses it before the app sees it, with the",
+        "  same JSON, as soon as it has the headers, or a chunked body as it passes the limit,",
+        "  and closes the connection).",
+        "- JSON nested deeper than 64 levels gets `400` `invalid_request`.",
+        "- After `USHER_AUTH_FAILURES_PER_MINUTE` (default 20) refused bearer tokens or dashboard",
+        "  logins from one client address within a minute, every API call and login from that",
+        '  address gets `429` `{"error": {"code": "too_many_auth_failures", ...}}` with',
+        "  `Retry-After` until the minute is over. Only refusals count, and a request without an",
+        "  `Authorization` header is no attempt. Each web process counts for itself; behind a",
+        "  proxy every client has the proxy's address.",
+        "- In `GET /api/v1/executions` a `parameters` or `result` over 4 KiB of JSON is shown as",
+        '  `{"_truncated": true, "bytes": N}` and a long `error` as its start; `GET',
+        "  /api/v1/executions/{id}` shows them whole.",
         "",
         "| method | path | what it does | answers |",
         "| --- | --- | --- | --- |",

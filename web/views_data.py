@@ -29,16 +29,6 @@ LINE_FIELDS = """
 """
 
 
-def token_admin(session: Session, token_hash: str) -> bool | None:
-    """Whether a stored token is admin; None once it was revoked (or never existed)."""
-    row = session.execute(
-        text("""SELECT read_only FROM api_tokens
-                WHERE token_hash = :hash AND revoked_at IS NULL"""),
-        {"hash": token_hash},
-    ).one_or_none()
-    return None if row is None else not row.read_only
-
-
 def lines(
     session: Session,
     search: str = "",
@@ -154,8 +144,9 @@ def waiting(
     """One page of a line's waiting executions in grant order (priority DESC, seq);
     ``after`` is the (priority, seq) of the previous page's last row."""
     rows = session.execute(
-        text("""
-            SELECT id, priority, seq, attempt, parameters, enqueued_at, queued_at,
+        text(f"""
+            SELECT id, priority, seq, attempt, {queries.capped_json("parameters", "parameters")},
+                   enqueued_at, queued_at,
                    extract(epoch FROM clock_timestamp() - coalesce(queued_at, enqueued_at))
                        AS waited_s
             FROM executions
@@ -184,9 +175,11 @@ def action_executions(
     backwards when the action's executions are all old.
     """
     rows = session.execute(
-        text("""
-            SELECT e.id, e.status, e.priority, e.seq, e.attempt, e.parameters, e.enqueued_at,
-                   e.started_at, e.finished_at, e.worker, e.error, q.partition_key
+        text(f"""
+            SELECT e.id, e.status, e.priority, e.seq, e.attempt,
+                   {queries.capped_json("e.parameters", "parameters")}, e.enqueued_at,
+                   e.started_at, e.finished_at, e.worker, {queries.capped_text("e.error", "error")},
+                   q.partition_key
             FROM actions a CROSS JOIN LATERAL (
                 SELECT * FROM executions x
                 WHERE x.action_id = a.id AND (CAST(:before AS bigint) IS NULL OR x.id < :before)
@@ -308,8 +301,9 @@ def execution_extra(session: Session, execution_id: int) -> dict[str, Any]:
 def events(session: Session, limit: int = 50, before: int | None = None) -> list[dict[str, Any]]:
     """One page of events, newest first; ``before`` is the previous page's last id."""
     rows = session.execute(
-        text("""
-            SELECT id, trigger, payload, received_at, processed_at FROM events
+        text(f"""
+            SELECT id, trigger, {queries.capped_json("payload", "payload")}, received_at,
+                   processed_at FROM events
             WHERE CAST(:before AS bigint) IS NULL OR id < :before
             ORDER BY id DESC LIMIT :limit
         """),

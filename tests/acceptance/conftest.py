@@ -15,7 +15,7 @@ import pytest
 from flask import Flask
 
 import web
-from app import config
+from app import cli_serve, config
 
 TOKEN = "dashboard-admin-token"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -32,13 +32,15 @@ ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 @pytest.fixture
 def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    """The shared settings plus an admin API token (overrides the root conftest's)."""
+    """The shared settings plus an admin API token (overrides the root conftest's), and
+    session cookies that travel over the tests' plain http://."""
     return config.load(
         database_url=db_url,
         broker_url=broker_url,
         home=tmp_path / "home",
         lease_s=6,
         api_token=TOKEN,
+        insecure_cookies=True,
     )
 
 
@@ -48,11 +50,10 @@ def app(settings: config.Settings, celery_app: Any) -> Flask:
 
 
 @pytest.fixture
-def live_server(app: Flask) -> Iterator[str]:
-    """The app under waitress in a background thread; yields its base URL."""
-    import waitress.server
-
-    server: Any = waitress.server.create_server(app, host="127.0.0.1", port=0, threads=4)
+def live_server(app: Flask, settings: config.Settings) -> Iterator[str]:
+    """The app under waitress, as ``usher web`` serves it, in a background thread; yields
+    its base URL."""
+    server = cli_serve.create_server(app, settings.max_body_bytes, "127.0.0.1", 0, threads=4)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
