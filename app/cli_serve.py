@@ -13,7 +13,7 @@ import waitress.task
 
 from app import celery as usher_celery
 from app.cli_common import Runtime, console, emit_json, err_console, pass_runtime
-from app.errors import UsherError
+from app.errors import TooLarge, UsherError
 
 
 @click.command(
@@ -75,7 +75,7 @@ class JsonErrorTask(waitress.task.ErrorTask):
         error = self.request.error
         if error.code == 413:
             limit = self.channel.server.adj.max_request_body_size - 1
-            code = "payload_too_large"
+            code = TooLarge.code
             message = f"the body is larger than {limit:,} bytes (the limit is USHER_MAX_BODY_BYTES)"
         else:
             code, message = error.reason.lower().replace(" ", "_"), error.body

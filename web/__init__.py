@@ -20,7 +20,7 @@ from werkzeug.wrappers import Response
 
 from app import celery as usher_celery
 from app import config, db
-from app.errors import DatabaseUnavailable, InvalidRequest, UsherError
+from app.errors import DatabaseUnavailable, InvalidRequest, TooLarge, UsherError
 
 log = logging.getLogger(__name__)
 INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -108,8 +108,9 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
 
 
 def _too_large(limit: int) -> tuple[Response, int]:
+    # JSON on every route: the dashboard's UsherError handler would answer a POST with a flash.
     message = f"the body is larger than {limit:,} bytes (the limit is USHER_MAX_BODY_BYTES)"
-    return jsonify(error={"code": "payload_too_large", "message": message}), 413
+    return jsonify(error={"code": TooLarge.code, "message": message}), TooLarge.status
 
 
 def _refuse_big_bodies() -> Any:
