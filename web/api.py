@@ -250,7 +250,9 @@ def post_event() -> Any:
     body = _body()
     wait_s = _int_arg("wait", 0, 0, 30) or 0
     with unit_of_work() as session:
-        event_id = events.store(session, body.get("trigger"), body.get("payload", {}))
+        event_id = events.store(
+            session, body.get("trigger"), body.get("payload", {}), settings().max_payload_bytes
+        )
     usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
     return _event(event_id, wait_s), 202
 
@@ -260,7 +262,7 @@ def post_events() -> Any:
     """Store every event or none (400 naming the first bad one); one worker message for all."""
     items = _batch("events")
     with unit_of_work() as session:
-        event_ids = events.store_many(session, items)
+        event_ids = events.store_many(session, items, settings().max_payload_bytes)
     usher_celery.send_events(current_app.config["USHER_CELERY"], event_ids)
     return {"event_ids": event_ids, "count": len(event_ids)}, 202
 
@@ -270,14 +272,24 @@ def get_event(event_id: int) -> Any:
     return _event(event_id, 0)
 
 
+@bp.post("/events/<int:event_id>/replay")
+def replay_event(event_id: int) -> Any:
+    """Process a failed event again, with its tries back (409 unless it failed)."""
+    with unit_of_work() as session:
+        events.replay(session, event_id)
+    usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
+    return _event(event_id, 0)
+
+
 def _event(event_id: int, wait_s: float) -> dict[str, Any]:
     deadline = time.monotonic() + wait_s
     while True:
         with unit_of_work() as session:
-            processed = events.processed(session, event_id)
+            state = events.state(session, event_id)
             found = events.enforcements(session, event_id)
-        if processed or time.monotonic() >= deadline:
-            return {"event_id": event_id, "processed": processed, "enforcements": found}
+        done = state["processed"] or state["failed"]
+        if done or time.monotonic() >= deadline:
+            return {"event_id": event_id, **state, "enforcements": found}
         time.sleep(0.1)
 
 

@@ -101,6 +101,9 @@ ENFORCEMENTS = {
     "properties": {
         "event_id": {"type": "integer"},
         "processed": {"type": "boolean"},
+        "failed": {"type": "boolean", "description": "its processing failed for good"},
+        "failures": {"type": "integer", "description": "tries that did not finish"},
+        "error": {"type": ["string", "null"]},
         "enforcements": {
             "type": "array",
             "items": {
@@ -440,6 +443,20 @@ def document() -> dict[str, Any]:
                         {"name": "event_id", "in": "path", "required": True, "schema": INT_ID}
                     ],
                     "responses": {"200": _json(_ref("Enforcements")), **ERRORS, **NOT_FOUND},
+                }
+            },
+            "/api/v1/events/{event_id}/replay": {
+                "post": {
+                    "summary": "Process an event that failed for good again, its tries given back",
+                    "parameters": [
+                        {"name": "event_id", "in": "path", "required": True, "schema": INT_ID}
+                    ],
+                    "responses": {
+                        "200": _json(_ref("Enforcements")),
+                        **WRITE_ERRORS,
+                        **NOT_FOUND,
+                        "409": _json(_ref("Error"), "The event has not failed"),
+                    },
                 }
             },
             "/api/v1/dlq": {

@@ -287,3 +287,36 @@ def test_cli_dlq_and_events(
     )
     assert sent.exit_code == 0, sent.output
     assert json.loads(sent.output)["processed"] is False
+
+
+def test_a_failed_event_is_shown_and_replayed_over_the_api_and_cli(
+    engine: Engine, settings: config.Settings, client: FlaskClient, pack: str
+) -> None:
+    # Given an event whose processing failed as often as it may
+    with db.unit_of_work(engine) as session:
+        event_id = events.store(session, "alert", {"severity": "high"})
+        ok = events.store(session, "alert", {"severity": "low"})
+    for _ in range(settings.event_max_failures):
+        with db.unit_of_work(engine) as session:
+            events.record_failure(session, settings, [event_id], "RuntimeError: boom")
+    # Then the API shows it failed, with the error
+    shown = client.get(f"/api/v1/events/{event_id}", headers=AUTH).get_json()
+    assert shown["failed"] is True and shown["processed"] is False
+    assert shown["failures"] == settings.event_max_failures and "boom" in shown["error"]
+    # And only a failed event replays: others answer 409, an unknown one 404
+    assert client.post(f"/api/v1/events/{ok}/replay", headers=AUTH).status_code == 409
+    assert client.post("/api/v1/events/987654321/replay", headers=AUTH).status_code == 404
+    replayed = client.post(f"/api/v1/events/{event_id}/replay", headers=AUTH)
+    assert replayed.status_code == 200
+    assert replayed.get_json()["failed"] is False and replayed.get_json()["failures"] == 0
+    # And the CLI replays too
+    for _ in range(settings.event_max_failures):
+        with db.unit_of_work(engine) as session:
+            events.record_failure(session, settings, [event_id], "RuntimeError: boom")
+    env = {"USHER_DATABASE_URL": settings.database_url or "", "USHER_HOME": str(settings.home)}
+    if settings.broker_url:
+        env["USHER_BROKER_URL"] = settings.broker_url
+    result = CliRunner().invoke(cli.main, ["events", "replay", str(event_id)], env=env)
+    assert result.exit_code == 0, result.output
+    with db.unit_of_work(engine) as session:
+        assert events.state(session, event_id)["failed"] is False
