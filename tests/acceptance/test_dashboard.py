@@ -343,7 +343,7 @@ def test_login_only_goes_back_to_local_pages(app: Flask) -> None:
         assert client.post("/login", data=data).location == expected
 
 
-def test_the_session_key_is_kept_private_and_cookies_can_be_secure(
+def test_the_session_key_is_kept_private_and_cookies_are_secure_by_default(
     settings: config.Settings, celery_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("USHER_SECRET_KEY", raising=False)
@@ -352,11 +352,13 @@ def test_the_session_key_is_kept_private_and_cookies_can_be_secure(
     assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
     assert web.create_app(settings, celery_app).secret_key == first.secret_key
     monkeypatch.setenv("USHER_SECRET_KEY", "from-the-environment")
-    monkeypatch.setenv("USHER_SECURE_COOKIES", "true")
-    app = web.create_app(settings, celery_app)
+    # The fixture's settings allow plain HTTP; without that, cookies are Secure
+    app = web.create_app(settings.model_copy(update={"insecure_cookies": False}), celery_app)
     assert app.secret_key == "from-the-environment"
     assert app.config["SESSION_COOKIE_SECURE"] is True
-    assert "Secure" in login(app.test_client(), TOKEN).headers["Set-Cookie"]
+    client = app.test_client()
+    client.environ_base["wsgi.url_scheme"] = "https"
+    assert "Secure" in login(client, TOKEN).headers["Set-Cookie"]
 
 
 def test_dead_letters_replay_and_purge_through_the_forms(
