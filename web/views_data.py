@@ -303,7 +303,8 @@ def events(session: Session, limit: int = 50, before: int | None = None) -> list
     rows = session.execute(
         text(f"""
             SELECT id, trigger, {queries.capped_json("payload", "payload")}, received_at,
-                   processed_at FROM events
+                   processed_at, failed_at, failures, {queries.capped_text("error", "error")}
+            FROM events
             WHERE CAST(:before AS bigint) IS NULL OR id < :before
             ORDER BY id DESC LIMIT :limit
         """),
