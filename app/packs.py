@@ -1,99 +1,63 @@
-"""Load packs (pack.yaml, actions/*.yaml) into Postgres, idempotently and all-or-nothing."""
+"""Load packs (pack.yaml, actions/*.yaml, rules/*.yaml) into Postgres, idempotently and
+all-or-nothing, after checking every file strictly against ``policies.pack_schema``.
+
+Files are read as plain files only (no symlinks), at most 1 MiB each, as plain YAML data:
+no aliases (a few hundred bytes of them expand to gigabytes), no tags, at most
+``parameters.MAX_DEPTH`` levels deep.
+"""
 
 from __future__ import annotations
 
+import difflib
+import fnmatch
+import math
+import os
+import re
+import stat
+from collections.abc import Generator, Iterator
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jsonschema
 import yaml
+from jsonschema import exceptions
 from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.errors import InvalidPack
 from app.models import Action, Pack, Rule
-from policies import criteria
+from policies import criteria, pack_schema, parameters, templates
 
-RUNNERS = ("noop", "sleep", "python", "shell", "http", "slack", "email")
-NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
-WINDOW_SCHEMA = {
-    "type": "object",
-    "required": ["count", "per_s"],
-    "additionalProperties": False,
-    "properties": {
-        "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "per_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
-    },
+MAX_FILE_BYTES = 1024 * 1024
+FILES = "*.y*ml"
+SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
+_DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
+_TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
+_SECRETS = re.compile(r"(?<![\w.'\"])secrets\b")
+_VALIDATORS = {
+    kind: jsonschema.Draft202012Validator(schema) for kind, schema in pack_schema.SCHEMAS.items()
 }
-POLICY_SCHEMA = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {
-        "concurrency": {"type": "integer", "minimum": 1, "maximum": 10_000},
-        "partition_by": {"type": "array", "items": {"type": "string"}},
-        "max_queue_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
-        "queue_timeout_s": {"type": "integer", "minimum": 1, "maximum": 604_800},
-        "rate_limit": {
-            "oneOf": [
-                WINDOW_SCHEMA,
-                {"type": "array", "minItems": 1, "maxItems": 5, "items": WINDOW_SCHEMA},
-            ]
-        },
-        "retry": {
-            "type": "object",
-            "additionalProperties": False,
-            "properties": {
-                "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
-                "strategy": {"enum": ["fixed", "linear", "exponential"]},
-                "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 10_000},
-                "max_delay_ms": {"type": "integer", "minimum": 100, "maximum": 300_000},
-                "jitter": {"type": "boolean"},
-                "hold_slot": {"type": "boolean"},
-            },
-        },
-    },
-}
-PACK_SCHEMA = {
-    "type": "object",
-    "required": ["name"],
-    "properties": {
-        "name": {"type": "string", "pattern": NAME_PATTERN},
-        "description": {"type": "string"},
-        "policy": POLICY_SCHEMA,
-    },
-}
-ACTION_SCHEMA = {
-    "type": "object",
-    "required": ["name", "runner"],
-    "properties": {
-        "name": {"type": "string", "pattern": NAME_PATTERN},
-        "description": {"type": "string"},
-        "runner": {"enum": list(RUNNERS)},
-        "runner_config": {"type": "object"},
-        "parameters": {"type": "object"},
-        "timeout_s": {"type": "integer", "minimum": 1, "maximum": 604_800},
-        "policy": POLICY_SCHEMA,
-    },
-}
+# The runner runs a string command with /bin/sh -c: a value rendered into it is shell code.
+_STRING_COMMAND = (
+    "a template in a string command is run by /bin/sh, which would interpret the value; "
+    'use the argv form (command: [/usr/bin/ping, -c, "1", "{{ parameters.host }}"]) '
+    "or parameters_as: env ($USHER_PARAM_HOST in the command)"
+)
+_INLINE_SCRIPT = (
+    "a template in a shell's -c script would be interpreted by the shell; pass the value "
+    'as an argument ([sh, -c, \'ping -c 1 "$1"\', sh, "{{ parameters.host }}"]) '
+    "or use parameters_as: env ($USHER_PARAM_HOST)"
+)
+_RULE_SECRETS = (
+    "rule parameters cannot use secrets: they are stored in Postgres with the execution; "
+    "secrets belong in the action's runner_config ({{ secrets.NAME }})"
+)
 
-
-RULE_SCHEMA = {
-    "type": "object",
-    "required": ["name", "trigger", "action"],
-    "additionalProperties": False,
-    "properties": {
-        "name": {"type": "string", "pattern": NAME_PATTERN},
-        "description": {"type": "string"},
-        "trigger": {"type": "string", "minLength": 1, "maxLength": 200},
-        "criteria": {"type": "object"},
-        "action": {"type": "string", "minLength": 3},
-        "parameters": {"type": "object"},
-        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
-        "enabled": {"type": "boolean"},
-    },
-}
+Problem = tuple[list[Any], str]  # (the path of the value in the document, what is wrong)
 
 
 @dataclass
@@ -105,74 +69,290 @@ class PackSpec:
     rules: list[dict[str, Any]] = field(default_factory=list)
 
 
+class _Refused(yaml.MarkedYAMLError):
+    """Valid YAML that a pack file may not use (reported without "not valid YAML")."""
+
+
+class _Loader(yaml.SafeLoader):
+    """Plain data only: aliases, anchors and tags refused."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()
+        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
+            raise _Refused(problem="YAML aliases are not allowed", problem_mark=event.start_mark)
+        tag = getattr(event, "tag", None)
+        if tag not in (None, "!"):
+            raise _Refused(
+                problem=f"YAML tags ({tag}) are not allowed; quote the value instead",
+                problem_mark=event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+# Dates stay strings: JSON has none.
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
 def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
-    """The 1-based line of the YAML node at ``path`` (or of its nearest ancestor)."""
+    """The 1-based line of the YAML node at ``path`` (or of its nearest ancestor); for a
+    mapping entry, the line of its key."""
     line = node.start_mark.line + 1 if node is not None else None
     for part in path:
+        key: yaml.Node | None
         if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == part), None)
+            key, match = next(((k, v) for k, v in node.value if k.value == part), (None, None))
         elif (
             isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
         ):
-            match = node.value[part]
+            key = match = node.value[part]
         else:
-            match = None
-        if match is None:
             break
-        node, line = match, match.start_mark.line + 1
+        if key is None or match is None:
+            break
+        node, line = match, key.start_mark.line + 1
     return line
 
 
-def _read(path: Path, schema: dict[str, Any]) -> tuple[dict[str, Any], yaml.Node | None]:
-    """The document and its YAML node tree (to name lines in later errors)."""
-    source = path.read_text()
+def _dotted(path: list[Any]) -> str:
+    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
+    return text.removeprefix(".") or "document"
+
+
+def _invalid(file: Path, root: yaml.Node | None, problem: Problem) -> InvalidPack:
+    path, message = problem
+    line = _line_of(root, path)
+    return InvalidPack(f"{f'{file}:{line}' if line else file}: {_dotted(path)}: {message}")
+
+
+def _content(path: Path, dir_fd: int | None = None) -> bytes:
+    """The bytes of a regular file, never through a symlink, refused past MAX_FILE_BYTES."""
     try:
-        document = yaml.safe_load(source)
-        root = yaml.compose(source)
+        fd = os.open(path.name if dir_fd is not None else path, _FILE_FLAGS, dir_fd=dir_fd)
+    except OSError as error:
+        raise InvalidPack(f"{path}: {_refusal(path, error)}") from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise InvalidPack(f"{path}: not a regular file; pack files are plain files")
+        chunks, size = [], 0
+        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, MAX_FILE_BYTES + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    finally:
+        os.close(fd)
+    if size > MAX_FILE_BYTES:
+        raise InvalidPack(f"{path}: larger than 1 MiB; a pack file is at most 1 MiB")
+    return b"".join(chunks)
+
+
+def _refusal(path: Path, error: OSError) -> str:
+    # Only the link is named: what it points to, and what that holds, is none of our business.
+    if os.path.islink(path):
+        return "a symbolic link; pack files are read as plain files only"
+    return error.strerror or str(error)
+
+
+def _files(directory: Path) -> Generator[tuple[Path, bytes], None, None]:
+    """(path, content) of each pack file in ``directory``, by name; none if it is missing."""
+    try:
+        fd = os.open(directory, _DIR_FLAGS)
+    except FileNotFoundError:
+        return
+    except OSError as error:
+        raise InvalidPack(f"{directory}: {_refusal(directory, error)}") from None
+    try:
+        for name in sorted(n for n in os.listdir(fd) if fnmatch.fnmatch(n, FILES)):
+            yield directory / name, _content(directory / name, dir_fd=fd)
+    finally:
+        os.close(fd)
+
+
+def _parse(path: Path, raw: bytes) -> tuple[Any, yaml.Node | None]:
+    try:
+        source = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidPack(f"{path}: not UTF-8 text (byte {error.start})") from None
+    try:
+        return _compose_and_construct(source)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise InvalidPack(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
-    problem = jsonschema.exceptions.best_match(
-        jsonschema.Draft202012Validator(schema).iter_errors(document)
-    )
+        lead = "" if isinstance(error, _Refused) else "not valid YAML: "
+        raise InvalidPack(f"{where}: {lead}{getattr(error, 'problem', None) or error}") from None
+    except RecursionError:
+        raise InvalidPack(f"{path}: nested deeper than {parameters.MAX_DEPTH} levels") from None
+    except ValueError as error:  # an integer of more than 4300 digits
+        raise InvalidPack(f"{path}: not valid YAML: {error}") from None
+
+
+def _compose_and_construct(source: str) -> tuple[Any, yaml.Node | None]:
+    loader = _Loader(source)  # may raise already: its reader checks the characters
+    try:
+        root = loader.get_single_node()
+        return (loader.construct_document(root) if root is not None else None), root
+    finally:
+        loader.dispose()
+
+
+def _shape_problem(document: Any) -> Problem | None:
+    """Refuse what JSON (and Postgres jsonb) cannot hold, before any schema looks at it."""
+    if not isinstance(document, dict):
+        kind = type(document).__name__
+        kind = {"NoneType": "empty", "list": "a list", "str": "a string"}.get(kind, f"a {kind}")
+        return [], f"must be a mapping of keys to values, not {kind}"
+    if parameters.depth(document) > parameters.MAX_DEPTH:
+        return [], f"nested deeper than {parameters.MAX_DEPTH} levels"
+    stack: list[tuple[Any, list[Any]]] = [(document, [])]
+    while stack:
+        value, path = stack.pop()
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    return [*path, str(key)], "a key must be a string; quote it"
+                stack.append((item, [*path, key]))
+        elif isinstance(value, list):
+            stack.extend((item, [*path, index]) for index, item in enumerate(value))
+        elif isinstance(value, str) and ("\x00" in value or not parameters.unicode_ok(value)):
+            return path, "holds a NUL character or a lone surrogate"
+        elif isinstance(value, float) and not math.isfinite(value):
+            return path, f"{value} is not a finite number"
+    return None
+
+
+def _schema_problem(kind: str, document: dict[str, Any]) -> Problem | None:
+    errors = list(_VALIDATORS[kind].iter_errors(document))
+    # An unknown key first: a misplaced key also makes a required one look missing.
+    unknown = [e for e in errors if e.validator == "additionalProperties"]
+    error = exceptions.best_match(unknown or errors)
+    if error is None:
+        return None
+    if error.validator == "additionalProperties":
+        return _unknown_key(error, document if kind == "action" else None)
+    node: Any = error  # and its parents, up to the anyOf of a templated value
+    while node is not None:
+        # "'x' is not of type 'integer'" rather than "'x' does not match '\{\{'"
+        if node.validator == "anyOf" and pack_schema.is_templated(node.schema):
+            inner = exceptions.best_match(e for e in node.context if e.relative_schema_path[0] == 0)
+            if inner is not None:
+                return list(inner.absolute_path), f"{inner.message} (or a {{{{ template }}}})"
+        node = node.parent
+    return list(error.absolute_path), error.message
+
+
+def _unknown_key(error: exceptions.ValidationError, action: dict[str, Any] | None) -> Problem:
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    allowed = list(schema.get("properties", {}))
+    instance = error.instance if isinstance(error.instance, dict) else {}
+    key = next(str(k) for k in instance if k not in allowed)
+    path = [*error.absolute_path, key]
+    close = difflib.get_close_matches(key, allowed, n=1)
+    if action is not None and not error.absolute_path:
+        runner = pack_schema.RUNNER_CONFIG.get(str(action.get("runner")), {})
+        config_keys = list(runner.get("properties", {}))
+        if key in config_keys:
+            return path, "unknown key here; it belongs under runner_config"
+        near = difflib.get_close_matches(key, config_keys, n=1)
+        if near and not close:
+            return path, f"unknown key (did you mean {near[0]}?); it belongs under runner_config"
+    if close:
+        return path, f"unknown key (did you mean {close[0]}?)"
+    return path, f"unknown key (known here: {', '.join(allowed) or 'none'})"
+
+
+def _strings(value: Any, path: list[Any]) -> Iterator[tuple[list[Any], str]]:
+    """Every string inside ``value``, with its path (depth-first, not in document order)."""
+    stack = [(value, path)]
+    while stack:
+        item, where = stack.pop()
+        if isinstance(item, str):
+            yield where, item
+        elif isinstance(item, dict):
+            stack.extend((v, [*where, k]) for k, v in item.items())
+        elif isinstance(item, list):
+            stack.extend((v, [*where, i]) for i, v in enumerate(item))
+
+
+def _inline_script(argv: list[Any]) -> int | None:
+    """The index of the script in ``[sh, -c, SCRIPT, ...]`` (any shell, any options)."""
+    if not isinstance(argv[0], str) or os.path.basename(argv[0]) not in SHELLS:
+        return None
+    inline = skip = False
+    for index in range(1, len(argv)):
+        text = str(argv[index])
+        if skip or text == "--":
+            skip = False
+            continue
+        if len(text) > 1 and text[0] in "-+":
+            inline |= text[0] == "-" and not text.startswith("--") and "c" in text[1:]
+            skip = not text.startswith("--") and text[-1] in "oO"  # -o takes a value
+            continue
+        return index if inline else None
+    return None
+
+
+def _action_problem(action: dict[str, Any]) -> Problem | None:
+    try:
+        jsonschema.Draft202012Validator.check_schema(action.get("parameters") or {})
+    except jsonschema.SchemaError as error:
+        return ["parameters", *error.absolute_path], f"not a JSON Schema: {error.message}"
+    if action["runner"] != "shell":
+        return None
+    command = (action.get("runner_config") or {}).get("command")
+    if isinstance(command, str) and templates.has_template(command):
+        return ["runner_config", "command"], _STRING_COMMAND
+    if isinstance(command, list):
+        index = _inline_script(command)
+        if index is not None and templates.has_template(command[index]):
+            return ["runner_config", "command", index], _INLINE_SCRIPT
+    return None
+
+
+def _rule_problem(rule: dict[str, Any]) -> Problem | None:
+    for key, problem in criteria.check(rule.get("criteria") or {}):
+        return ["criteria", key], problem
+    if "." not in rule["action"]:
+        return ["action"], "must be a reference 'pack.action'"
+    for path, text in _strings(rule.get("parameters") or {}, ["parameters"]):
+        if any(_SECRETS.search(part) for part in _TEMPLATE_PART.findall(text)):
+            return path, _RULE_SECRETS
+    return None
+
+
+def _read(path: Path, raw: bytes, kind: str) -> tuple[dict[str, Any], yaml.Node | None]:
+    """The checked document and its YAML node tree (to name lines in later errors)."""
+    document, root = _parse(path, raw)
+    problem = _shape_problem(document) or _schema_problem(kind, document)
     if problem is not None:
-        location = problem.json_path.removeprefix("$").lstrip(".") or "document"
-        line = _line_of(root, list(problem.absolute_path))
-        where = f"{path}:{line}" if line else str(path)
-        raise InvalidPack(f"{where}: {location}: {problem.message}")
-    return dict(document), root
+        raise _invalid(path, root, problem)
+    return document, root
 
 
 def read_pack(directory: Path) -> PackSpec:
-    meta, _ = _read(directory / "pack.yaml", PACK_SCHEMA)
+    meta, _ = _read(directory / "pack.yaml", _content(directory / "pack.yaml"), "pack")
     spec = PackSpec(meta["name"], meta.get("description", ""), meta.get("policy") or {})
-    for path in sorted((directory / "actions").glob("*.y*ml")):
-        action, _ = _read(path, ACTION_SCHEMA)
-        schema = action.get("parameters") or {}
-        try:
-            jsonschema.Draft202012Validator.check_schema(schema)
-        except jsonschema.SchemaError as error:
-            raise InvalidPack(f"{path}: parameters is not a JSON Schema: {error.message}") from None
-        spec.actions.append(action)
-    for path in sorted((directory / "rules").glob("*.y*ml")):
-        rule, root = _read(path, RULE_SCHEMA)
-        for key, problem in criteria.check(rule.get("criteria") or {}):
-            line = _line_of(root, ["criteria", key])
-            raise InvalidPack(f"{path}:{line}: criteria.{key}: {problem}")
-        if "." not in rule["action"]:
-            raise InvalidPack(f"{path}: action must be a reference 'pack.action'")
-        spec.rules.append(rule)
+    kinds = (("action", spec.actions, _action_problem), ("rule", spec.rules, _rule_problem))
+    for kind, documents, problem_of in kinds:
+        with closing(_files(directory / f"{kind}s")) as files:  # the folder's fd, on error too
+            for path, raw in files:
+                document, root = _read(path, raw, kind)
+                if problem := problem_of(document):
+                    raise _invalid(path, root, problem)
+                documents.append(document)
     return spec
 
 
 def discover(path: Path) -> list[Path]:
-    """A pack directory, or a directory of pack directories."""
-    if (path / "pack.yaml").is_file():
+    """A pack directory, or a directory of pack directories (none of them a symlink)."""
+    if os.path.lexists(path / "pack.yaml"):
         return [path]
     found = sorted(p.parent for p in path.glob("*/pack.yaml"))
     if not found:
         raise InvalidPack(f"{path}: no pack.yaml here or in its subdirectories")
+    for directory in found:
+        if directory.is_symlink():
+            raise InvalidPack(f"{directory}: a symbolic link; packs are read as plain files only")
     return found
 
 
@@ -242,7 +422,3 @@ def _upsert(session: Session, spec: PackSpec) -> None:
         .with_for_update()
     )
     session.execute(delete(Rule).where(Rule.id.in_(list(session.execute(gone).scalars()))))
-
-
-def action_refs(session: Session) -> list[str]:
-    return list(session.execute(select(Action.ref).order_by(Action.ref)).scalars())

@@ -210,7 +210,7 @@ def enqueue(
     """Put a new execution at the tail of its line and admit what fits; QueueFull past the cap."""
     action = session.execute(
         text("""
-            SELECT a.id, a.ref, a.timeout_s, a.parameters_schema,
+            SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
                    a.policy AS action_policy, p.policy AS pack_policy,
                    a.paused_at IS NOT NULL AS paused
             FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
@@ -219,7 +219,9 @@ def enqueue(
     ).one_or_none()
     if action is None:
         raise UnknownAction(f"no action named {action_ref!r}; see `usher packs load`")
-    params = parameters.validate(action.parameters_schema, params)
+    params = parameters.validate(
+        action.parameters_schema, params, action.runner, settings.max_parameters_bytes
+    )
     resolved = limits.resolve(action.action_policy, action.pack_policy, settings)
     key = limits.partition_key(resolved.partition_by, params)
     # Create-or-lock the line and take the next seq in one statement: seq follows lock order.

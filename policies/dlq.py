@@ -47,7 +47,7 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     """
     line = session.execute(
         text("""
-            SELECT e.parameters, q.action_id, q.partition_key, a.parameters_schema,
+            SELECT e.parameters, q.action_id, q.partition_key, a.parameters_schema, a.runner,
                    a.policy AS action_policy, p.policy AS pack_policy
             FROM executions e JOIN queues q ON q.id = e.queue_id
             JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
@@ -59,7 +59,9 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
         raise UnknownExecution(f"no execution with id {execution_id}")
     keys = {(line.action_id, line.partition_key)}
     try:
-        params = parameters.validate(line.parameters_schema, line.parameters)
+        params = parameters.validate(
+            line.parameters_schema, line.parameters, line.runner, settings.max_parameters_bytes
+        )
         resolved = limits.resolve(line.action_policy, line.pack_policy, settings)
         keys.add((line.action_id, limits.partition_key(resolved.partition_by, params)))
     except InvalidParameters:

@@ -99,7 +99,7 @@ def fields(request: Any) -> tuple[str, Any, int]:
 def _actions(session: Session, settings: Settings, refs: set[str]) -> dict[str, _Action]:
     rows = session.execute(
         text("""
-            SELECT a.id, a.ref, a.timeout_s, a.parameters_schema,
+            SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
                    a.policy AS action_policy, p.policy AS pack_policy,
                    a.paused_at IS NOT NULL AS paused
             FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
@@ -114,7 +114,7 @@ def _actions(session: Session, settings: Settings, refs: set[str]) -> dict[str, 
             limits.resolve(r.action_policy, r.pack_policy, settings),
             retry.resolve(r.action_policy, r.pack_policy, settings),
             r.paused,
-            parameters.validator(r.parameters_schema),
+            parameters.validator(r.parameters_schema, r.runner, settings.max_parameters_bytes),
         )
         for r in rows
     }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ import jsonschema
 from jsonschema import exceptions
 
 from app.errors import InvalidParameters
-
+from policies import pack_schema
 
 # JSON nested deeper than this is refused wherever it comes in (API bodies, parameters,
 # payloads, pack files): deep enough for any real document, far from Python's recursion limit.
@@ -65,30 +66,59 @@ def _storable(value: Any, path: str) -> None:
             _storable(item, f"{path}[{index}]")
 
 
-def validator(schema: dict[str, Any]) -> Callable[[Any], dict[str, Any]]:
-    """``validate`` against one schema, with the schema's validator built once (bulk intake)."""
-    check = None
-    if schema:
-        validator_cls = jsonschema.validators.validator_for(
-            schema, default=jsonschema.Draft202012Validator
+def _schema_check(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
+    """The best error of ``schema`` for a value (None when it passes), or None: no schema."""
+    if not schema:
+        return None
+    validator_cls = jsonschema.validators.validator_for(
+        schema, default=jsonschema.Draft202012Validator
+    )
+    check = validator_cls(schema)
+    return lambda value: exceptions.best_match(check.iter_errors(value))
+
+
+def validator(
+    schema: dict[str, Any], runner: str | None = None, max_bytes: int | None = None
+) -> Callable[[Any], dict[str, Any]]:
+    """``validate`` against the action's schema and then the parameters its ``runner`` reads
+    itself, with the validators built once (bulk intake)."""
+    checks = [
+        check
+        for check in (
+            _schema_check(schema),
+            _schema_check(pack_schema.RUNNER_PARAMETERS.get(runner or "", {})),
         )
-        check = validator_cls(schema)
+        if check is not None
+    ]
 
     def validate_one(parameters: Any) -> dict[str, Any]:
         if not isinstance(parameters, dict):
             raise InvalidParameters("parameters must be a JSON object")
+        if depth(parameters) > MAX_DEPTH:
+            raise InvalidParameters(f"parameters nest more than {MAX_DEPTH} levels deep")
         _storable(parameters, "parameters")
-        if check is None:
-            return parameters
-        error = exceptions.best_match(check.iter_errors(parameters))
-        if error is not None:
-            raise InvalidParameters(
-                f"parameters{error.json_path.removeprefix('$')}: {error.message}"
-            )
+        if max_bytes is not None:
+            size = len(json.dumps(parameters, ensure_ascii=False, separators=(",", ":")).encode())
+            if size > max_bytes:
+                raise InvalidParameters(
+                    f"parameters are {size} bytes; at most {max_bytes} are allowed "
+                    "(USHER_MAX_PARAMETERS_BYTES)"
+                )
+        for check in checks:
+            error = check(parameters)
+            if error is not None:
+                raise InvalidParameters(
+                    f"parameters{error.json_path.removeprefix('$')}: {error.message}"
+                )
         return parameters
 
     return validate_one
 
 
-def validate(schema: dict[str, Any], parameters: Any) -> dict[str, Any]:
-    return validator(schema)(parameters)
+def validate(
+    schema: dict[str, Any],
+    parameters: Any,
+    runner: str | None = None,
+    max_bytes: int | None = None,
+) -> dict[str, Any]:
+    return validator(schema, runner, max_bytes)(parameters)

@@ -10,12 +10,12 @@ from typing import Any
 from app import secretstore
 from app.errors import InvalidParameters
 from policies import templates
+from policies.pack_schema import NAMES
 from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
 __all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "declared", "run"]
 
 # Imported on first use: a worker that never sends e-mail never imports smtplib.
-NAMES = ("noop", "sleep", "python", "shell", "http", "slack", "email")
 # The parameters a runner reads itself, declared or not by the action's schema.
 OWN_PARAMETERS: dict[str, tuple[str, ...]] = {"sleep": ("seconds",)}
 

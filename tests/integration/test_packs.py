@@ -1,15 +1,19 @@
-"""Pack loading against a real Postgres: idempotent, all-or-nothing, errors with lines."""
+"""Pack loading against a real Postgres: idempotent, all-or-nothing, errors with lines; the
+parameters a runner reads itself checked at request time."""
 
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, text
 
-from app import db, packs
-from app.errors import InvalidPack
+from app import config, db, packs
+from app.errors import InvalidPack, InvalidParameters
+from policies import admission, intake, parameters
+from tests.support import packs as test_packs
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -68,6 +72,16 @@ def test_loading_twice_updates_and_never_duplicates(engine: Engine, tmp_path: Pa
         ),
         ("rules/broken.yaml", "name: r\ntrigger: t\n", r"broken.yaml:1: .*'action' is a required"),
         ("actions/broken.yaml", "name: [unclosed\n", r"broken.yaml:2: not valid YAML"),
+        (
+            "actions/broken.yaml",
+            "name: broken\nrunner: http\nurl: https://x.example\n",
+            r"broken.yaml:3: url: unknown key here; it belongs under runner_config",
+        ),
+        (
+            "actions/broken.yaml",
+            "name: broken\nrunner: http\nrunner_config: {method: GET}\n",
+            r"broken.yaml:3: runner_config: 'url' is a required property",
+        ),
     ],
 )
 def test_a_bad_file_is_refused_with_its_line_and_nothing_is_applied(
@@ -83,3 +97,47 @@ def test_a_bad_file_is_refused_with_its_line_and_nothing_is_applied(
     with pytest.raises(InvalidPack, match=message):
         _load(engine, root)
     assert _counts(engine) == {"packs": 0, "actions": 0, "rules": 0}
+
+
+def _deep(levels: int) -> Any:
+    value: Any = 1
+    for _ in range(levels):
+        value = {"k": value}
+    return value
+
+
+@pytest.mark.parametrize(
+    ("params", "message"),
+    [
+        ({"seconds": "soon"}, r"parameters\.seconds: 'soon' is not of type 'number'"),
+        ({"seconds": -1}, r"parameters\.seconds: -1 is less than the minimum of 0"),
+        (
+            {"seconds": 0, "note": "x" * 300},
+            r"parameters are 3\d\d bytes; at most 256 are allowed \(USHER_MAX_PARAMETERS_BYTES\)",
+        ),
+        ({"seconds": 0, "note": _deep(parameters.MAX_DEPTH)}, r"more than 64 levels deep"),
+    ],
+)
+def test_a_sleep_action_refuses_parameters_its_runner_cannot_read(
+    engine: Engine,
+    settings: config.Settings,
+    tmp_path: Path,
+    params: dict[str, Any],
+    message: str,
+) -> None:
+    # Given a sleep action whose own schema says nothing of seconds, and a 256-byte cap
+    schema = {"type": "object", "properties": {"note": {}}}
+    action = {"name": "nap", "runner": "sleep", "parameters": schema}
+    ref = test_packs.load(engine, tmp_path, [action]) + ".nap"
+    capped = settings.model_copy(update={"max_parameters_bytes": 256})
+    with db.unit_of_work(engine) as session:
+        # When it comes alone or in a batch, then it is refused the same way, nothing queued
+        with pytest.raises(InvalidParameters, match=message) as alone:
+            admission.enqueue(session, capped, ref, params)
+        (item,) = intake.enqueue_many(session, capped, [{"action": ref, "parameters": params}])
+        assert isinstance(item.error, InvalidParameters)
+        assert (item.error.code, item.error.message) == ("invalid_parameters", alone.value.message)
+        # And a number of seconds is accepted
+        assert admission.enqueue(session, capped, ref, {"seconds": 0.5}).execution_id
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM executions")).scalar_one() == 1

@@ -12,6 +12,17 @@ from sqlalchemy import Engine
 from app import db, packs
 
 
+class _Dumper(yaml.SafeDumper):
+    """Writes an object met twice in full: pack files refuse YAML aliases."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def _yaml(document: dict[str, Any]) -> str:
+    return yaml.dump(document, Dumper=_Dumper)
+
+
 def load(
     engine: Engine,
     directory: Path,
@@ -23,9 +34,9 @@ def load(
     name = name or f"t{uuid.uuid4().hex[:8]}"
     root = directory / name
     (root / "actions").mkdir(parents=True, exist_ok=True)
-    (root / "pack.yaml").write_text(yaml.safe_dump({"name": name, "policy": policy or {}}))
+    (root / "pack.yaml").write_text(_yaml({"name": name, "policy": policy or {}}))
     for action in actions:
-        (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
+        (root / "actions" / f"{action['name']}.yaml").write_text(_yaml(action))
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
     return name

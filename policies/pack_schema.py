@@ -1,0 +1,215 @@
+"""The schemas of pack files, closed everywhere: one per kind of file (``SCHEMAS``), and per
+runner the ``runner_config`` keys it reads (``RUNNER_CONFIG``) and the parameters it reads
+itself (``RUNNER_PARAMETERS``, enforced at request time).
+
+A new kind of file (a schedule, a webhook) is one more entry in ``SCHEMAS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+NAMES = ("noop", "sleep", "python", "shell", "http", "slack", "email")
+NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
+MAX_TIMEOUT_S = 604_800
+
+# runner_config strings are rendered before the runner reads them, and a single
+# "{{ expression }}" keeps its value's type: a template may stand for any value.
+TEMPLATE: dict[str, Any] = {"type": "string", "pattern": r"\{\{"}
+
+
+def templated(schema: dict[str, Any]) -> dict[str, Any]:
+    """``schema``, or a template string that renders to a value of it at run time."""
+    return {"anyOf": [schema, TEMPLATE]}
+
+
+def is_templated(schema: Any) -> bool:
+    return isinstance(schema, dict) and schema.get("anyOf", [None])[-1] is TEMPLATE
+
+
+def closed(properties: dict[str, Any], required: Iterable[str] = ()) -> dict[str, Any]:
+    """An object with these keys and no others."""
+    schema: dict[str, Any] = {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+    }
+    if required := list(required):
+        schema["required"] = required
+    return schema
+
+
+STRING: dict[str, Any] = {"type": "string"}
+TEXT: dict[str, Any] = {"type": "string", "minLength": 1}
+BOOLEAN = templated({"type": "boolean"})
+MAPPING = templated({"type": "object"})
+SECONDS = templated({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_TIMEOUT_S})
+# The upper bound keeps time.sleep from overflowing; an action's timeout ends it sooner anyway.
+SLEEP_SECONDS: dict[str, Any] = {"type": "number", "minimum": 0, "maximum": MAX_TIMEOUT_S}
+ADDRESSES = {"anyOf": [STRING, {"type": "array", "items": STRING}]}
+
+RUNNER_CONFIG: dict[str, dict[str, Any]] = {
+    "noop": closed({}),
+    "sleep": closed({"seconds": templated(SLEEP_SECONDS)}),
+    "python": closed(
+        {"entry_point": templated({"type": "string", "pattern": r"^[^:\s]+:[^:\s]+$"})},
+        required=["entry_point"],
+    ),
+    "shell": closed(
+        {
+            "command": {
+                "anyOf": [
+                    {"type": "string", "pattern": r"\S"},
+                    {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {"type": ["string", "number", "boolean"]},
+                    },
+                ]
+            },
+            "env": MAPPING,
+            "cwd": STRING,
+            "parameters_as": templated({"enum": ["env", "args"]}),
+            "timeout_s": SECONDS,
+            "kill_grace_s": templated({"type": "number", "minimum": 0}),
+            "retryable": BOOLEAN,
+            "retryable_exit_codes": templated({"type": "array", "items": {"type": "integer"}}),
+        },
+        required=["command"],
+    ),
+    "http": closed(
+        {
+            "url": TEXT,
+            "method": templated(
+                {"type": "string", "pattern": r"(?i)^(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS)$"}
+            ),
+            "headers": MAPPING,
+            "body": {},
+            "timeout_s": SECONDS,
+            "verify_tls": BOOLEAN,
+            # Host names, never templates: the list bounds where a templated url may point.
+            "allow_hosts": {
+                "type": "array",
+                "items": {"type": "string", "minLength": 1, "pattern": r"^[^\s{}%/]+$"},
+            },
+        },
+        required=["url"],
+    ),
+    "slack": closed(
+        {
+            "webhook_url": TEXT,
+            "text": TEXT,
+            "channel": STRING,
+            "username": STRING,
+            "icon_emoji": STRING,
+            "blocks": templated({"type": "array", "items": {"type": "object"}}),
+            "timeout_s": SECONDS,
+        },
+        required=["webhook_url", "text"],
+    ),
+    "email": closed(
+        {
+            "host": TEXT,
+            "port": templated(
+                {
+                    "type": ["integer", "string"],
+                    "minimum": 1,
+                    "maximum": 65_535,
+                    "pattern": "^[0-9]+$",
+                }
+            ),
+            "tls": templated({"enum": ["none", "starttls", "ssl"]}),
+            "from": TEXT,
+            "to": ADDRESSES,
+            "cc": ADDRESSES,
+            "subject": STRING,
+            "body": STRING,
+            "html": STRING,
+            "username": STRING,
+            "password": STRING,
+            "local_hostname": STRING,
+            "verify_tls": BOOLEAN,
+            "timeout_s": SECONDS,
+        },
+        required=["host", "from", "to"],
+    ),
+}
+
+RUNNER_PARAMETERS: dict[str, dict[str, Any]] = {name: {} for name in NAMES} | {
+    "sleep": {"type": "object", "properties": {"seconds": SLEEP_SECONDS}},
+}
+
+WINDOW = closed(
+    {
+        "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
+        "per_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
+    },
+    required=["count", "per_s"],
+)
+RETRY = closed(
+    {
+        "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
+        "strategy": {"enum": ["fixed", "linear", "exponential"]},
+        "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 10_000},
+        "max_delay_ms": {"type": "integer", "minimum": 100, "maximum": 300_000},
+        "jitter": {"type": "boolean"},
+        "hold_slot": {"type": "boolean"},
+    }
+)
+POLICY = closed(
+    {
+        "concurrency": {"type": "integer", "minimum": 1, "maximum": 10_000},
+        "partition_by": {"type": "array", "items": {"type": "string"}},
+        "max_queue_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
+        "queue_timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_S},
+        "rate_limit": {
+            "oneOf": [WINDOW, {"type": "array", "minItems": 1, "maxItems": 5, "items": WINDOW}]
+        },
+        "retry": RETRY,
+    }
+)
+NAME = {"type": "string", "pattern": NAME_PATTERN}
+
+PACK = closed({"name": NAME, "description": STRING, "policy": POLICY}, required=["name"])
+
+
+def _runner_config_of(runner: str) -> dict[str, Any]:
+    config = RUNNER_CONFIG[runner]
+    then: dict[str, Any] = {"properties": {"runner_config": config}}
+    if config.get("required"):
+        then["required"] = ["runner_config"]
+    return {
+        "if": {"properties": {"runner": {"const": runner}}, "required": ["runner"]},
+        "then": then,
+    }
+
+
+ACTION = closed(
+    {
+        "name": NAME,
+        "description": STRING,
+        "runner": {"enum": list(NAMES)},
+        "runner_config": {"type": "object"},
+        "parameters": {"type": "object"},  # a JSON Schema: checked as one
+        "timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_S},
+        "policy": POLICY,
+    },
+    required=["name", "runner"],
+) | {"allOf": [_runner_config_of(runner) for runner in NAMES]}
+
+RULE = closed(
+    {
+        "name": NAME,
+        "description": STRING,
+        "trigger": {"type": "string", "minLength": 1, "maxLength": 200},
+        "criteria": {"type": "object"},  # paths to tests: checked by policies.criteria
+        "action": {"type": "string", "minLength": 3},
+        "parameters": {"type": "object"},  # the action's parameters, as templates
+        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+        "enabled": {"type": "boolean"},
+    },
+    required=["name", "trigger", "action"],
+)
+
+SCHEMAS: dict[str, dict[str, Any]] = {"pack": PACK, "action": ACTION, "rule": RULE}
