@@ -18,7 +18,8 @@ DLQ_WHERE = "e.status = 'dead' AND e.dlq_cleared_at IS NULL"
 def items(session: Session, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
     rows = session.execute(
         text(f"""
-            SELECT e.id, a.ref AS action_ref, e.parameters, e.priority, e.attempt, e.error,
+            SELECT e.id, a.ref AS action_ref, {queries.capped_json("e.parameters", "parameters")},
+                   e.priority, e.attempt, {queries.capped_text("e.error", "error")},
                    e.enqueued_at, e.finished_at, e.replay_of
             FROM executions e JOIN actions a ON a.id = e.action_id
             WHERE {DLQ_WHERE} AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
