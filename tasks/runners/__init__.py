@@ -9,17 +9,14 @@ from typing import Any
 
 from app import secretstore
 from app.errors import InvalidParameters
-from policies import templates
+from policies import pack_schema, templates
 from policies.pack_schema import NAMES
 from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
 __all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "declared", "run"]
 
+
 # Imported on first use: a worker that never sends e-mail never imports smtplib.
-# The parameters a runner reads itself, declared or not by the action's schema.
-OWN_PARAMETERS: dict[str, tuple[str, ...]] = {"sleep": ("seconds",)}
-
-
 def _runner(name: str) -> Callable[[RunContext], Any]:
     if name not in NAMES:
         raise RunnerError(f"unknown runner {name!r}", permanent=True)
@@ -28,14 +25,18 @@ def _runner(name: str) -> Callable[[RunContext], Any]:
     return runner
 
 
-def declared(name: str, schema: dict[str, Any]) -> frozenset[str]:
-    """The parameter names an action's schema declares (``properties`` and ``required``)
-    and those its runner reads itself: the only ones a runner is given."""
+def _named(schema: Any) -> set[str]:
     properties = schema.get("properties") if isinstance(schema, dict) else None
     required = schema.get("required") if isinstance(schema, dict) else None
     names = set(properties) if isinstance(properties, dict) else set()
     names.update(r for r in required or () if isinstance(r, str))
-    return frozenset(names | set(OWN_PARAMETERS.get(name, ())))
+    return names
+
+
+def declared(name: str, schema: dict[str, Any]) -> frozenset[str]:
+    """The parameter names an action's schema declares (``properties`` and ``required``)
+    and those its runner reads itself: the only ones a runner is given."""
+    return frozenset(_named(schema) | _named(pack_schema.RUNNER_PARAMETERS.get(name)))
 
 
 def run(
