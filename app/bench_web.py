@@ -523,7 +523,8 @@ def measure(
     queries explained with the ``planner`` settings given."""
     console = console or Console(stderr=True)
     home = Path(tempfile.mkdtemp(prefix="usher-bench-web-"))
-    settings = config.load(database_url=url, home=home)
+    # Plain HTTP; /metrics computed on every request, so its queries are what is measured.
+    settings = config.load(database_url=url, home=home, insecure_cookies=True, metrics_cache_s=0)
     with db.unit_of_work(db.engine_for(url)) as session:
         session.execute(text("DELETE FROM api_tokens WHERE name = 'bench-web'"))
         token = tokens.create(session, "bench-web")
