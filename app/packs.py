@@ -29,11 +29,10 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidPack
 from app.models import Action, Pack, Rule
-from policies import criteria, pack_schema, parameters, templates
+from policies import commands, criteria, pack_schema, parameters
 
 MAX_FILE_BYTES = 1024 * 1024
 FILES = "*.y*ml"
-SHELLS = frozenset({"sh", "bash", "dash", "zsh", "ksh"})
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
 _DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
@@ -41,17 +40,6 @@ _SECRETS = re.compile(r"(?<![\w.'\"])secrets\b")
 _VALIDATORS = {
     kind: jsonschema.Draft202012Validator(schema) for kind, schema in pack_schema.SCHEMAS.items()
 }
-# The runner runs a string command with /bin/sh -c: a value rendered into it is shell code.
-_STRING_COMMAND = (
-    "a template in a string command is run by /bin/sh, which would interpret the value; "
-    'use the argv form (command: [/usr/bin/ping, -c, "1", "{{ parameters.host }}"]) '
-    "or parameters_as: env ($USHER_PARAM_HOST in the command)"
-)
-_INLINE_SCRIPT = (
-    "a template in a shell's -c script would be interpreted by the shell; pass the value "
-    'as an argument ([sh, -c, \'ping -c 1 "$1"\', sh, "{{ parameters.host }}"]) '
-    "or use parameters_as: env ($USHER_PARAM_HOST)"
-)
 _RULE_SECRETS = (
     "rule parameters cannot use secrets: they are stored in Postgres with the execution; "
     "secrets belong in the action's runner_config ({{ secrets.NAME }})"
@@ -274,38 +262,14 @@ def _strings(value: Any, path: list[Any]) -> Iterator[tuple[list[Any], str]]:
             stack.extend((v, [*where, i]) for i, v in enumerate(item))
 
 
-def _inline_script(argv: list[Any]) -> int | None:
-    """The index of the script in ``[sh, -c, SCRIPT, ...]`` (any shell, any options)."""
-    if not isinstance(argv[0], str) or os.path.basename(argv[0]) not in SHELLS:
-        return None
-    inline = skip = False
-    for index in range(1, len(argv)):
-        text = str(argv[index])
-        if skip or text == "--":
-            skip = False
-            continue
-        if len(text) > 1 and text[0] in "-+":
-            inline |= text[0] == "-" and not text.startswith("--") and "c" in text[1:]
-            skip = not text.startswith("--") and text[-1] in "oO"  # -o takes a value
-            continue
-        return index if inline else None
-    return None
-
-
 def _action_problem(action: dict[str, Any]) -> Problem | None:
     try:
         jsonschema.Draft202012Validator.check_schema(action.get("parameters") or {})
     except jsonschema.SchemaError as error:
         return ["parameters", *error.absolute_path], f"not a JSON Schema: {error.message}"
-    if action["runner"] != "shell":
-        return None
-    command = (action.get("runner_config") or {}).get("command")
-    if isinstance(command, str) and templates.has_template(command):
-        return ["runner_config", "command"], _STRING_COMMAND
-    if isinstance(command, list):
-        index = _inline_script(command)
-        if index is not None and templates.has_template(command[index]):
-            return ["runner_config", "command", index], _INLINE_SCRIPT
+    unsafe = commands.problem(action["runner"], action.get("runner_config") or {})
+    if unsafe is not None:
+        return ["runner_config", *unsafe[0]], unsafe[1]
     return None
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 from app import secretstore
 from app.errors import InvalidParameters
-from policies import pack_schema, templates
+from policies import commands, pack_schema, templates
 from policies.pack_schema import NAMES
 from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
@@ -54,13 +54,11 @@ def run(
     # never reach a runner (as options of a command, keyword arguments of a function).
     allowed = declared(name, schema)
     given = {key: value for key, value in parameters.items() if key in allowed}
-    if name == "shell" and templates.has_template(config.get("command")):
-        # Refused at pack load; an action stored before that check must not run either.
-        raise RunnerError(
-            "runner_config.command is a string with a template: the shell would interpret "
-            "the values rendered into it. Use the argv list form or parameters_as: env",
-            permanent=True,
-        )
+    # Refused at pack load; an action stored before that check must not run either.
+    unsafe = commands.problem(name, config)
+    if unsafe is not None:
+        where = ".".join(str(part) for part in ["runner_config", *unsafe[0]])
+        raise RunnerError(f"{where}: {unsafe[1]}", permanent=True)
     try:
         rendered = render_config(name, config, given, secretstore.Secrets(secrets_dir))
     except (InvalidParameters, secretstore.MissingSecret) as error:

@@ -62,7 +62,7 @@ def test_a_templated_string_command_never_reaches_the_shell(tmp_path: Path) -> N
             "shell", config, {"msg": INJECTION.format(marker=marker)}, schema=declaring("msg")
         )
     # Then the runner refuses to start it: nothing ran
-    assert raised.value.permanent and "argv list" in str(raised.value)
+    assert raised.value.permanent and "argv form" in str(raised.value)
     assert not marker.exists()
 
 
