@@ -55,9 +55,15 @@ def _remember(value: str) -> None:
         _pattern = re.compile("|".join(re.escape(v) for v in alternatives))
 
 
+# USHER_SECRET_KEY signs the dashboard's cookies: no template may read it.
+RESERVED = frozenset({"KEY"})
+
+
 def resolve(name: str, secrets_dir: Path | None) -> SecretValue:
     if not NAME.match(name):
         raise MissingSecret(f"{name!r} is not a secret name (letters, digits and _)")
+    if name in RESERVED:
+        raise MissingSecret(f"secret {name} is reserved (USHER_SECRET_{name} is Usher's own)")
     value = os.environ.get(ENV_PREFIX + name)
     if value is None and secrets_dir is not None:
         path = secrets_dir / name
@@ -108,6 +114,22 @@ def preload(secrets_dir: Path | None) -> None:
 def redact_text(text: str) -> str:
     pattern = _pattern
     return text if pattern is None else pattern.sub(MASK, text)
+
+
+def mask_edges(head: str, tail: str, marker: str = "") -> str:
+    """``head + marker + tail`` (each already redacted), with a known secret's start that
+    ends ``head``, or its end that starts ``tail``, masked: what is left of a secret that a
+    cut went through."""
+    for secret in sorted(_known, key=len, reverse=True):
+        for size in range(len(secret) - 1, MIN_REDACTED_CHARS - 1, -1):
+            if head.endswith(secret[:size]):
+                head = head[:-size] + MASK
+                break
+        for size in range(len(secret) - 1, MIN_REDACTED_CHARS - 1, -1):
+            if tail.startswith(secret[-size:]):
+                tail = MASK + tail[size:]
+                break
+    return head + marker + tail
 
 
 def redact(value: Any) -> Any:

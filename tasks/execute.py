@@ -19,6 +19,7 @@ from typing import Any
 from billiard.pool import soft_timeout_sighandler
 from celery import Task, shared_task
 
+from app import secretstore
 from policies import admission
 from tasks import context, runners
 
@@ -120,14 +121,37 @@ def execute(self: Task, execution_id: int, attempt: int) -> Any:
         # A duplicate or stale message (cancelled, republished, already running elsewhere).
         log.info("execution %s attempt %s is not ours to run; skipped", execution_id, attempt)
         return SKIPPED
-    with leases.hold(execution_id, attempt):
-        return runners.run(
-            claimed.runner,
-            claimed.runner_config,
-            claimed.parameters,
-            schema=claimed.parameters_schema,
-            timeout_s=claimed.timeout_s,
-            execution_id=execution_id,
-            attempt=attempt,
-            secrets_dir=settings.secrets_dir,
+    with leases.hold(execution_id, attempt), _masked():
+        # Masked here, not only when stored: Celery sends a task's result and exception to
+        # Flower in its task events.
+        return secretstore.redact(
+            runners.run(
+                claimed.runner,
+                claimed.runner_config,
+                claimed.parameters,
+                schema=claimed.parameters_schema,
+                timeout_s=claimed.timeout_s,
+                execution_id=execution_id,
+                attempt=attempt,
+                secrets_dir=settings.secrets_dir,
+            )
         )
+
+
+@contextmanager
+def _masked() -> Iterator[None]:
+    """Re-raise an error whose message holds a secret as one that does not (same kind of
+    failure: a RunnerError keeps its permanence and its masked details)."""
+    try:
+        yield
+    except runners.RunnerError as error:
+        message = secretstore.redact_text(str(error))
+        details = secretstore.redact(error.details)
+        if message == str(error) and details == error.details:
+            raise
+        raise type(error)(message, error.permanent, details) from None
+    except Exception as error:
+        message = secretstore.redact_text(str(error))
+        if message == str(error):
+            raise
+        raise runners.RunnerError(f"{type(error).__name__}: {message}") from None

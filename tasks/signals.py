@@ -110,13 +110,18 @@ def _outcome(exception: BaseException) -> tuple[str, str, bool]:
 def _jsonable(result: Any) -> Any:
     import json
 
+    # Masked before any cut: a secret that straddles one would keep the part left standing.
     try:
-        text = json.dumps(result, default=str)
+        text = json.dumps(secretstore.redact(result), default=str)
     except (TypeError, ValueError):
-        return {"repr": repr(result)[:RESULT_LIMIT]}
+        return {
+            "repr": secretstore.mask_edges(secretstore.redact_text(repr(result))[:RESULT_LIMIT], "")
+        }
     if len(text) > RESULT_LIMIT:
-        return {"truncated": text[:RESULT_LIMIT]}
-    return json.loads(text)
+        return {
+            "truncated": secretstore.mask_edges(secretstore.redact_text(text)[:RESULT_LIMIT], "")
+        }
+    return secretstore.redact(json.loads(text))
 
 
 @signals.task_success.connect

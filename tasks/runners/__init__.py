@@ -64,7 +64,9 @@ def run(
     except (InvalidParameters, secretstore.MissingSecret) as error:
         raise RunnerError(error.message, permanent=True) from None
     templated = frozenset(key for key, value in config.items() if _holds_template(value))
-    ctx = RunContext(rendered, given, timeout_s, execution_id, attempt, templated=templated)
+    ctx = RunContext(
+        rendered, given, timeout_s, execution_id, attempt, templated=templated, source=config
+    )
     return _runner(name)(ctx)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from app import secretstore
 from policies import templates
 
 # Results and captured output are kept in Postgres; cap them.
@@ -38,6 +39,8 @@ class RunContext:
     # Top-level runner_config keys whose value held a template: values that came, or may
     # have come, from a request or an event rather than from the pack.
     templated: frozenset[str] = frozenset()
+    # The runner_config as the pack wrote it, before rendering.
+    source: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
     def require(self, key: str, kind: type | tuple[type, ...] = str) -> Any:
@@ -81,10 +84,17 @@ def render_config(
 
 
 def truncate(text: str, limit: int = MAX_OUTPUT_CHARS) -> str:
+    """``text`` with secrets masked, and its middle cut out when it is over ``limit``. Masked
+    first: a secret that straddles a cut would otherwise keep the part left standing."""
+    text = secretstore.redact_text(text)
     if len(text) <= limit:
         return text
-    return (
-        text[: limit // 2]
-        + f"\n... [{len(text) - limit} characters cut] ...\n"
-        + text[-limit // 2 :]
+    return cut(
+        text[: limit // 2], f"\n... [{len(text) - limit} characters cut] ...\n", text[-limit // 2 :]
     )
+
+
+def cut(head: str, marker: str, tail: str) -> str:
+    """``head + marker + tail`` where a secret's start ending ``head`` or its end starting
+    ``tail`` (the rest of it cut away) is masked too."""
+    return secretstore.mask_edges(head, tail, marker)

@@ -55,6 +55,11 @@ def _port(value: Any) -> int:
 def _addresses(ctx: base.RunContext, key: str) -> list[str]:
     value = ctx.config.get(key)
     templated = key in ctx.templated
+    if templated and not _one_per_entry(ctx.source.get(key), value):
+        raise base.RunnerError(
+            f"runner_config.{key}: a templated recipient must be exactly one address",
+            permanent=True,
+        )
     if isinstance(value, str):
         # The pack's own text may list several addresses; a rendered value is one recipient.
         value = [value] if templated else [part for part in value.split(",") if part.strip()]
@@ -68,6 +73,19 @@ def _addresses(ctx: base.RunContext, key: str) -> list[str]:
         for address in value:
             _one_address(address, key)
     return [address.strip() for address in value]
+
+
+def _one_per_entry(source: Any, rendered: Any) -> bool:
+    """Each entry of the pack's ``to`` rendered to one string: ``"{{ parameters.who }}"``
+    given a list would otherwise add every address in it."""
+    if isinstance(source, str):
+        return isinstance(rendered, str)
+    return (
+        isinstance(source, list)
+        and isinstance(rendered, list)
+        and len(source) == len(rendered)
+        and all(isinstance(entry, str) for entry in rendered)
+    )
 
 
 def _one_address(value: str, key: str) -> None:

@@ -17,6 +17,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from app import secretstore
 from tasks.runners import base
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -51,9 +52,9 @@ class _Capture:
         if self.total == len(self.head) + len(self.tail):
             return base.truncate(bytes(self.head + self.tail).decode(errors="replace"))
         half = base.MAX_OUTPUT_CHARS // 2
-        head = self.head.decode(errors="replace")[:half]
-        tail = self.tail.decode(errors="replace")[-half:]
-        return f"{head}\n... [output cut: {self.total} bytes in all] ...\n{tail}"
+        head = secretstore.redact_text(self.head.decode(errors="replace"))[:half]
+        tail = secretstore.redact_text(self.tail.decode(errors="replace"))[-half:]
+        return base.cut(head, f"\n... [output cut: {self.total} bytes in all] ...\n", tail)
 
 
 def run(ctx: base.RunContext) -> Any:

@@ -232,3 +232,72 @@ def test_log_records_mask_known_secrets(
     assert "calling with ***" in caplog.text
     # httpx would log every full URL (a Slack webhook's path is its secret) at INFO
     assert logging.getLogger("httpx").getEffectiveLevel() >= logging.WARNING
+
+
+def test_a_secret_cut_through_by_truncation_leaves_nothing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    secret = "straddling-secret-value-0123456789"
+    monkeypatch.setenv("USHER_SECRET_STRADDLE", secret)
+    secretstore.preload(None)
+    # Given output whose head ends halfway through the secret
+    half = base.MAX_OUTPUT_CHARS // 2
+    for pad in (half - 10, half - 20, half - 3):
+        text = "x" * pad + secret + "y" * (3 * base.MAX_OUTPUT_CHARS)
+        kept = base.truncate(text)
+        # Then neither the secret nor a piece of it long enough to mean anything survives
+        assert secret[:8] not in kept and secret[-8:] not in kept
+    # Shell output past what is kept in memory, cut the same way
+    result = runners.run(
+        "shell",
+        {
+            "command": [
+                "/bin/sh",
+                "-c",
+                'printf "%s" "$1"; printf "$2"; head -c 200000 /dev/zero | tr "\\0" y',
+                "sh",
+                "{{ parameters.pad }}",
+                secret,
+            ]
+        },
+        {"pad": "x" * (base.MAX_OUTPUT_CHARS // 2 - 12)},
+        schema=declaring("pad"),
+    )
+    assert secret[:8] not in result["stdout"] and secret[-8:] not in result["stdout"]
+
+
+def test_errors_leaving_the_task_hold_no_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import execute
+
+    monkeypatch.setenv("USHER_SECRET_RAISED", "raised-secret-value-99")
+    secretstore.preload(None)
+    with pytest.raises(base.RunnerError) as raised, execute._masked():
+        raise base.RunnerError(
+            "failed with raised-secret-value-99", True, {"out": "raised-secret-value-99"}
+        )
+    assert "raised-secret-value-99" not in str(raised.value) and raised.value.permanent
+    assert raised.value.details == {"out": "***"}
+    with pytest.raises(base.RunnerError) as other, execute._masked():
+        raise KeyError("raised-secret-value-99")
+    assert "raised-secret-value-99" not in str(other.value)
+    with pytest.raises(ValueError), execute._masked():
+        raise ValueError("nothing secret")  # unchanged when there is nothing to mask
+
+
+def test_usher_secret_key_is_not_a_template_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("USHER_SECRET_KEY", "the-dashboard-signing-key")
+    with pytest.raises(base.RunnerError) as raised:
+        runners.run("http", {"url": "http://127.0.0.1:1/{{ secrets.KEY }}"}, {}, schema={})
+    assert "reserved" in str(raised.value)
+
+
+def test_a_list_value_in_a_templated_recipient_is_refused() -> None:
+    config = {"host": "127.0.0.1", "port": 1, "from": "u@example.org", "to": "{{ parameters.who }}"}
+    with pytest.raises(base.RunnerError) as raised:
+        runners.run(
+            "email",
+            config,
+            {"who": ["ops@example.org", "attacker@evil.example"]},
+            schema=declaring("who"),
+        )
+    assert "exactly one address" in str(raised.value)
