@@ -24,13 +24,18 @@ from app.errors import InvalidParameters
 _SINGLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\}\}|\{\{).)*)\}\}\s*$", re.DOTALL)
 
 
+_DOT_SEGMENT = re.compile(r"(^|[/\\])\.\.?([/\\]|$)")
+
+
 def _url_part(value: Any) -> Any:
     if isinstance(value, secretstore.SecretValue):
         return value
     text = value if isinstance(value, str) else str(value)
-    encoded = quote(text, safe="")
-    # "." and ".." are unreserved, but as a path segment they climb the path.
-    return encoded.replace(".", "%2E") if encoded.strip(".") == "" else encoded
+    # Encoded, a dot segment still climbs the path on a server that decodes before it
+    # normalises (many do): refused rather than sent.
+    if _DOT_SEGMENT.search(text):
+        raise ValueError("a value for the URL holds a '.' or '..' path segment")
+    return quote(text, safe="")
 
 
 @cache

@@ -115,9 +115,20 @@ def keywords(**kwargs: Any) -> dict[str, Any]:
     return kwargs
 
 
+@pytest.mark.parametrize("host", ["../../admin?x=1#", "..", ".", "a/../b", "..\\admin"])
+def test_dot_segments_are_refused_in_url_values(
+    seen: tuple[str, list[tuple[str, dict[str, str]]]], host: str
+) -> None:
+    address, received = seen
+    config = {"url": f"http://{address}/api/{{{{ parameters.host }}}}/status", "method": "GET"}
+    with pytest.raises(base.RunnerError) as raised:
+        runners.run("http", config, {"host": host}, schema=declaring("host"))
+    assert raised.value.permanent and "path segment" in str(raised.value)
+    assert received == []
+
+
 @pytest.mark.parametrize(
-    "host",
-    ["127.0.0.1:18080/ssrf?#", "../../admin?x=1#", "..", "evil.example@127.0.0.1", "a/b#c"],
+    "host", ["127.0.0.1:18080/ssrf?#", "evil.example@127.0.0.1", "a/b#c", "x?y=1&z=2", "%2e%2e"]
 )
 def test_values_in_a_url_cannot_change_its_structure(
     seen: tuple[str, list[tuple[str, dict[str, str]]]], host: str
