@@ -108,7 +108,8 @@ def process(session: Session, settings: Settings, event_id: int) -> Processed:
     """Enforce every rule of the event's trigger whose criteria match, once per rule."""
     processed = process_many(session, settings, [event_id])
     if processed is None:
-        raise NotFound(f"no event with id {event_id}")
+        state(session, event_id)  # NotFound for an unknown event; else another try holds it
+        return Processed([], [])
     return processed
 
 
@@ -117,8 +118,10 @@ def process_many(
 ) -> Processed | None:
     """Enforce the matching rules of every event, once per (event, rule); None if none exists.
 
-    Runs in the caller's transaction. The events are locked in id order, so a concurrent
-    processor of any of them waits, then finds their enforcements and makes no new ones.
+    Runs in the caller's transaction. The events are locked in id order; one another
+    processor holds (a duplicate message, a republished one) is skipped, not waited for: that
+    processor enforces it, or leaves it unprocessed for the sweeper. A wait would hold this
+    try past its time limit and count it as a failure of a healthy event.
     Each enforcement is all-or-nothing on its own: a refused one (line full, bad parameters,
     unknown action) is recorded as ``rejected`` with its reason and the others still happen.
     Executions are enqueued through ``intake.enqueue_many``: one statement per step for the
@@ -126,7 +129,7 @@ def process_many(
     """
     found = session.execute(
         text("""SELECT id, trigger, payload FROM events WHERE id = ANY(:ids)
-                ORDER BY id FOR UPDATE"""),
+                ORDER BY id FOR UPDATE SKIP LOCKED"""),
         {"ids": list(event_ids)},
     ).all()
     if not found:

@@ -12,7 +12,7 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from billiard.exceptions import SoftTimeLimitExceeded
+from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from celery import current_app, shared_task, signals
 
 from app import celery as usher_celery
@@ -26,11 +26,15 @@ log = logging.getLogger(__name__)
 @shared_task(name="usher.process_event", acks_late=True, ignore_result=True)
 def process_event(event_id: int) -> int:
     try:
-        with db.unit_of_work(context.engine()) as session:
-            processed = events.process(session, context.settings(), event_id)
+        return _process(event_id)
     except Exception as error:
         _failed([event_id], error)
         return 0
+
+
+def _process(event_id: int) -> int:
+    with db.unit_of_work(context.engine()) as session:
+        processed = events.process(session, context.settings(), event_id)
     usher_celery.publish(current_app, processed.grants)
     return len(processed.enforcements)
 
@@ -48,16 +52,36 @@ def process_events(event_ids: list[int]) -> int:
             processed = events.process_many(session, context.settings(), event_ids)
     except SoftTimeLimitExceeded:
         log.warning("a batch of %d events ran out of time; sending them one by one", len(event_ids))
-        for event_id in event_ids:
-            usher_celery.send_event(current_app, event_id)
+        _send_each(event_ids)
         return 0
     except Exception:
         log.exception("a batch of %d events failed; processing them one by one", len(event_ids))
-        return sum(process_event(event_id) for event_id in event_ids)
+        return _one_by_one(event_ids)
     if processed is None:
         return 0
     usher_celery.publish(current_app, processed.grants)
     return len(processed.enforcements)
+
+
+def _one_by_one(event_ids: Sequence[int]) -> int:
+    """Each event on its own, in order. The batch's time limit may run out in any of them,
+    healthy or not: then the rest are sent as messages of their own, none counted failed."""
+    done = 0
+    for index, event_id in enumerate(event_ids):
+        try:
+            done += _process(event_id)
+        except SoftTimeLimitExceeded:
+            _send_each(event_ids[index:])
+            return done
+        except Exception as error:
+            _failed([event_id], error)
+    return done
+
+
+def _send_each(event_ids: Sequence[int]) -> None:
+    # Each with a time limit of its own: a poison event among them is found and counted alone.
+    for event_id in event_ids:
+        usher_celery.send_event(current_app, event_id)
 
 
 def _failed(event_ids: Sequence[int], error: BaseException) -> None:
@@ -85,10 +109,11 @@ def _killed(
     sender: Any = None, args: Any = None, exception: BaseException | None = None, **_: Any
 ) -> None:
     """A try that never returned (past the hard time limit, or its process died) is reported
-    here, in the worker's main process: count it too."""
-    if sender is None or exception is None:
+    here, in the worker's main process. A single event's try is counted; a batch's names no
+    culprit, so its events are sent again one by one and the culprit is found alone."""
+    if sender is None or not isinstance(exception, TimeLimitExceeded | WorkerLostError):
         return
     if sender.name == usher_celery.PROCESS_EVENT and args:
         _failed([int(args[0])], exception)
     elif sender.name == usher_celery.PROCESS_EVENTS and args:
-        _failed([int(i) for i in args[0]], exception)
+        _send_each([int(i) for i in args[0]])

@@ -320,3 +320,29 @@ def test_a_failed_event_is_shown_and_replayed_over_the_api_and_cli(
     assert result.exit_code == 0, result.output
     with db.unit_of_work(engine) as session:
         assert events.state(session, event_id)["failed"] is False
+
+
+def test_an_event_another_try_holds_is_skipped_not_waited_for(
+    engine: Engine, settings: config.Settings, pack: str
+) -> None:
+    # Given an event that another try is processing (its row locked)
+    with db.unit_of_work(engine) as session:
+        event_id = events.store(session, "alert", {"severity": "high"})
+    with engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM events WHERE id = :i FOR UPDATE"), {"i": event_id})
+        # When a duplicate message of it is processed: it returns at once, enforcing nothing
+        with db.unit_of_work(engine) as session:
+            session.execute(text("SET LOCAL lock_timeout = '5s'"))
+            assert events.process(session, settings, event_id).enforcements == []
+        holder.rollback()
+    # Then the event is neither processed nor counted as failed, and is still enforced later
+    with db.unit_of_work(engine) as session:
+        assert events.state(session, event_id) == {
+            "processed": False,
+            "failed": False,
+            "failures": 0,
+            "error": None,
+        }
+        assert [e.status for e in events.process(session, settings, event_id).enforcements] == [
+            "executed"
+        ]
