@@ -76,6 +76,19 @@ class _Loader(yaml.SafeLoader):
             )
         return super().compose_node(parent, index)
 
+    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
+        node = super().compose_mapping_node(anchor)
+        seen: set[Any] = set()
+        for key, _ in node.value:
+            if key.value in seen:
+                # The last one would win silently: a reader of the first sees another file.
+                raise _Refused(
+                    problem=f"{key.value!r} is given twice in one mapping",
+                    problem_mark=key.start_mark,
+                )
+            seen.add(key.value)
+        return node
+
 
 # Dates stay strings: JSON has none.
 _Loader.yaml_implicit_resolvers = {
@@ -267,6 +280,9 @@ def _action_problem(action: dict[str, Any]) -> Problem | None:
         jsonschema.Draft202012Validator.check_schema(action.get("parameters") or {})
     except jsonschema.SchemaError as error:
         return ["parameters", *error.absolute_path], f"not a JSON Schema: {error.message}"
+    unusable = parameters.schema_problem(action.get("parameters") or {})
+    if unusable is not None:
+        return ["parameters"], unusable
     unsafe = commands.problem(action["runner"], action.get("runner_config") or {})
     if unsafe is not None:
         return ["runner_config", *unsafe[0]], unsafe[1]

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import cache
 from typing import Any
 
 import jsonschema
+import referencing
+import referencing.exceptions
+import referencing.jsonschema
 from jsonschema import exceptions
 
 from app.errors import InvalidParameters
-from policies import pack_schema
+from policies import pack_schema, regex
 
 # JSON nested deeper than this is refused wherever it comes in (API bodies, parameters,
 # payloads, pack files): deep enough for any real document, far from Python's recursion limit.
@@ -66,6 +70,77 @@ def _storable(value: Any, path: str) -> None:
             _storable(item, f"{path}[{index}]")
 
 
+def _pattern(validator: Any, pattern: str, instance: Any, schema: Any) -> Iterator[Any]:
+    if validator.is_type(instance, "string") and not regex.search(pattern, instance):
+        yield exceptions.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+def _pattern_properties(validator: Any, patterns: Any, instance: Any, schema: Any) -> Iterator[Any]:
+    if not validator.is_type(instance, "object"):
+        return
+    for pattern, subschema in patterns.items():
+        for key, value in instance.items():
+            if regex.search(pattern, key):
+                yield from validator.descend(value, subschema, path=key, schema_path=pattern)
+
+
+@cache
+def _on_re2(validator_cls: Any) -> Any:
+    """``validator_cls`` with its pattern keywords on RE2: parameters come from requests and
+    payloads, and Python's re backtracks (``pattern: "^(a+)+$"`` held a web thread 50 s)."""
+    return jsonschema.validators.extend(
+        validator_cls, {"pattern": _pattern, "patternProperties": _pattern_properties}
+    )
+
+
+def schema_problem(schema: Any) -> str | None:
+    """Why an action's parameters ``schema`` cannot be used, or None: not a JSON Schema, a
+    pattern RE2 cannot run, a ``$ref`` that resolves to nothing in the schema itself."""
+    validator_cls = jsonschema.validators.validator_for(
+        schema, default=jsonschema.Draft202012Validator
+    )
+    try:
+        validator_cls.check_schema(schema)
+    except jsonschema.SchemaError as error:
+        return f"not a JSON Schema: {error.message}"
+    resolver = (
+        referencing.Registry()
+        .with_resource(
+            "",
+            referencing.jsonschema.specification_with(
+                validator_cls.META_SCHEMA.get("$schema", ""),
+                default=referencing.jsonschema.DRAFT202012,
+            ).create_resource(schema),
+        )
+        .resolver()
+    )
+    for key, value in _keyed(schema):
+        if key in ("pattern", "patternProperties"):
+            for pattern in value if key == "patternProperties" else [value]:
+                found = regex.problem(pattern)
+                if found is not None:
+                    return found
+        elif key == "$ref":
+            try:
+                resolver.lookup(str(value))
+            except referencing.exceptions.Unresolvable:
+                return f"$ref {value!r} points at nothing in this schema (no remote schemas)"
+    return None
+
+
+def _keyed(value: Any) -> Iterator[tuple[str, Any]]:
+    """Every (key, value) of every mapping inside ``value``, without recursion."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            for key, child in item.items():
+                yield str(key), child
+                stack.append(child)
+        elif isinstance(item, list):
+            stack.extend(item)
+
+
 def _schema_check(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
     """The best error of ``schema`` for a value (None when it passes), or None: no schema."""
     if not schema:
@@ -73,8 +148,18 @@ def _schema_check(schema: dict[str, Any]) -> Callable[[Any], Any] | None:
     validator_cls = jsonschema.validators.validator_for(
         schema, default=jsonschema.Draft202012Validator
     )
-    check = validator_cls(schema)
-    return lambda value: exceptions.best_match(check.iter_errors(value))
+    check = _on_re2(validator_cls)(schema)
+
+    def best_error(value: Any) -> Any:
+        try:
+            return exceptions.best_match(check.iter_errors(value))
+        except (referencing.exceptions.Unresolvable, exceptions.SchemaError) as error:
+            # A schema stored before load checked it: the request is refused, not a 500.
+            raise InvalidParameters(
+                f"the action's parameters schema cannot be used: {error}"
+            ) from None
+
+    return best_error
 
 
 def validator(

@@ -365,3 +365,32 @@ def test_a_random_action_file_loads_or_is_an_invalid_pack(tmp_path: Path, conten
         packs.read_pack(root)
     except InvalidPack:
         pass
+
+
+def test_parameter_schemas_must_be_usable_as_loaded(tmp_path: Path) -> None:
+    # A $ref to nowhere (a 500 at request time before), a remote $ref, a pattern RE2 refuses
+    missing = "name: a\nrunner: noop\nparameters:\n  properties:\n    x: {$ref: '#/$defs/no'}\n"
+    assert "points at nothing" in _action(tmp_path / "1", missing)
+    remote = "name: a\nrunner: noop\nparameters:\n  $ref: 'https://example.org/s.json'\n"
+    assert "points at nothing" in _action(tmp_path / "2", remote)
+    lookaround = "name: a\nrunner: noop\nparameters:\n  properties:\n    x: {pattern: '(?=a)'}\n"
+    assert "RE2 syntax" in _action(tmp_path / "3", lookaround)
+
+
+def test_a_schema_pattern_cannot_backtrack_on_a_hostile_value() -> None:
+    # Python's re took ~50 s for 30 characters against this pattern
+    check = parameters.validator({"properties": {"s": {"type": "string", "pattern": "^(a+)+$"}}})
+    with pytest.raises(InvalidParameters):
+        check({"s": "a" * 5000 + "!"})
+    keys = parameters.validator({"patternProperties": {"^(a+)+$": {"type": "integer"}}})
+    with pytest.raises(InvalidParameters):
+        keys({"a" * 5000: "x"})
+    assert keys({"aaa": 1}) == {"aaa": 1}
+
+
+def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
+    text = (
+        "name: a\nrunner: shell\n"
+        "runner_config: {command: [echo, hi]}\nrunner_config: {command: [rm]}\n"
+    )
+    assert "a.yaml:4: 'runner_config' is given twice" in _action(tmp_path, text)
