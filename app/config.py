@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     insecure_cookies: bool = False
     # Failed logins and bearer tokens allowed per client address and minute.
     auth_failures_per_minute: Annotated[int, Field(ge=1, le=100_000)] = 20
+    # Reverse proxies in front of the web server whose X-Forwarded-For is believed.
+    trusted_proxies: Annotated[int, Field(ge=0, le=5)] = 0
     metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import math
 import re
@@ -12,10 +13,10 @@ from celery import Celery
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
-from flask_limiter.util import get_remote_address
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DataError, OperationalError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from app import celery as usher_celery
@@ -35,6 +36,12 @@ def parse_int(raw: str) -> int | None:
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
     settings = settings or config.load()
     flask_app = Flask(__name__)
+    if settings.trusted_proxies:
+        # The client's address from X-Forwarded-For, as set by that many proxies in front:
+        # without it, every client shares the proxy's address (and its throttle).
+        flask_app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            flask_app.wsgi_app, x_for=settings.trusted_proxies, x_proto=settings.trusted_proxies
+        )
     flask_app.config["USHER_SETTINGS"] = settings
     flask_app.config["USHER_ENGINE"] = db.engine_for(db.database_url(settings))
     flask_app.config["USHER_CELERY"] = celery_app or usher_celery.create(settings)
@@ -140,11 +147,26 @@ def _auth_attempt() -> bool:
     return request.endpoint == "dashboard.login" and request.method == "POST"
 
 
+def client_key() -> str:
+    """The client's address, an IPv6 one as its /64: one host holds a whole /64, and would
+    otherwise get a fresh allowance per address."""
+    address = request.remote_addr or "?"
+    try:
+        parsed = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(parsed, ipaddress.IPv6Address):
+        if parsed.ipv4_mapped is not None:
+            return str(parsed.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+    return str(parsed)
+
+
 def _throttle(flask_app: Flask, settings: config.Settings) -> None:
     """Past ``auth_failures_per_minute`` failures from an address, its auth attempts get 429
     until the minute is over. The counts live in this process: each web process has its own."""
     limiter = Limiter(
-        get_remote_address,
+        client_key,
         app=flask_app,
         application_limits=[f"{settings.auth_failures_per_minute}/minute"],
         application_limits_exempt_when=lambda: not _auth_attempt(),

@@ -274,3 +274,29 @@ def test_failed_logins_share_the_throttle_and_get_the_error_page(
         client.get("/api/v1/actions", headers={"Authorization": f"Bearer {ADMIN}"}).status_code
         == 429
     )
+
+
+def test_an_ipv6_client_is_throttled_as_its_64_and_proxies_can_be_trusted(
+    settings: config.Settings, celery_app: Any
+) -> None:
+    update = {"auth_failures_per_minute": 3, "api_token": ADMIN, "insecure_cookies": True}
+    bad = {"Authorization": "Bearer guess-1234"}
+    client = web.create_app(settings.model_copy(update=update), celery_app).test_client()
+    # Each failure from another address of one /64
+    for suffix in range(1, 4):
+        client.environ_base["REMOTE_ADDR"] = f"2001:db8:1:2::{suffix}"
+        assert client.get("/api/v1/actions", headers=bad).status_code == 401
+    client.environ_base["REMOTE_ADDR"] = "2001:db8:1:2::99"
+    assert client.get("/api/v1/actions", headers=bad).status_code == 429
+    # Behind one trusted proxy, clients are told apart by X-Forwarded-For
+    proxied = settings.model_copy(update={**update, "trusted_proxies": 1})
+    client = web.create_app(proxied, celery_app).test_client()
+    for _ in range(3):
+        forwarded = {**bad, "X-Forwarded-For": "192.0.2.7"}
+        assert client.get("/api/v1/actions", headers=forwarded).status_code == 401
+    assert (
+        client.get("/api/v1/actions", headers={**bad, "X-Forwarded-For": "192.0.2.7"}).status_code
+        == 429
+    )
+    good = {"Authorization": f"Bearer {ADMIN}", "X-Forwarded-For": "192.0.2.8"}
+    assert client.get("/api/v1/actions", headers=good).status_code == 200
