@@ -84,7 +84,6 @@ def create(settings: Settings) -> Celery:
             "tasks.consumers",
             "tasks.events",
             "tasks.shutdown",
-            "tasks.plain",
         ],
     )
     transport_options: dict[str, object] = {}
@@ -234,17 +233,6 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
     except Exception:
         log.exception("publishing %d grant(s) failed; the sweeper will republish", len(grants))
     return sent
-
-
-def delete_queues(app: Celery, names: Iterable[str]) -> None:
-    """Delete broker queues (a benchmark's scratch actions), so none is left behind."""
-    try:
-        with app.connection_for_write() as conn:
-            channel = conn.default_channel
-            for name in names:
-                channel.queue_delete(name)
-    except Exception:
-        log.exception("could not delete the queues; delete them with the broker's tools")
 
 
 def task_id(execution_id: int, attempt: int) -> str:

@@ -312,11 +312,6 @@ def claim(
     )
 
 
-def heartbeat(executor: db.Executor, execution_id: int, attempt: int, lease_s: float) -> bool:
-    """Renew the lease; False when this attempt no longer owns the execution (stop working)."""
-    return bool(renew(executor, [(execution_id, attempt)], lease_s))
-
-
 def renew(
     executor: db.Executor, held: list[tuple[int, int]], lease_s: float
 ) -> set[tuple[int, int]]:

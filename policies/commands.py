@@ -3,7 +3,7 @@ as code (a shell's command string, an interpreter's ``-c`` script, a remote comm
 choose what runs (the program, the entry point, the loader's environment).
 
 A value rendered into any of them would let an event payload or a request decide what is
-executed. Checked at pack load (``app.packs``) and again by the worker (``tasks.runners``),
+executed. Checked at pack load (``policies.packs``) and again by the worker (``tasks.runners``),
 for actions stored before the check existed. Values belong in argv elements after the
 script (``[sh, -c, 'ping -c 1 -- "$1"', sh, "{{ parameters.host }}"]``) or in ``env``.
 """

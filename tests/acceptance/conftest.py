@@ -15,7 +15,8 @@ import pytest
 from flask import Flask
 
 import web
-from app import cli_serve, config
+from app import config
+from app.cli import serve as cli_serve
 
 TOKEN = "dashboard-admin-token"
 CHROMIUM = Path("/usr/bin/chromium")

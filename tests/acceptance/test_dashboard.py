@@ -21,8 +21,8 @@ from werkzeug.test import TestResponse
 
 import web
 from app import config, db, tokens
-from app import packs as app_packs
 from policies import admission, events, recovery
+from policies import packs as app_packs
 from tests.acceptance.conftest import TOKEN
 from tests.support import flow, packs
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from app import bench, config
+from app import config
+from app.cli.bench import core as bench
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -1,8 +1,8 @@
-"""Bulk intake figures (``app.bench_intake``): a tiny run in every suite, the full one with
+"""Bulk intake figures (``app.cli.bench.intake``): a tiny run in every suite, the full one with
 ``-m bench``.
 
 Full run, printing the figures: ``pytest -m bench tests/bench/test_intake.py -s`` or
-``python -m app.bench_intake``.
+``python -m app.cli.bench.intake``.
 """
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from app import bench_intake, config
+from app import config
+from app.cli.bench import intake as bench_intake
 
 pytestmark = pytest.mark.timeout(900)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
-from app import bench_web
+from app.cli.bench import web as bench_web
 
 # The hot endpoints of the performance issue's goal, and their p95 budget.
 GOAL_MS = 100

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from app import celery as usher_celery
 from app import config, db
-from app.bench import _drop_database, _scratch_database
+from app.cli.bench.core import drop_database, scratch_database
 from tests.chaos import harness
 
 
@@ -29,7 +29,7 @@ def main() -> int:
     args = parser.parse_args()
     base = config.load()
     url = base.database_url or db.embedded_url(base.home)
-    scratch_url, name = _scratch_database(url)
+    scratch_url, name = scratch_database(url)
     workdir = Path(tempfile.mkdtemp(prefix=f"usher-chaos-{uuid.uuid4().hex[:6]}-"))
     settings = base.model_copy(
         update={
@@ -58,7 +58,7 @@ def main() -> int:
     finally:
         engine.dispose()
         app.close()
-        _drop_database(url, name)
+        drop_database(url, name)
     print(json.dumps(asdict(report) | {"ok": report.ok}, indent=2))
     return 0 if report.ok else 1
 

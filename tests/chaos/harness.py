@@ -19,7 +19,7 @@ from sqlalchemy import Engine, text
 
 from app import celery as usher_celery
 from app import config, db
-from app.processes import Pool, Worker
+from app.cli.processes import Pool, Worker
 from policies import admission
 from tests.support import invariants, packs
 

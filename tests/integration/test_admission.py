@@ -89,8 +89,8 @@ def test_claim_and_release_are_fenced_by_attempt(
         assert admission.claim(session, execution_id, 1, "w/1", 15) is not None
     with db.unit_of_work(engine) as session:
         assert admission.release(session, settings, execution_id, 7, "succeeded").status is None
-        assert admission.heartbeat(session, execution_id, 1, 15)
-        assert not admission.heartbeat(session, execution_id, 2, 15)
+        assert admission.renew(session, [(execution_id, 1)], 15) == {(execution_id, 1)}
+        assert admission.renew(session, [(execution_id, 2)], 15) == set()
     assert invariants.counter_mismatches(engine) == []
 
 

@@ -18,8 +18,8 @@ from sqlalchemy import Engine, text
 import web
 from app import celery as usher_celery
 from app import config, db, tokens
-from app import packs as app_packs
 from policies import admission, events, intake, recovery
+from policies import packs as app_packs
 from tests.support import invariants, packs
 from tests.support.flow import wait_until
 from tests.support.workers import Pool

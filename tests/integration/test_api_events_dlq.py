@@ -63,7 +63,7 @@ def pack(engine: Engine, tmp_path: Path) -> str:
         )
     )
     with db.unit_of_work(engine) as session:
-        from app import packs as app_packs
+        from policies import packs as app_packs
 
         app_packs.load(session, tmp_path / name)
     return name
@@ -218,8 +218,8 @@ def test_a_replay_into_a_line_its_action_now_maps_it_to_keeps_the_lock_order(
 def test_a_pack_load_that_removes_a_rule_and_its_events_do_not_deadlock(
     engine: Engine, settings: config.Settings, pack: str, tmp_path: Path
 ) -> None:
-    from app import packs as app_packs
     from policies import control
+    from policies import packs as app_packs
 
     with db.unit_of_work(engine) as session:
         event_id = events.store(session, "alert", {"severity": "high"})

@@ -50,7 +50,7 @@ def _load(engine: Engine, tmp_path: Path, actions: list[dict[str, Any]], rules: 
         rule.setdefault("parameters", {})
     _rules(tmp_path / name, rules(name))
     with db.unit_of_work(engine) as session:
-        from app import packs as app_packs
+        from policies import packs as app_packs
 
         app_packs.load(session, tmp_path / name)
     return name

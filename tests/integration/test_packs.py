@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, text
 
-from app import config, db, packs
+from app import config, db
 from app.errors import InvalidPack, InvalidParameters
-from policies import admission, intake, parameters
+from policies import admission, intake, packs, parameters
 from tests.support import packs as test_packs
 
 pytestmark = pytest.mark.timeout(60)

@@ -287,7 +287,7 @@ def _rules_pack(engine: Engine, tmp_path: Path, directory: Path) -> str:
     ):
         (rules / f"{rule['name']}.yaml").write_text(json.dumps(rule))
     with db.unit_of_work(engine) as session:
-        from app import packs as app_packs
+        from policies import packs as app_packs
 
         app_packs.load(session, tmp_path / name)
     return name

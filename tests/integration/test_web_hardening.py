@@ -18,7 +18,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 import web
-from app import cli_serve, config, queries
+from app import config, queries
+from app.cli import serve as cli_serve
 from tests.support import packs
 from tests.support.flow import submit
 

@@ -1,6 +1,7 @@
-"""The invariants of DESIGN.md live in ``app.invariants`` (the benchmark checks them too)."""
+"""The invariants of DESIGN.md live in ``app.cli.bench.invariants`` (the benchmark checks
+them too)."""
 
-from app.invariants import (
+from app.cli.bench.invariants import (
     FINAL,
     TRIES,
     check_line,

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 from sqlalchemy import Engine
 
-from app import db, packs
+from app import db
+from policies import packs
 
 
 class _Dumper(yaml.SafeDumper):

@@ -1,7 +1,7 @@
-"""Worker processes for integration tests: see ``app.processes``."""
+"""Worker processes for integration tests: see ``app.cli.processes``."""
 
 from __future__ import annotations
 
-from app.processes import REPO, Pool, Worker, environment
+from app.cli.processes import REPO, Pool, Worker, environment
 
 __all__ = ["REPO", "Pool", "Worker", "environment"]

@@ -11,7 +11,8 @@ from typing import Any
 import click
 import pytest
 
-from app import cli, config
+from app import config
+from app.cli import executions
 from app.errors import ConfigError
 from policies import limits
 
@@ -240,11 +241,11 @@ def test_different_values_never_share_a_line() -> None:
     assert one != two
 
 
-# --- app.cli.parse_parameters ---------------------------------------------------------------
+# --- app.cli.executions.parse_parameters ----------------------------------------------
 
 
 def test_parse_parameters_decodes_json_values() -> None:
-    parsed = cli.parse_parameters(
+    parsed = executions.parse_parameters(
         (
             "n=3",
             "ratio=0.5",
@@ -267,19 +268,19 @@ def test_parse_parameters_decodes_json_values() -> None:
 
 
 def test_parse_parameters_keeps_non_json_as_strings() -> None:
-    parsed = cli.parse_parameters(("host=db1", "empty=", "expr=a=b", "spaced=hello world"))
+    parsed = executions.parse_parameters(("host=db1", "empty=", "expr=a=b", "spaced=hello world"))
     assert parsed == {"host": "db1", "empty": "", "expr": "a=b", "spaced": "hello world"}
 
 
 def test_parse_parameters_last_one_wins() -> None:
-    assert cli.parse_parameters(("n=1", "n=2")) == {"n": 2}
-    assert cli.parse_parameters(()) == {}
+    assert executions.parse_parameters(("n=1", "n=2")) == {"n": 2}
+    assert executions.parse_parameters(()) == {}
 
 
 @pytest.mark.parametrize("pair", ["novalue", "=value", ""])
 def test_parse_parameters_refuses_a_pair_without_key_or_equals(pair: str) -> None:
     with pytest.raises(click.BadParameter, match="key=value"):
-        cli.parse_parameters(("ok=1", pair))
+        executions.parse_parameters(("ok=1", pair))
 
 
 # --- a bad setting stops the real command -----------------------------------------------------

@@ -12,9 +12,8 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from app import packs
 from app.errors import InvalidPack, InvalidParameters
-from policies import pack_schema, parameters
+from policies import pack_schema, packs, parameters
 from tasks import runners
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packs"

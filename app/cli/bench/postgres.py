@@ -14,11 +14,12 @@ import time
 from functools import partial
 from typing import Any
 
-from app import bench, config, db
+from app import config, db
+from app.cli.bench import core as bench
+from policies import admission, intake
 
 
 def _client(url: str, settings: config.Settings, grants: list[tuple[int, int]], out: Any) -> None:
-    from policies import admission
 
     hot = db.Hot(url, durable=settings.durable_transitions)
     todo, done, start = list(grants), 0, time.perf_counter()
@@ -52,12 +53,11 @@ def measure(
     clients: int = 4,
 ) -> dict[str, float]:
     """{"lifecycles_per_s", "clients", "actions", "limit"} for one run."""
-    from policies import intake
 
     with bench.scratch(settings) as (url, folder):
         engine = db.make_engine(url)
         try:
-            pack = bench._load_pack(engine, folder, actions, limit)
+            pack = bench.load_pack(engine, folder, actions, limit)
             local = settings.model_copy(update={"database_url": url})
             grants: list[tuple[int, int]] = []
             for offset in range(0, executions, 1000):

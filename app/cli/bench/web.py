@@ -28,7 +28,8 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine, event, text
 
-from app import bench, config, db, tokens
+from app import config, db, tokens
+from app.cli.bench import core as bench
 from policies import recovery
 
 BUSY_SHARE = 10  # every BUSY_SHARE-th execution belongs to the busy action
@@ -631,7 +632,7 @@ def run(
     if database:
         return _measured({"database": database}, database, console, requests)
     assert settings.database_url, "resolve the database URL before benchmarking"
-    url, name = bench._scratch_database(settings.database_url)
+    url, name = bench.scratch_database(settings.database_url)
     try:
         db.upgrade(url)
         report: dict[str, Any] = {"seeded": seed(url, actions, executions, console)}
@@ -641,7 +642,7 @@ def run(
     finally:
         if not keep:
             db.dispose_all()
-            bench._drop_database(settings.database_url, name)
+            bench.drop_database(settings.database_url, name)
 
 
 def _measured(report: dict[str, Any], url: str, console: Console, requests: int) -> dict[str, Any]:

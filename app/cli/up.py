@@ -10,18 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 
-from app import db, packs
+from app import db
+from policies import packs
 
 if TYPE_CHECKING:
-    from app.cli_common import Runtime
+    from app.cli.common import Runtime
 
 console = Console()
 DEMO_PACKS = "examples/packs"
 
 
 def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
-    from app.cli_common import REPO_ROOT
-    from app.processes import spawn, terminate_all
+    from app.cli.common import REPO_ROOT
+    from app.cli.processes import spawn, terminate_all
 
     settings = rt.settings
     with console.status("preparing the database"):

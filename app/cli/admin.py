@@ -8,7 +8,7 @@ import click
 
 from app import celery as usher_celery
 from app import db, tokens
-from app.cli_common import Runtime, console, emit_json, err_console, pass_runtime, table
+from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime, table
 
 
 @click.group("tokens")

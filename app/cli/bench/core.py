@@ -13,19 +13,20 @@ Figures: executions/s and the ratio; **hand-off** (a completion freed a slot of 
 the next execution of that line started on a worker: release + grant in one statement,
 publish, broker, claim) and its part spent in Postgres; **queue wait** (request -> start);
 the worker processes' peak RSS; the invariants of DESIGN.md, checked on the timestamps
-Postgres recorded. ``usher bench --intake`` adds ``app.bench_intake``'s figures: batch
+Postgres recorded. ``usher bench --intake`` adds ``app.cli.bench.intake``'s figures: batch
 intake and the cost of enqueue and grant with a line 100 and 100,000 deep.
 """
 
 from __future__ import annotations
 
 import bisect
+import logging
 import os
 import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -39,9 +40,16 @@ from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from app import celery as usher_celery
-from app import config, db, invariants, packs, processes
+from app import config, db
+from app.cli import processes
+from app.cli.bench import invariants
+from app.errors import UsherError
+from policies import intake, packs
+
+log = logging.getLogger(__name__)
 
 PLAIN_QUEUE = "usher.bench.plain"
+PLAIN_MODULE = "app.cli.bench.plain"
 # Executions of the hand-off run (a line that never waits for a worker process).
 HANDOFF_RUN = 1000
 BATCH = 500
@@ -75,7 +83,7 @@ class Report:
     rss_mb: dict[str, float]
     # CPU milliseconds per execution, by part of the system (CpuMeter), per system.
     cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)
-    # app.bench_intake's figures (batch intake, cost by queue depth), when asked for.
+    # app.cli.bench.intake's figures (batch intake, cost by queue depth), when asked for.
     intake: dict[str, float] = field(default_factory=dict)
     # Completions per second over time, per system: for the plot.
     timeline: dict[str, list[float]] = field(default_factory=dict)
@@ -97,7 +105,7 @@ def _progress(console: Console) -> Progress:
     )
 
 
-def _scratch_database(url: str) -> tuple[str, str]:
+def scratch_database(url: str) -> tuple[str, str]:
     """Create an empty database beside the configured one; returns (its URL, its name)."""
     name = f"usher_bench_{uuid.uuid4().hex[:8]}"
     admin = make_url(url).set(drivername="postgresql", database="postgres")
@@ -106,7 +114,7 @@ def _scratch_database(url: str) -> tuple[str, str]:
     return make_url(url).set(database=name).render_as_string(hide_password=False), name
 
 
-def _drop_database(url: str, name: str) -> None:
+def drop_database(url: str, name: str) -> None:
     admin = make_url(url).set(drivername="postgresql", database="postgres")
     with psycopg.connect(admin.render_as_string(hide_password=False), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -116,14 +124,14 @@ def _drop_database(url: str, name: str) -> None:
 def scratch(settings: config.Settings) -> Iterator[tuple[str, Path]]:
     """A migrated scratch database and folder, dropped and left behind afterwards."""
     assert settings.database_url, "resolve the database URL before benchmarking"
-    url, name = _scratch_database(settings.database_url)
+    url, name = scratch_database(settings.database_url)
     folder = Path(tempfile.mkdtemp(prefix="usher-bench-"))
     try:
         db.upgrade(url)
         yield url, folder
     finally:
         db.dispose_all()
-        _drop_database(settings.database_url, name)
+        drop_database(settings.database_url, name)
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -271,12 +279,18 @@ def run(
         try:
             # A line with fewer slots than worker processes: every grant finds an idle one.
             handoff_limit = max(workers * concurrency // 2, 1)
-            pack = _load_pack(engine, folder, actions, limit, handoff_limit)
+            pack = load_pack(engine, folder, actions, limit, handoff_limit)
             refs = [f"{pack}.noop{i}" for i in range(actions)]
             with _progress(console) as progress:
                 task = progress.add_task("starting workers", total=workers)
                 for i in range(workers):
-                    pool.start(concurrency=concurrency, actions=f"{pack}.*", name=f"bench{i + 1}")
+                    pool.start(
+                        concurrency=concurrency,
+                        actions=f"{pack}.*",
+                        name=f"bench{i + 1}",
+                        # Only the benchmark's workers know the plain task.
+                        extra=("--include", PLAIN_MODULE),
+                    )
                     progress.advance(task)
                 progress.remove_task(task)
                 for name in _plain_queues(plain_queues):
@@ -338,12 +352,12 @@ def run(
         finally:
             pool.stop_all()
             queues = [usher_celery.queue_name(ref) for ref in refs]
-            usher_celery.delete_queues(celery_app, [*queues, *_plain_queues(plain_queues)])
+            delete_queues(celery_app, [*queues, *_plain_queues(plain_queues)])
             engine.dispose()
             celery_app.close()
 
 
-def _load_pack(
+def load_pack(
     engine: Engine, folder: Path, actions: int, limit: int, handoff_limit: int = 0
 ) -> str:
     """Actions ``noop0``.. of concurrency ``limit``; with ``handoff_limit``, also ``handoff``."""
@@ -366,7 +380,6 @@ def _load_pack(
 def _submit(
     engine: Engine, settings: config.Settings, app: Any, requests: list[dict[str, Any]]
 ) -> None:
-    from policies import intake
 
     with db.unit_of_work(engine) as session:
         taken = intake.enqueue_many(session, settings, requests)
@@ -560,7 +573,7 @@ def show(report: Report, console: Console) -> None:
         + ", ".join(f"{k} {v:.1f} MiB" for k, v in report.rss_mb.items())
     )
     if report.intake:
-        from app import bench_intake
+        from app.cli.bench import intake as bench_intake
 
         bench_intake.show(report.intake, console)
     if report.plot:
@@ -569,7 +582,10 @@ def show(report: Report, console: Console) -> None:
 
 def plot(report: Report, path: Path) -> Path:
     """Completions per second over time for both systems, and the hand-off distribution."""
-    import matplotlib
+    try:
+        import matplotlib
+    except ImportError:
+        raise UsherError("the plot needs matplotlib: pip install -e '.[bench]'") from None
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -612,3 +628,14 @@ def as_dict(report: Report) -> dict[str, Any]:
     data.pop("handoffs_ms")
     data.pop("idle_handoffs")
     return data
+
+
+def delete_queues(app: Any, names: Iterable[str]) -> None:
+    """Delete broker queues (a benchmark's scratch actions), so none is left behind."""
+    try:
+        with app.connection_for_write() as conn:
+            channel = conn.default_channel
+            for name in names:
+                channel.queue_delete(name)
+    except Exception:
+        log.exception("could not delete the queues; delete them with the broker's tools")

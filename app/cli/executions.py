@@ -1,8 +1,4 @@
-"""The ``usher`` command: the composition root that wires settings, Postgres, Celery and web.
-
-The commands that run processes and benchmarks live in ``app.cli_serve``; what all commands
-share (the runtime, tables, JSON) in ``app.cli_common``.
-"""
+"""``usher run``, ``usher queues`` and ``usher executions``: requesting work and watching it."""
 
 from __future__ import annotations
 
@@ -11,15 +7,14 @@ import sys
 import time
 from contextlib import nullcontext
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import click
 from rich.table import Table
 
 from app import celery as usher_celery
-from app import cli_admin, cli_serve, db, packs, queries
-from app.cli_common import (
+from app import db, queries
+from app.cli.common import (
     FINAL,
     Runtime,
     console,
@@ -30,52 +25,6 @@ from app.cli_common import (
 )
 from app.errors import UsherError
 from app.models import STATUSES
-
-
-@click.group()
-@click.version_option(package_name="usher")
-def main() -> None:
-    """Usher: automation actions on Celery under strict FIFO lines and global limits."""
-
-
-@main.group("db")
-def db_group() -> None:
-    """Database schema."""
-
-
-@db_group.command("upgrade")
-@pass_runtime
-def db_upgrade(rt: Runtime) -> None:
-    """Apply every migration (the only way the schema is made)."""
-    assert rt.settings.database_url
-    db.upgrade(rt.settings.database_url)
-    console.print("[green]database is at the latest schema[/green]")
-
-
-@main.group("packs")
-def packs_group() -> None:
-    """Packs of actions and their policies."""
-
-
-@packs_group.command("load")
-@click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
-@pass_runtime
-def packs_load(rt: Runtime, path: Path, as_json: bool) -> None:
-    """Register or update the pack(s) at PATH: a pack directory or a directory of packs.
-    Changed limits take effect at once: every line of the loaded actions is re-admitted."""
-    from policies import control
-
-    with db.unit_of_work(rt.engine) as session:
-        specs = packs.load(session, path)
-        refs = [f"{s.name}.{a['name']}" for s in specs for a in s.actions]
-        grants = control.readmit_refs(session, rt.settings, refs)
-    usher_celery.publish(rt.celery, grants)
-    loaded = [{"pack": s.name, "actions": [a["name"] for a in s.actions]} for s in specs]
-    if as_json:
-        emit_json(loaded)
-        return
-    table(["pack", "actions"], [[p["pack"], ", ".join(p["actions"])] for p in loaded], "loaded")
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -91,7 +40,7 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
     return parameters
 
 
-@main.command("run")
+@click.command("run")
 @click.argument("action_ref")
 @click.argument("parameters", nargs=-1)
 @click.option("--priority", type=int, default=0, show_default=True)
@@ -177,7 +126,7 @@ def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> 
     return f"execution {execution_id}: {row['status']}"
 
 
-@main.command("queues")
+@click.command("queues")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def queues_cmd(rt: Runtime, as_json: bool) -> None:
@@ -220,7 +169,7 @@ def queues_cmd(rt: Runtime, as_json: bool) -> None:
     )
 
 
-@main.group("executions")
+@click.group("executions")
 def executions_group() -> None:
     """Inspect and cancel executions."""
 
@@ -296,158 +245,4 @@ def executions_cancel(rt: Runtime, execution_id: int) -> None:
     console.print(f"execution {execution_id}: cancelled (was {cancelled.previous_status})")
 
 
-@main.group("events")
-def events_group() -> None:
-    """Events: what rules react to."""
-
-
-@events_group.command("send")
-@click.argument("trigger")
-@click.option("--payload", default="{}", help="the event's payload, a JSON object")
-@click.option(
-    "--timeout",
-    type=float,
-    default=30,
-    show_default=True,
-    help="seconds to wait for a worker to process it (0: do not wait)",
-)
-@click.option("--json", "as_json", is_flag=True)
-@pass_runtime
-def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json: bool) -> None:
-    """Emit an event; prints the enforcements it caused (rule, status, execution)."""
-    from policies import events
-
-    try:
-        document = json.loads(payload)
-    except json.JSONDecodeError as error:
-        raise click.BadParameter(f"not JSON: {error}", param_hint="--payload") from None
-    with db.unit_of_work(rt.engine) as session:
-        event_id = events.store(session, trigger, document, rt.settings.max_payload_bytes)
-    usher_celery.send_event(rt.celery, event_id)
-    deadline = time.monotonic() + timeout
-    with console.status(f"event {event_id}: waiting for a worker to process it"):
-        while True:
-            with db.unit_of_work(rt.engine) as session:
-                done = events.processed(session, event_id)
-                found = events.enforcements(session, event_id)
-            if done or time.monotonic() >= deadline:
-                break
-            time.sleep(0.2)
-    if as_json:
-        emit_json({"event_id": event_id, "processed": done, "enforcements": found})
-        return
-    if not done:
-        err_console.print(
-            f"event {event_id} is stored; no worker processed it within {timeout:g}s "
-            "(is `usher worker` running?)"
-        )
-        return
-    if not found:
-        console.print(f"event {event_id}: no rule matched")
-        return
-    table(
-        ["id", "rule", "status", "execution", "reason"],
-        [[f["id"], f["rule"], f["status"], f["execution_id"], f["reason"]] for f in found],
-        f"event {event_id}",
-    )
-
-
-@events_group.command("replay")
-@click.argument("event_id", type=click.IntRange(1))
-@pass_runtime
-def events_replay(rt: Runtime, event_id: int) -> None:
-    """Process an event that failed for good again, with its tries back."""
-    from policies import events
-
-    with db.unit_of_work(rt.engine) as session:
-        events.replay(session, event_id)
-    usher_celery.send_event(rt.celery, event_id)
-    console.print(f"event {event_id} sent to be processed again")
-
-
-@main.group("dlq")
-def dlq_group() -> None:
-    """The dead-letter queue: executions that failed for good."""
-
-
-@dlq_group.command("list")
-@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
-@pass_runtime
-def dlq_list(rt: Runtime, limit: int, as_json: bool) -> None:
-    """Newest first, with the last error."""
-    from policies import dlq
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = dlq.items(session, limit)
-    if as_json:
-        emit_json(rows)
-        return
-    table(
-        ["id", "action", "attempt", "finished", "error"],
-        [
-            [r["id"], r["action_ref"], r["attempt"], r["finished_at"], (r["error"] or "")[:100]]
-            for r in rows
-        ],
-        "dead-letter queue",
-    )
-
-
-@dlq_group.command("replay")
-@click.argument("execution_id", type=int, required=False)
-@click.option("--all", "replay_all", is_flag=True, help="replay every item")
-@pass_runtime
-def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
-    """Enqueue a dead execution again (at the tail of its line), or --all of them."""
-    from policies import dlq
-
-    if (execution_id is None) != replay_all:
-        raise click.UsageError("give an execution ID or --all")
-    with db.unit_of_work(rt.engine) as session:
-        ids = dlq.dead_ids(session) if replay_all else [execution_id]
-    for dead_id in ids:
-        assert dead_id is not None
-        with db.unit_of_work(rt.engine) as session:
-            enqueued = dlq.replay(session, rt.settings, dead_id)
-        usher_celery.publish(rt.celery, enqueued.grants)
-        console.print(f"execution {dead_id} replayed as {enqueued.execution_id}")
-    if not ids:
-        console.print("the dead-letter queue is empty")
-
-
-@dlq_group.command("purge")
-@click.option("--yes", is_flag=True, help="do not ask")
-@pass_runtime
-def dlq_purge(rt: Runtime, yes: bool) -> None:
-    """Empty the dead-letter queue (the executions and their history are kept)."""
-    from policies import dlq
-
-    if not yes and sys.stdin.isatty():
-        click.confirm("remove every item from the dead-letter queue?", abort=True)
-    with db.unit_of_work(rt.engine) as session:
-        purged = dlq.purge(session)
-    console.print(f"purged {purged} item(s)")
-
-
-for command in [*cli_serve.COMMANDS, *cli_admin.GROUPS]:
-    main.add_command(command)
-
-
-def entry() -> None:
-    try:
-        main(standalone_mode=False)
-    except click.exceptions.Abort:
-        err_console.print("aborted")
-        sys.exit(130)
-    except click.ClickException as error:
-        error.show()
-        sys.exit(error.exit_code)
-    except UsherError as error:
-        err_console.print(f"[red]error:[/red] {error.message}", highlight=False)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
-
-
-if __name__ == "__main__":
-    entry()
+COMMANDS = [run_action, queues_cmd, executions_group]

@@ -12,7 +12,7 @@ import waitress.server
 import waitress.task
 
 from app import celery as usher_celery
-from app.cli_common import Runtime, console, emit_json, err_console, pass_runtime
+from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime
 from app.errors import TooLarge, UsherError
 
 
@@ -129,7 +129,7 @@ def web_cmd(rt: Runtime) -> None:
 @pass_runtime
 def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
     """Run web + worker(s) + beat on this machine (embedded Postgres and broker by default)."""
-    from app import up
+    from app.cli import up
 
     up.run(rt, demo=demo, workers=workers, concurrency=concurrency)
 
@@ -188,10 +188,10 @@ def bench_cmd(
     as_json: bool,
 ) -> None:
     """Usher against plain Celery on the same broker and workers (a scratch database)."""
-    from app import bench
+    from app.cli.bench import core as bench
 
     if clients:
-        from app import bench_postgres
+        from app.cli.bench import postgres as bench_postgres
 
         with err_console.status(f"{clients} clients claiming and finishing {executions:,}"):
             figures = bench_postgres.measure(rt.settings, executions, actions, limit, clients)
@@ -208,7 +208,7 @@ def bench_cmd(
         rt.settings, executions, actions, limit, workers, concurrency, err_console, plain_queues
     )
     if intake:
-        from app import bench_intake
+        from app.cli.bench import intake as bench_intake
 
         report.intake = bench_intake.measure(rt.settings, err_console)
     bench.plot(report, plot)
@@ -240,7 +240,7 @@ def bench_web_cmd(
     as_json: bool,
 ) -> None:
     """Dashboard, API and /metrics latency on a seeded scratch database (default 1M executions)."""
-    from app import bench_web
+    from app.cli.bench import web as bench_web
 
     report = bench_web.run(rt.settings, actions, executions, requests, database, keep, err_console)
     if as_json:

@@ -1,6 +1,6 @@
 """Bulk intake figures: batch enqueues/s, batch events/s, and enqueue/grant cost by depth.
 
-Run: ``python -m app.bench_intake`` (the configured Postgres and broker; a scratch database is
+Run: ``python -m app.cli.bench.intake`` (the configured Postgres and broker; a scratch database is
 made and dropped). On a scratch database with A no-op actions (a schema-checked integer
 parameter ``n``) and A rules on one trigger, each matching one value of ``payload.k``:
 
@@ -39,8 +39,10 @@ from rich.table import Table
 from sqlalchemy import Engine, text
 
 from app import celery as usher_celery
-from app import config, db, packs, processes
-from app.bench import _drop_database, _scratch_database
+from app import config, db
+from app.cli import processes
+from app.cli.bench.core import delete_queues, drop_database, scratch_database
+from policies import admission, control, intake, packs
 
 
 def measure(
@@ -56,7 +58,7 @@ def measure(
 ) -> dict[str, float]:
     """Every figure of the module docstring, as ``{name: value}``; printed with ``show``."""
     assert settings.database_url, "resolve the database URL before benchmarking"
-    url, name = _scratch_database(settings.database_url)
+    url, name = scratch_database(settings.database_url)
     folder = Path(tempfile.mkdtemp(prefix="usher-bench-intake-"))
     token = secrets.token_urlsafe(16)
     bench = settings.model_copy(update={"database_url": url, "home": folder, "api_token": token})
@@ -86,11 +88,11 @@ def measure(
             web.terminate()
             web.wait(timeout=30)
         pool.stop_all()
-        usher_celery.delete_queues(celery_app, [usher_celery.queue_name(r) for r in refs])
+        delete_queues(celery_app, [usher_celery.queue_name(r) for r in refs])
         celery_app.close()
         engine.dispose()
         db.dispose_all()
-        _drop_database(settings.database_url, name)
+        drop_database(settings.database_url, name)
 
 
 def _load_pack(engine: Engine, folder: Path, actions: int, deep: int) -> tuple[str, list[str]]:
@@ -146,7 +148,6 @@ def _items(refs: list[str], start: int, size: int) -> list[dict[str, Any]]:
 def _intake(
     engine: Engine, settings: config.Settings, refs: list[str], n: int, batch: int
 ) -> dict[str, float]:
-    from policies import intake
 
     requests = [_items(refs, start, min(batch, n - start)) for start in range(0, n, batch)]
     began = time.perf_counter()
@@ -269,7 +270,6 @@ def _depth(
     runs on its own), one 100 deep and one ``deep`` deep, timed alternately so that both see
     the same machine. A grant is timed as the ``admit`` a completion makes; the claim and
     release that free the slot again are not timed. Each is its own transaction and commit."""
-    from policies import control, intake
 
     depths = {f"{pack}.shallow": 100, f"{pack}.deep": deep}
     figures: dict[str, float] = {}
@@ -309,7 +309,6 @@ def _queue_id(engine: Engine, ref: str) -> int:
 
 
 def _enqueue_one(engine: Engine, settings: config.Settings, ref: str) -> float:
-    from policies import admission
 
     began = time.perf_counter()
     with db.unit_of_work(engine) as session:
@@ -319,7 +318,6 @@ def _enqueue_one(engine: Engine, settings: config.Settings, ref: str) -> float:
 
 def _grant_one(engine: Engine, settings: config.Settings, queue_id: int) -> float:
     """Seconds one ``admit`` of the line's head took (in its transaction); then run it."""
-    from policies import admission
 
     began = time.perf_counter()
     with db.unit_of_work(engine) as session:

@@ -1,0 +1,156 @@
+"""``usher events`` and ``usher dlq``: what rules react to, and what failed for good."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import click
+
+from app import celery as usher_celery
+from app import db
+from app.cli.common import (
+    Runtime,
+    console,
+    emit_json,
+    err_console,
+    pass_runtime,
+    table,
+)
+
+
+@click.group("events")
+def events_group() -> None:
+    """Events: what rules react to."""
+
+
+@events_group.command("send")
+@click.argument("trigger")
+@click.option("--payload", default="{}", help="the event's payload, a JSON object")
+@click.option(
+    "--timeout",
+    type=float,
+    default=30,
+    show_default=True,
+    help="seconds to wait for a worker to process it (0: do not wait)",
+)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json: bool) -> None:
+    """Emit an event; prints the enforcements it caused (rule, status, execution)."""
+    from policies import events
+
+    try:
+        document = json.loads(payload)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--payload") from None
+    with db.unit_of_work(rt.engine) as session:
+        event_id = events.store(session, trigger, document, rt.settings.max_payload_bytes)
+    usher_celery.send_event(rt.celery, event_id)
+    deadline = time.monotonic() + timeout
+    with console.status(f"event {event_id}: waiting for a worker to process it"):
+        while True:
+            with db.unit_of_work(rt.engine) as session:
+                done = events.processed(session, event_id)
+                found = events.enforcements(session, event_id)
+            if done or time.monotonic() >= deadline:
+                break
+            time.sleep(0.2)
+    if as_json:
+        emit_json({"event_id": event_id, "processed": done, "enforcements": found})
+        return
+    if not done:
+        err_console.print(
+            f"event {event_id} is stored; no worker processed it within {timeout:g}s "
+            "(is `usher worker` running?)"
+        )
+        return
+    if not found:
+        console.print(f"event {event_id}: no rule matched")
+        return
+    table(
+        ["id", "rule", "status", "execution", "reason"],
+        [[f["id"], f["rule"], f["status"], f["execution_id"], f["reason"]] for f in found],
+        f"event {event_id}",
+    )
+
+
+@events_group.command("replay")
+@click.argument("event_id", type=click.IntRange(1))
+@pass_runtime
+def events_replay(rt: Runtime, event_id: int) -> None:
+    """Process an event that failed for good again, with its tries back."""
+    from policies import events
+
+    with db.unit_of_work(rt.engine) as session:
+        events.replay(session, event_id)
+    usher_celery.send_event(rt.celery, event_id)
+    console.print(f"event {event_id} sent to be processed again")
+
+
+@click.group("dlq")
+def dlq_group() -> None:
+    """The dead-letter queue: executions that failed for good."""
+
+
+@dlq_group.command("list")
+@click.option("--limit", type=click.IntRange(1, 1000), default=100, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def dlq_list(rt: Runtime, limit: int, as_json: bool) -> None:
+    """Newest first, with the last error."""
+    from policies import dlq
+
+    with db.unit_of_work(rt.engine) as session:
+        rows = dlq.items(session, limit)
+    if as_json:
+        emit_json(rows)
+        return
+    table(
+        ["id", "action", "attempt", "finished", "error"],
+        [
+            [r["id"], r["action_ref"], r["attempt"], r["finished_at"], (r["error"] or "")[:100]]
+            for r in rows
+        ],
+        "dead-letter queue",
+    )
+
+
+@dlq_group.command("replay")
+@click.argument("execution_id", type=int, required=False)
+@click.option("--all", "replay_all", is_flag=True, help="replay every item")
+@pass_runtime
+def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
+    """Enqueue a dead execution again (at the tail of its line), or --all of them."""
+    from policies import dlq
+
+    if (execution_id is None) != replay_all:
+        raise click.UsageError("give an execution ID or --all")
+    with db.unit_of_work(rt.engine) as session:
+        ids = dlq.dead_ids(session) if replay_all else [execution_id]
+    for dead_id in ids:
+        assert dead_id is not None
+        with db.unit_of_work(rt.engine) as session:
+            enqueued = dlq.replay(session, rt.settings, dead_id)
+        usher_celery.publish(rt.celery, enqueued.grants)
+        console.print(f"execution {dead_id} replayed as {enqueued.execution_id}")
+    if not ids:
+        console.print("the dead-letter queue is empty")
+
+
+@dlq_group.command("purge")
+@click.option("--yes", is_flag=True, help="do not ask")
+@pass_runtime
+def dlq_purge(rt: Runtime, yes: bool) -> None:
+    """Empty the dead-letter queue (the executions and their history are kept)."""
+    from policies import dlq
+
+    if not yes and sys.stdin.isatty():
+        click.confirm("remove every item from the dead-letter queue?", abort=True)
+    with db.unit_of_work(rt.engine) as session:
+        purged = dlq.purge(session)
+    console.print(f"purged {purged} item(s)")
+
+
+COMMANDS = [events_group, dlq_group]
