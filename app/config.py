@@ -7,7 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -65,6 +65,17 @@ class Settings(BaseSettings):
     metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value and not value.startswith("postgresql+psycopg://"):
+            scheme = value.partition("://")[0] or value[:20]
+            raise ValueError(
+                f"{scheme}:// is not a URL Usher can use; write postgresql+psycopg://"
+                "user:password@host:5432/database (psycopg 3)"
+            )
+        return value
 
     @classmethod
     def settings_customise_sources(

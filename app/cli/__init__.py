@@ -11,6 +11,8 @@ import sys
 from pathlib import Path
 
 import click
+import kombu.exceptions
+import sqlalchemy.exc
 
 from app import celery as usher_celery
 from app import db
@@ -89,6 +91,22 @@ def entry() -> None:
         sys.exit(error.exit_code)
     except UsherError as error:
         err_console.print(f"[red]error:[/red] {error.message}", highlight=False)
+        sys.exit(2)
+    except sqlalchemy.exc.OperationalError as error:
+        # One line, not a traceback: the database named by USHER_DATABASE_URL did not answer.
+        reason = str(error.orig or error).strip().splitlines()[0][:300]
+        err_console.print(
+            f"[red]error:[/red] cannot reach the database ({reason}); is Postgres running "
+            "and USHER_DATABASE_URL right?",
+            highlight=False,
+        )
+        sys.exit(2)
+    except kombu.exceptions.OperationalError as error:
+        err_console.print(
+            f"[red]error:[/red] cannot reach the broker ({str(error)[:300]}); is it running "
+            "and USHER_BROKER_URL right?",
+            highlight=False,
+        )
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)

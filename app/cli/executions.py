@@ -25,6 +25,7 @@ from app.cli.common import (
 )
 from app.errors import UsherError
 from app.models import STATUSES
+from policies import intake
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -43,7 +44,13 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.command("run")
 @click.argument("action_ref")
 @click.argument("parameters", nargs=-1)
-@click.option("--priority", type=int, default=0, show_default=True)
+@click.option(
+    "--priority",
+    type=click.IntRange(-intake.MAX_PRIORITY, intake.MAX_PRIORITY),
+    default=0,
+    show_default=True,
+    help="higher runs first within the line (the API's bounds)",
+)
 @click.option("--wait", is_flag=True, help="wait for the final status and print the result")
 @click.option("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 @click.option("--json", "as_json", is_flag=True)

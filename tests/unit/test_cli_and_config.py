@@ -10,8 +10,9 @@ from typing import Any
 
 import click
 import pytest
+from click.testing import CliRunner
 
-from app import config
+from app import cli, config
 from app.cli import executions
 from app.errors import ConfigError
 from policies import limits
@@ -355,3 +356,30 @@ def test_stale_event_files_of_the_filesystem_broker_are_pruned(tmp_path: Path) -
     os.utime(task, (old, old))
     assert usher_celery.prune_event_files(tmp_path, older_than_s=300) == 1
     assert not stale.exists() and fresh.exists() and task.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("postgres://usher@127.0.0.1:9/nowhere", "postgresql+psycopg://"),
+        ("postgresql+psycopg://usher@127.0.0.1:9/nowhere", "cannot reach the database"),
+    ],
+)
+def test_database_url_problems_are_one_line(url: str, expected: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "queues"],
+        env=_environment(USHER_DATABASE_URL=url),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], done.stderr
+
+
+def test_the_cli_takes_the_apis_priority_bounds() -> None:
+    done = CliRunner().invoke(cli.main, ["run", "x.y", "--priority", "5000"])
+    assert done.exit_code == 2 and "-1000<=x<=1000" in done.output
