@@ -23,7 +23,7 @@ from app import config, db
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
 FINAL = {"succeeded", "failed", "timed_out", "dead", "cancelled", "expired"}
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from app import config
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def environment(settings: config.Settings) -> dict[str, str]:
