@@ -168,9 +168,8 @@ def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
 @click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
-    default=Path("usher-bench.png"),
-    show_default=True,
-    help="where to write the PNG plot",
+    default=None,
+    help="where to write the PNG plot [default: USHER_HOME/usher-bench.png]",
 )
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
@@ -184,7 +183,7 @@ def bench_cmd(
     intake: bool,
     clients: int | None,
     plain_queues: int,
-    plot: Path,
+    plot: Path | None,
     as_json: bool,
 ) -> None:
     """Usher against plain Celery on the same broker and workers (a scratch database)."""
@@ -211,7 +210,8 @@ def bench_cmd(
         from app.cli.bench import intake as bench_intake
 
         report.intake = bench_intake.measure(rt.settings, err_console)
-    bench.plot(report, plot)
+    # Into the data directory, not wherever the command was run (a repository, say).
+    bench.plot(report, plot or rt.settings.home / "usher-bench.png")
     if as_json:
         emit_json(bench.as_dict(report))
     else:
