@@ -67,8 +67,11 @@ def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
                 f"[red]usher {' '.join(command)} exited with code {process.returncode}; "
                 "stopping everything (its output is above)[/red]"
             )
-    console.print("stopping...")
-    terminate_all(processes)
+    # The workers' own grace for running executions, and time to release what is left: a
+    # worker killed before then leaves executions running, to be run again.
+    grace = settings.shutdown_grace_s + 10
+    console.print(f"stopping... (running executions get up to {settings.shutdown_grace_s:g}s)")
+    terminate_all(processes, grace_s=grace)
     rt.engine.dispose()
     if rt.embedded:
         db.stop_embedded(settings.home)
