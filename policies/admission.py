@@ -1,12 +1,9 @@
-"""Enqueue, admit, claim, release: the FIFO line and the global concurrency limit.
+"""Enqueue, claim, release, cancel: an execution's way through its line.
 
 Every function takes a session and never commits; the caller owns the transaction and
-publishes the returned grants only after it commits. The queue row's lock
-(``SELECT ... FOR NO KEY UPDATE``) is the semaphore: it is always taken before any execution
-row of that line is changed, so cancel, release and admit serialise per line and never
-deadlock. Plain ``FOR UPDATE`` would conflict with the KEY SHARE lock an execution INSERT's
-foreign key takes. Timestamps are ``clock_timestamp()`` read under the lock, so they follow
-lock order and the invariants can be checked from them.
+publishes the returned grants only after it commits. Each takes its line's lock
+(``policies.lines``) before it changes an execution row of that line, so cancel, release and
+admit serialise per line and never deadlock.
 
 The SQL of admit and release lives in Postgres functions (migration 0006), so each is one
 statement with a cached plan; ``finish`` and ``claim`` are single statements that may run on
@@ -15,7 +12,8 @@ an autocommit connection, one round trip each (the workers' hot path).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import json
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import text
@@ -23,8 +21,8 @@ from sqlalchemy.orm import Session
 
 from app import db
 from app.config import Settings
-from app.errors import AlreadyFinished, QueueFull, UnknownAction, UnknownExecution
-from policies import limits, parameters, ratelimit, retry
+from app.errors import AlreadyFinished
+from policies import intake, lines
 
 # Outcomes whose release needs no retry policy: ``finish`` takes them in one statement.
 FINISHES = ("succeeded", "cancelled")
@@ -33,32 +31,10 @@ OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "cancelled")
 
 
 @dataclass(frozen=True)
-class Grant:
-    """A slot granted to an execution: publish ``execute(execution_id, attempt)`` after commit."""
-
-    execution_id: int
-    attempt: int
-    action_ref: str
-    timeout_s: int | None
-
-
-@dataclass(frozen=True)
-class Line:
-    queue_id: int
-    action_ref: str
-    timeout_s: int | None
-    limits: limits.Limits
-    retry: retry.RetryPolicy
-    paused: bool = False
-    # Filled by admit: when a full rate-limit window frees up (the line should be woken).
-    notes: dict[str, Any] = field(default_factory=dict, compare=False)
-
-
-@dataclass(frozen=True)
 class Enqueued:
     execution_id: int
     seq: int
-    grants: list[Grant]
+    grants: list[lines.Grant]
 
     @property
     def granted(self) -> bool:
@@ -83,7 +59,7 @@ class Released:
     retry the queue and time at which the line should be woken."""
 
     status: str | None
-    grants: list[Grant]
+    grants: list[lines.Grant]
     queue_id: int | None = None
     retry_at: Any = None
     rate_wake_at: Any = None
@@ -92,111 +68,7 @@ class Released:
 @dataclass(frozen=True)
 class Cancelled:
     previous_status: str
-    grants: list[Grant]
-
-
-_LINE_COLUMNS = """
-    q.id AS queue_id, a.ref, a.timeout_s, a.policy AS action_policy, p.policy AS pack_policy,
-    a.paused_at IS NOT NULL AS paused
-"""
-
-
-def _line(settings: Settings, row: Any) -> Line:
-    return Line(
-        queue_id=row.queue_id,
-        action_ref=row.ref,
-        timeout_s=row.timeout_s,
-        limits=limits.resolve(row.action_policy, row.pack_policy, settings),
-        retry=retry.resolve(row.action_policy, row.pack_policy, settings),
-        paused=row.paused,
-    )
-
-
-def lock_line(session: Session, settings: Settings, queue_id: int) -> Line:
-    row = session.execute(
-        text(f"""
-            SELECT {_LINE_COLUMNS}
-            FROM queues q JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
-            WHERE q.id = :queue_id
-            FOR NO KEY UPDATE OF q
-        """),
-        {"queue_id": queue_id},
-    ).one()
-    return _line(settings, row)
-
-
-def lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
-    row = session.execute(
-        text(f"""
-            SELECT {_LINE_COLUMNS}
-            FROM executions e JOIN queues q ON q.id = e.queue_id
-            JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
-            WHERE e.id = :execution_id
-            FOR NO KEY UPDATE OF q
-        """),
-        {"execution_id": execution_id},
-    ).one_or_none()
-    if row is None:
-        raise UnknownExecution(f"no execution with id {execution_id}")
-    return _line(settings, row)
-
-
-def admit(session: Session, line: Line) -> list[Grant]:
-    """Grant free slots to the oldest eligible executions, in (priority DESC, seq ASC) order.
-
-    Eligible: waiting (``queued``), or backing off (``retrying``) and already due, so a due
-    retry keeps its place in line even before the sweeper moves it back to ``queued``.
-    The caller holds the line's lock, so this statement's snapshot (taken after the lock)
-    sees every committed waiting row and the current ``active_count``. A paused line grants
-    nothing; its waiting executions keep their places.
-    """
-    if line.paused:
-        return []
-    cap: int | None = None
-    if line.limits.rate:
-        cap, frees_at = ratelimit.capacity(session, line.queue_id, line.limits.rate)
-        line.notes["wake_at"] = frees_at
-        if cap == 0:
-            return []
-    rows = session.execute(
-        text("SELECT execution_id, attempt FROM usher_admit(:queue_id, :limit, :cap)"),
-        {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
-    ).all()
-    return [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
-
-
-def requeue_due(session: Session, line: Line) -> list[Grant]:
-    """Move due retries back into the line (the caller holds its lock).
-
-    A retry that kept its slot (``hold_slot``) is granted at once; the others become
-    ``queued`` again with their original seq, so they keep their place. Then ``admit``.
-    """
-    rows = session.execute(
-        text("""
-            WITH now AS (SELECT clock_timestamp() AS ts),
-            due AS (
-                UPDATE executions SET
-                    status = CASE WHEN holds_slot THEN 'scheduled' ELSE 'queued' END,
-                    scheduled_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
-                    published_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
-                    holds_slot = false
-                WHERE queue_id = :queue_id AND status = 'retrying'
-                  AND not_before <= (SELECT ts FROM now)
-                RETURNING id, attempt, priority, seq, status
-            ),
-            counted AS (
-                UPDATE queues SET
-                    queue_length = queue_length
-                        + (SELECT count(*) FROM due WHERE status = 'queued'),
-                    last_updated = (SELECT ts FROM now)
-                WHERE id = :queue_id AND EXISTS (SELECT 1 FROM due)
-            )
-            SELECT id, attempt FROM due WHERE status = 'scheduled' ORDER BY priority DESC, seq
-        """),
-        {"queue_id": line.queue_id},
-    ).all()
-    held = [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
-    return held + admit(session, line)
+    grants: list[lines.Grant]
 
 
 def enqueue(
@@ -207,70 +79,17 @@ def enqueue(
     priority: int = 0,
     replay_of: int | None = None,
 ) -> Enqueued:
-    """Put a new execution at the tail of its line and admit what fits; QueueFull past the cap."""
-    action = session.execute(
-        text("""
-            SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
-                   a.policy AS action_policy, p.policy AS pack_policy,
-                   a.paused_at IS NOT NULL AS paused
-            FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
-        """),
-        {"ref": action_ref},
-    ).one_or_none()
-    if action is None:
-        raise UnknownAction(f"no action named {action_ref!r}; see `usher packs load`")
-    params = parameters.validate(
-        action.parameters_schema, params, action.runner, settings.max_parameters_bytes
+    """Put a new execution at the tail of its line and admit what fits: the batch of one
+    (``intake.enqueue_many``), its error raised (QueueFull past the cap, UnknownAction,
+    InvalidParameters)."""
+    taken = intake.enqueue_many(
+        session, settings, [intake.Request(action_ref, params, priority, replay_of)]
     )
-    resolved = limits.resolve(action.action_policy, action.pack_policy, settings)
-    key = limits.partition_key(resolved.partition_by, params)
-    # Create-or-lock the line and take the next seq in one statement: seq follows lock order.
-    queue = session.execute(
-        text("""
-            INSERT INTO queues AS q (action_id, partition_key, next_seq, queue_length,
-                                     total_enqueued)
-            VALUES (:action_id, :key, 1, 1, 1)
-            ON CONFLICT (action_id, partition_key) DO UPDATE SET
-                next_seq = q.next_seq + 1,
-                queue_length = q.queue_length + 1,
-                total_enqueued = q.total_enqueued + 1,
-                last_updated = clock_timestamp()
-            WHERE q.queue_length < :max_length
-            RETURNING q.id, q.next_seq
-        """),
-        {"action_id": action.id, "key": key, "max_length": resolved.max_queue_length},
-    ).one_or_none()
-    if queue is None:
-        raise QueueFull(
-            f"the line of {action_ref}{f' [{key}]' if key else ''} is full "
-            f"({resolved.max_queue_length} waiting); retry later or raise max_queue_length"
-        )
-    execution_id = session.execute(
-        text("""
-            INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                                    enqueued_at, queued_at, replay_of)
-            VALUES (:action_id, :queue_id, :seq, :priority, 'queued', CAST(:params AS jsonb),
-                    clock_timestamp(), clock_timestamp(), :replay_of)
-            RETURNING id
-        """),
-        {
-            "action_id": action.id,
-            "queue_id": queue.id,
-            "seq": queue.next_seq,
-            "priority": priority,
-            "params": _json(params),
-            "replay_of": replay_of,
-        },
-    ).scalar_one()
-    line = Line(
-        queue.id,
-        action.ref,
-        action.timeout_s,
-        resolved,
-        retry.resolve(action.action_policy, action.pack_policy, settings),
-        action.paused,
-    )
-    return Enqueued(execution_id, queue.next_seq, admit(session, line))
+    (item,) = taken
+    if item.error is not None:
+        raise item.error
+    assert item.execution_id is not None and item.seq is not None
+    return Enqueued(item.execution_id, item.seq, taken.grants)
 
 
 def claim(
@@ -363,7 +182,7 @@ def release(
         finished = finish(session, settings, execution_id, attempt, outcome, result, error)
         if finished is not None:
             return finished
-    line = lock_line_of(session, settings, execution_id)
+    line = lines.lock_line_of(session, settings, execution_id)
     policy = line.retry
     if outcome in ("succeeded", "cancelled"):
         status = outcome
@@ -393,7 +212,7 @@ def release(
     ).one_or_none()
     if released is None:
         return Released(None, [])
-    grants = [] if hold else admit(session, line)
+    grants = [] if hold else lines.admit(session, line)
     return Released(
         status, grants, released.queue_id, released.not_before, line.notes.get("wake_at")
     )
@@ -437,7 +256,7 @@ def finish(
     if row.kind == "stale":
         return Released(None, [])
     grants = [
-        Grant(grant_id, grant_attempt, row.action_ref, row.timeout_s)
+        lines.Grant(grant_id, grant_attempt, row.action_ref, row.timeout_s)
         for grant_id, grant_attempt in zip(row.grant_ids, row.grant_attempts, strict=True)
     ]
     return Released(outcome, grants, row.queue_id)
@@ -445,15 +264,13 @@ def finish(
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
     """Cancel a queued, scheduled or running execution; a freed slot goes to the next in line."""
-    line = lock_line_of(session, settings, execution_id)
-    previous = session.execute(
-        text("SELECT status FROM executions WHERE id = :id FOR UPDATE"), {"id": execution_id}
-    ).scalar_one()
+    line = lines.lock_line_of(session, settings, execution_id)
+    previous, held = session.execute(
+        text("SELECT status, holds_slot FROM executions WHERE id = :id FOR UPDATE"),
+        {"id": execution_id},
+    ).one()
     if previous not in ("queued", "scheduled", "running", "retrying"):
         raise AlreadyFinished(f"execution {execution_id} is already {previous}")
-    held = session.execute(
-        text("SELECT holds_slot FROM executions WHERE id = :id"), {"id": execution_id}
-    ).scalar_one()
     counter = {
         "queued": "queue_length",
         "scheduled": "active_count",
@@ -461,50 +278,17 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
         "retrying": "active_count" if held else None,
     }[previous]
     session.execute(
-        text(f"""
-            WITH done AS (
-                UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
-                    lease_expires_at = NULL, holds_slot = false, error = 'cancelled by request'
-                WHERE id = :id
-            )
-            UPDATE queues SET {f"{counter} = {counter} - 1," if counter else ""}
-                total_cancelled = total_cancelled + 1, last_updated = clock_timestamp()
-            WHERE id = :queue_id
+        text("""
+            UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
+                lease_expires_at = NULL, holds_slot = false, error = 'cancelled by request'
+            WHERE id = :id
         """),
-        {"id": execution_id, "queue_id": line.queue_id},
+        {"id": execution_id},
     )
-    grants = admit(session, line) if counter == "active_count" else []
+    freed = {counter: -1} if counter else {}
+    lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
+    grants = lines.admit(session, line) if counter == "active_count" else []
     return Cancelled(previous, grants)
-
-
-def expire(session: Session, line: Line) -> int:
-    """Mark executions that waited longer than the line's queue timeout as expired.
-
-    The wait counts from when the execution joined the line: ``queued_at``, which for a
-    retry back in line is the end of its backoff, not its first enqueue (a retry of a long
-    run would otherwise expire the moment it rejoined). The caller holds the line's lock.
-    """
-    return int(
-        session.execute(
-            text("""
-                WITH gone AS (
-                    UPDATE executions SET status = 'expired', finished_at = clock_timestamp(),
-                        error = 'waited longer than queue_timeout_s'
-                    WHERE queue_id = :queue_id AND status = 'queued'
-                      AND coalesce(queued_at, enqueued_at)
-                          < clock_timestamp() - make_interval(secs => :timeout)
-                    RETURNING id
-                ), counted AS (
-                    UPDATE queues SET queue_length = queue_length - (SELECT count(*) FROM gone),
-                        total_expired = total_expired + (SELECT count(*) FROM gone),
-                        last_updated = clock_timestamp()
-                    WHERE id = :queue_id AND EXISTS (SELECT 1 FROM gone)
-                )
-                SELECT count(*) FROM gone
-            """),
-            {"queue_id": line.queue_id, "timeout": line.limits.queue_timeout_s},
-        ).scalar_one()
-    )
 
 
 def position(session: Session, execution_id: int) -> int | None:
@@ -524,6 +308,4 @@ def position(session: Session, execution_id: int) -> int | None:
 
 
 def _json(value: Any) -> str:
-    import json
-
     return json.dumps(value, default=str)

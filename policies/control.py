@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.errors import InvalidRequest, UnknownAction
-from policies import admission
+from policies import lines
 
 LIVE_KEYS = {
     "concurrency": (1, 10_000),
@@ -32,31 +32,29 @@ def _action_id(session: Session, ref: str) -> int:
     return int(found)
 
 
-def readmit(session: Session, settings: Settings, action_id: int) -> list[admission.Grant]:
+def readmit(session: Session, settings: Settings, action_id: int) -> list[lines.Grant]:
     """Lock each line of the action in turn and grant what now fits.
 
     In partition-key order, sorted as batch intake sorts the lines it locks: two
     transactions that lock several lines of one action take them in the same order, so
     they never deadlock.
     """
-    grants: list[admission.Grant] = []
-    lines = session.execute(
+    grants: list[lines.Grant] = []
+    rows = session.execute(
         text("SELECT id, partition_key FROM queues WHERE action_id = :a"), {"a": action_id}
     ).all()
-    for line in sorted(lines, key=lambda r: r.partition_key):
-        grants += admission.requeue_due(session, admission.lock_line(session, settings, line.id))
+    for line in sorted(rows, key=lambda r: r.partition_key):
+        grants += lines.requeue_due(session, lines.lock_line(session, settings, line.id))
     return grants
 
 
-def readmit_refs(session: Session, settings: Settings, refs: list[str]) -> list[admission.Grant]:
+def readmit_refs(session: Session, settings: Settings, refs: list[str]) -> list[lines.Grant]:
     """``readmit`` of several actions in action-id order, as batch intake locks lines."""
     action_ids = sorted({_action_id(session, ref) for ref in refs})
     return [g for action_id in action_ids for g in readmit(session, settings, action_id)]
 
 
-def set_paused(
-    session: Session, settings: Settings, ref: str, paused: bool
-) -> list[admission.Grant]:
+def set_paused(session: Session, settings: Settings, ref: str, paused: bool) -> list[lines.Grant]:
     """Pause (nothing granted; running work finishes) or resume (grants at once)."""
     action_id = _action_id(session, ref)
     session.execute(
@@ -69,7 +67,7 @@ def set_paused(
 
 def update_policy(
     session: Session, settings: Settings, ref: str, changes: Any
-) -> list[admission.Grant]:
+) -> list[lines.Grant]:
     """Change the action's limits live. Raising the limit grants at once; lowering it lets
     running work finish and grants nothing until the line is under the new limit. A later
     `usher packs load` of the pack sets the policy from the files again."""

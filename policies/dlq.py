@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 from app import queries
 from app.config import Settings
 from app.errors import AlreadyFinished, InvalidParameters, UnknownExecution
-from policies import admission, intake, limits, parameters
+from policies import actions, admission, limits, lines
 
 DLQ_WHERE = "e.status = 'dead' AND e.dlq_cleared_at IS NULL"
 
@@ -48,10 +48,9 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     """
     line = session.execute(
         text("""
-            SELECT e.parameters, q.action_id, q.partition_key, a.parameters_schema, a.runner,
-                   a.policy AS action_policy, p.policy AS pack_policy
+            SELECT e.parameters, a.ref, q.action_id, q.partition_key
             FROM executions e JOIN queues q ON q.id = e.queue_id
-            JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
+            JOIN actions a ON a.id = q.action_id
             WHERE e.id = :id
         """),
         {"id": execution_id},
@@ -59,15 +58,13 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     if line is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
     keys = {(line.action_id, line.partition_key)}
+    action = actions.find(session, settings, [line.ref])[line.ref]
     try:
-        params = parameters.validate(
-            line.parameters_schema, line.parameters, line.runner, settings.max_parameters_bytes
-        )
-        resolved = limits.resolve(line.action_policy, line.pack_policy, settings)
-        keys.add((line.action_id, limits.partition_key(resolved.partition_by, params)))
+        params = action.validate(line.parameters)
+        keys.add((action.id, limits.partition_key(action.limits.partition_by, params)))
     except InvalidParameters:
         pass  # the enqueue below refuses it with this error
-    intake.lock_lines(session, sorted(keys))
+    lines.lock_lines(session, sorted(keys))
     dead = session.execute(
         text("""
             SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref

@@ -20,7 +20,7 @@ from app.errors import (
     TooLarge,
     UsherError,
 )
-from policies import admission, criteria, intake, parameters, templates
+from policies import criteria, intake, lines, parameters, templates
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,7 @@ class Enforcement:
 @dataclass(frozen=True)
 class Processed:
     enforcements: list[Enforcement]
-    grants: list[admission.Grant]
+    grants: list[lines.Grant]
 
 
 # The default cap of an event's payload (USHER_MAX_PAYLOAD_BYTES).

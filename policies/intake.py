@@ -1,20 +1,20 @@
-"""Bulk intake: many execution requests in one transaction, a few statements for all of them.
+"""Intake: execution requests, one or many in one transaction, a few statements for all.
 
 Each item is all-or-nothing on its own: a refused item (malformed, unknown action, parameters
-failing the schema, line full) gets the error the single request would get, and the others are
-enqueued; a line accepts as many as the same requests sent one by one would get in.
-Items are grouped by line. One upsert on ``queues`` creates or locks every line of the batch
-(always in (action, partition) order, so two batches never deadlock on each other); under
-those locks each group takes its seq numbers in request order, and one statement counts them
-on the lines and inserts every execution. ``admission.admit`` then runs once per line. Like
-``admission.enqueue`` this never commits: the caller owns the transaction and publishes
-``grants`` after it.
+failing the schema, line full) gets its error, and the others are enqueued; a line accepts as
+many as the same requests sent one by one would get in. A single request is the batch of one
+(``admission.enqueue`` raises its error). Items are grouped by line. One upsert on ``queues``
+creates or locks every line of the batch (always in (action, partition) order, so two batches
+never deadlock on each other); under those locks each group takes its seq numbers in request
+order, one statement counts them on the lines and one inserts every execution.
+``lines.admit`` then runs once per line. This never commits: the caller owns the transaction
+and publishes ``grants`` after it.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,13 +22,24 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import InvalidParameters, InvalidRequest, QueueFull, UnknownAction, UsherError
-from policies import admission, limits, parameters, retry
+from app.errors import InvalidParameters, InvalidRequest, UnknownAction, UsherError
+from policies import actions, limits, lines, parameters
 
 MAX_PRIORITY = 1000
 # Items per batch request (API): enough to amortise the round trips, small enough for one
 # short transaction.
 MAX_BATCH = 1000
+
+
+@dataclass(frozen=True)
+class Request:
+    """A request already checked for shape (``fields``), as the product's own callers make
+    them; ``replay_of`` links a DLQ replay to the dead execution."""
+
+    action: str
+    parameters: Any
+    priority: int = 0
+    replay_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +60,7 @@ class ItemResult:
 class Intake(list[ItemResult]):
     """The results in request order, and every grant the batch made (publish after commit)."""
 
-    def __init__(self, items: Iterable[ItemResult], grants: list[admission.Grant]) -> None:
+    def __init__(self, items: Iterable[ItemResult], grants: list[lines.Grant]) -> None:
         super().__init__(items)
         self.grants = grants
 
@@ -63,22 +74,11 @@ class Intake(list[ItemResult]):
 
 
 @dataclass
-class _Action:
-    id: int
-    ref: str
-    timeout_s: int | None
-    limits: limits.Limits
-    retry: retry.RetryPolicy
-    paused: bool
-    validate: Callable[[Any], dict[str, Any]]
-
-
-@dataclass
 class _Item:
     index: int
-    action: _Action
+    action: actions.Action
     params: dict[str, Any]
-    priority: int
+    request: Request
 
 
 def fields(request: Any) -> tuple[str, Any, int]:
@@ -96,110 +96,58 @@ def fields(request: Any) -> tuple[str, Any, int]:
     return action, request.get("parameters", {}), priority
 
 
-def _actions(session: Session, settings: Settings, refs: set[str]) -> dict[str, _Action]:
-    rows = session.execute(
-        text("""
-            SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
-                   a.policy AS action_policy, p.policy AS pack_policy,
-                   a.paused_at IS NOT NULL AS paused
-            FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
-        """),
-        {"refs": sorted(refs)},
-    ).all()
-    return {
-        r.ref: _Action(
-            r.id,
-            r.ref,
-            r.timeout_s,
-            limits.resolve(r.action_policy, r.pack_policy, settings),
-            retry.resolve(r.action_policy, r.pack_policy, settings),
-            r.paused,
-            parameters.validator(r.parameters_schema, r.runner, settings.max_parameters_bytes),
-        )
-        for r in rows
-    }
-
-
-def lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Any]:
-    """Create-or-lock every line at once, in the order given (sort them by (action id,
-    partition key), the one order of every multi-line transaction); the rows come back as
-    they are under the lock."""
-    rows = session.execute(
-        text("""
-            INSERT INTO queues AS q (action_id, partition_key)
-            SELECT a, k FROM unnest(CAST(:actions AS integer[]), CAST(:keys AS text[])) AS u(a, k)
-            ON CONFLICT (action_id, partition_key) DO UPDATE SET last_updated = q.last_updated
-            RETURNING q.id, q.action_id, q.partition_key, q.next_seq, q.queue_length
-        """),
-        {"actions": [a for a, _ in keys], "keys": [k for _, k in keys]},
-    ).all()
-    return {(r.action_id, r.partition_key): r for r in rows}
-
-
-def _insert(
-    session: Session, taken: dict[int, int], rows: list[dict[str, Any]]
-) -> dict[tuple[int, int], int]:
-    """Count the taken seqs on their lines and insert the executions, in one statement;
-    returns each new execution's id by (queue_id, seq). The rows travel as one JSON
-    document: cheaper to encode and to parse than one array per column."""
+def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
+    """Insert the executions in one statement; returns each new one's id by (queue_id, seq).
+    The rows travel as one JSON document: cheaper to encode and to parse than one array per
+    column."""
     if not rows:
         return {}
     inserted = session.execute(
         text("""
-            WITH bumped AS (
-                UPDATE queues q SET next_seq = q.next_seq + b.n,
-                    queue_length = q.queue_length + b.n,
-                    total_enqueued = q.total_enqueued + b.n,
-                    last_updated = clock_timestamp()
-                FROM unnest(CAST(:lines AS integer[]), CAST(:counts AS integer[])) AS b(id, n)
-                WHERE q.id = b.id
-            )
             INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                                    enqueued_at, queued_at)
-            SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp()
+                                    enqueued_at, queued_at, replay_of)
+            SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r
             FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                AS r(a integer, q integer, s bigint, p integer, d jsonb)
+                AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint)
             ORDER BY r.q, r.s
             RETURNING id, queue_id, seq
         """),
-        {"lines": list(taken), "counts": list(taken.values()), "rows": _json(rows)},
+        {"rows": _json(rows)},
     ).all()
     return {(r.queue_id, r.seq): r.id for r in inserted}
-
-
-def _full(action: _Action, key: str) -> QueueFull:
-    return QueueFull(
-        f"the line of {action.ref}{f' [{key}]' if key else ''} is full "
-        f"({action.limits.max_queue_length} waiting); retry later or raise max_queue_length"
-    )
 
 
 def _validated(
     session: Session, settings: Settings, requests: Sequence[Any], errors: dict[int, UsherError]
 ) -> list[_Item]:
     """Items that pass every check made before taking a place in line; errors by index."""
-    checked: list[tuple[int, str, Any, int]] = []
+    checked: list[tuple[int, Request]] = []
     for index, request in enumerate(requests):
         try:
-            checked.append((index, *fields(request)))
+            checked.append(
+                (index, request if isinstance(request, Request) else Request(*fields(request)))
+            )
         except UsherError as error:
             errors[index] = error
-    known = _actions(session, settings, {ref for _, ref, _, _ in checked}) if checked else {}
+    known = actions.find(session, settings, {r.action for _, r in checked}) if checked else {}
     items = []
-    for index, ref, params, priority in checked:
-        action = known.get(ref)
+    for index, request in checked:
+        action = known.get(request.action)
         if action is None:
-            errors[index] = UnknownAction(f"no action named {ref!r}; see `usher packs load`")
+            errors[index] = UnknownAction(
+                f"no action named {request.action!r}; see `usher packs load`"
+            )
             continue
         try:
-            items.append(_Item(index, action, action.validate(params), priority))
+            items.append(_Item(index, action, action.validate(request.parameters), request))
         except InvalidParameters as error:
             errors[index] = error
     return items
 
 
 def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) -> Intake:
-    """Enqueue each ``{action, parameters, priority}`` request that can be; see the module.
+    """Enqueue each ``{action, parameters, priority}`` request (or ``Request``) that can be;
+    see the module.
 
     A line takes what it has room for, then admits; when that admission granted slots (so
     made room) and items are left, the line takes more: exactly what the same requests sent
@@ -211,14 +159,16 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
         key = limits.partition_key(item.action.limits.partition_by, item.params)
         groups.setdefault((item.action.id, key), []).append(item)
     placed: dict[int, tuple[int, int]] = {}  # index -> (execution id, seq)
-    grants: list[admission.Grant] = []
+    grants: list[lines.Grant] = []
     pending = sorted(groups)
     while pending:
         pending, granted = _round(session, groups, pending, placed)
         grants += granted
     for (_, key), left in groups.items():
         for item in left:
-            errors[item.index] = _full(item.action, key)
+            errors[item.index] = lines.full(
+                item.action.ref, key, item.action.limits.max_queue_length
+            )
     scheduled = {g.execution_id for g in grants}
     results = []
     for index in range(len(requests)):
@@ -236,38 +186,51 @@ def _round(
     groups: dict[tuple[int, str], list[_Item]],
     keys: list[tuple[int, str]],
     placed: dict[int, tuple[int, int]],
-) -> tuple[list[tuple[int, str]], list[admission.Grant]]:
+) -> tuple[list[tuple[int, str]], list[lines.Grant]]:
     """Lock these lines, give each group's first items the room there is, admit; returns
     the lines that made room and still have items, and the grants."""
-    lines = lock_lines(session, keys)
-    actions = {key: groups[key][0].action for key in keys}
+    locked = lines.lock_lines(session, keys)
+    of = {key: groups[key][0].action for key in keys}
     taken: dict[int, int] = {}
     rows: list[dict[str, Any]] = []
     indexes: list[int] = []
     for key in keys:
-        group, line = groups[key], lines[key]
-        room = max(actions[key].limits.max_queue_length - line.queue_length, 0)
+        group, line = groups[key], locked[key]
+        room = max(of[key].limits.max_queue_length - line.queue_length, 0)
         take, groups[key] = group[:room], group[room:]
-        taken[line.id] = len(take)
+        if take:
+            taken[line.id] = len(take)
         for n, item in enumerate(take):
             indexes.append(item.index)
-            seq = line.next_seq + n + 1
             rows.append(
-                {"a": item.action.id, "q": line.id, "s": seq, "p": item.priority, "d": item.params}
+                {
+                    "a": item.action.id,
+                    "q": line.id,
+                    "s": line.next_seq + n + 1,
+                    "p": item.request.priority,
+                    "d": item.params,
+                    "r": item.request.replay_of,
+                }
             )
-    ids = _insert(session, {q: n for q, n in taken.items() if n}, rows)
+    lines.count(
+        session,
+        {q: {"next_seq": n, "queue_length": n, "total_enqueued": n} for q, n in taken.items()},
+    )
+    ids = _insert(session, rows)
     for index, row in zip(indexes, rows, strict=True):
         placed[index] = (ids[(row["q"], row["s"])], row["s"])
     again: list[tuple[int, str]] = []
-    grants: list[admission.Grant] = []
+    grants: list[lines.Grant] = []
     for key in keys:
-        action, queue_id = actions[key], lines[key].id
-        if not taken[queue_id]:
+        action, queue_id = of[key], locked[key].id
+        if queue_id not in taken:
             continue  # full: nothing new to admit, and no room to make
-        line = admission.Line(
-            queue_id, action.ref, action.timeout_s, action.limits, action.retry, action.paused
+        granted = lines.admit(
+            session,
+            lines.Line(
+                queue_id, action.ref, action.timeout_s, action.limits, action.retry, action.paused
+            ),
         )
-        granted = admission.admit(session, line)
         grants += granted
         if granted and groups[key]:
             again.append(key)

@@ -6,7 +6,7 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app import queries
-from policies.admission import Grant
+from policies import lines
 
 
 def expired_leases(session: Session, limit: int = 500) -> list[tuple[int, int]]:
@@ -22,7 +22,7 @@ def expired_leases(session: Session, limit: int = 500) -> list[tuple[int, int]]:
     return [(r.id, r.attempt) for r in rows]
 
 
-def unclaimed(session: Session, older_than_s: float, limit: int = 500) -> list[Grant]:
+def unclaimed(session: Session, older_than_s: float, limit: int = 500) -> list[lines.Grant]:
     """Scheduled executions whose message no worker claimed in time: to publish again.
 
     Marks them republished now, so each is sent again at most once per ``older_than_s``.
@@ -42,7 +42,7 @@ def unclaimed(session: Session, older_than_s: float, limit: int = 500) -> list[G
         """),
         {"s": older_than_s, "limit": limit},
     ).all()
-    return [Grant(r.id, r.attempt, r.ref, r.timeout_s) for r in rows]
+    return [lines.Grant(r.id, r.attempt, r.ref, r.timeout_s) for r in rows]
 
 
 def lines_to_tend(session: Session) -> list[int]:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from app import celery as usher_celery
 from app import db
-from policies import admission, recovery
+from policies import admission, lines, recovery
 from tasks import context, signals
 
 log = logging.getLogger(__name__)
@@ -46,11 +46,11 @@ def sweep() -> dict[str, int]:
             counts["republished"] = usher_celery.publish(current_app, stale)
             for queue_id in _in_tx(recovery.lines_to_tend):
                 with db.unit_of_work(engine) as session:
-                    line = admission.lock_line(session, settings, queue_id)
-                    counts["expired"] += admission.expire(session, line)
+                    line = lines.lock_line(session, settings, queue_id)
+                    counts["expired"] += lines.expire(session, line)
                     # Due retries rejoin the line; a raised limit (pack reload) is granted
                     # here even on a line where nothing else happens.
-                    grants = admission.requeue_due(session, line)
+                    grants = lines.requeue_due(session, line)
                 counts["granted"] += usher_celery.publish(current_app, grants)
                 if line.notes.get("wake_at") is not None:  # a full rate-limit window
                     usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])
@@ -86,8 +86,8 @@ def sweep_task() -> dict[str, int]:
 def wake_line(queue_id: int) -> int:
     """A retry fell due on this line: move it back in line and grant what fits."""
     with db.unit_of_work(context.engine()) as session:
-        line = admission.lock_line(session, context.settings(), queue_id)
-        grants = admission.requeue_due(session, line)
+        line = lines.lock_line(session, context.settings(), queue_id)
+        grants = lines.requeue_due(session, line)
     sent = usher_celery.publish(current_app, grants)
     if line.notes.get("wake_at") is not None:  # still full: wake again when it frees up
         usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])

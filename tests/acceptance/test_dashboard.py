@@ -21,7 +21,7 @@ from werkzeug.test import TestResponse
 
 import web
 from app import config, db, tokens
-from policies import admission, events, recovery
+from policies import admission, events, lines, recovery
 from policies import packs as app_packs
 from tests.acceptance.conftest import TOKEN
 from tests.support import flow, packs
@@ -77,7 +77,7 @@ def _requeue_due(engine: Engine, settings: config.Settings, execution_id: int) -
             text("SELECT queue_id FROM executions WHERE id = :id"), {"id": execution_id}
         ).scalar_one()
     with db.unit_of_work(engine) as session:
-        admission.requeue_due(session, admission.lock_line(session, settings, queue_id))
+        lines.requeue_due(session, lines.lock_line(session, settings, queue_id))
     return _status(engine, execution_id)[0] == "scheduled"
 
 

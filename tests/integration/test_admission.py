@@ -11,7 +11,7 @@ from sqlalchemy import Engine, text
 
 from app import config, db
 from app.errors import AlreadyFinished, InvalidParameters, QueueFull, UnknownAction
-from policies import admission
+from policies import admission, lines
 from tests.support import invariants, packs
 from tests.support.flow import submit
 
@@ -163,8 +163,8 @@ def test_queue_timeout_expires_waiting_executions(
         )
         queue_id = conn.execute(text("SELECT id FROM queues")).scalar_one()
     with db.unit_of_work(engine) as session:
-        line = admission.lock_line(session, settings, queue_id)
-        assert admission.expire(session, line) == 2
+        line = lines.lock_line(session, settings, queue_id)
+        assert lines.expire(session, line) == 2
     with engine.connect() as conn:
         got = dict(conn.execute(text("SELECT id, status FROM executions")).all())
     assert [got[i] for i in ids] == ["scheduled", "expired", "expired", "queued"]
@@ -196,9 +196,9 @@ def test_a_retry_back_in_line_waits_its_own_queue_timeout(
     # When its retry rejoins the line behind the execution now holding the slot, and a sweep
     # runs the queue timeout over the line
     with db.unit_of_work(engine) as session:
-        line = admission.lock_line_of(session, settings, first)
-        assert admission.requeue_due(session, line) == []
-        expired = admission.expire(session, line)
+        line = lines.lock_line_of(session, settings, first)
+        assert lines.requeue_due(session, line) == []
+        expired = lines.expire(session, line)
     # Then the retry waits in line: it has waited milliseconds, not an hour
     assert expired == 0
     with engine.connect() as conn:

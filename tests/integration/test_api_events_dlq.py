@@ -14,7 +14,7 @@ from sqlalchemy import Engine, text
 import web
 from app import cli, config, db
 from app.errors import AlreadyFinished
-from policies import admission, dlq, events
+from policies import admission, dlq, events, lines
 from tests.support import invariants, packs
 from tests.support.flow import WaitingOnALock, submit
 
@@ -171,7 +171,7 @@ def test_a_replay_and_a_cancel_of_the_same_dead_execution_do_not_deadlock(
 
     # Given a cancel of the dead execution that holds its line
     with pytest.raises(AlreadyFinished), db.unit_of_work(engine) as session:
-        admission.lock_line_of(session, settings, dead)
+        lines.lock_line_of(session, settings, dead)
         # When a replay of it starts meanwhile
         other = WaitingOnALock(engine, replay)
         # Then the cancel reaches the execution row (and refuses: it is dead), not a deadlock
@@ -199,7 +199,7 @@ def test_a_replay_into_a_line_its_action_now_maps_it_to_keeps_the_lock_order(
         conn.execute(text("UPDATE actions SET policy = policy - 'partition_by'"))
     submit(engine, settings, None, ref, [{"k": "x"}])
     with engine.connect() as conn:
-        lines = dict(conn.execute(text("SELECT partition_key, id FROM queues")).all())
+        line_ids = dict(conn.execute(text("SELECT partition_key, id FROM queues")).all())
 
     def replay() -> None:
         with db.unit_of_work(engine) as session:
@@ -207,10 +207,10 @@ def test_a_replay_into_a_line_its_action_now_maps_it_to_keeps_the_lock_order(
 
     # When a re-admission of the action holds line "" (it takes "", then "k=b")
     with db.unit_of_work(engine) as session:
-        admission.lock_line(session, settings, lines[""])
+        lines.lock_line(session, settings, line_ids[""])
         other = WaitingOnALock(engine, replay)
         # Then the replay waits for "" holding nothing, and "k=b" is still free to take
-        admission.lock_line(session, settings, lines["k=b"])
+        lines.lock_line(session, settings, line_ids["k=b"])
     assert other.finished() == []
     assert invariants.counter_mismatches(engine) == []
 

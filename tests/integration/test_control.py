@@ -12,7 +12,7 @@ from sqlalchemy import Engine, text
 import web
 from app import config, db
 from app.errors import InvalidRequest
-from policies import admission, control, eta, intake
+from policies import admission, control, eta, intake, lines
 from tests.support import invariants, packs
 from tests.support.flow import WaitingOnALock, status, submit, wait_final, wait_until
 from tests.support.workers import Pool
@@ -29,7 +29,7 @@ def _scheduled(engine: Engine) -> list[int]:
         )
 
 
-def _finish(engine: Engine, settings: config.Settings, seq: int) -> list[admission.Grant]:
+def _finish(engine: Engine, settings: config.Settings, seq: int) -> list[lines.Grant]:
     with engine.connect() as conn:
         execution_id = conn.execute(
             text("SELECT id FROM executions WHERE seq = :s"), {"s": seq}
@@ -115,7 +115,7 @@ def test_a_live_change_and_an_enqueue_into_the_same_line_do_not_deadlock(
 
     # Given an enqueue that holds the line (it has taken its seq, not yet inserted its row)
     with db.unit_of_work(engine) as session:
-        admission.lock_line(session, settings, queue_id)
+        lines.lock_line(session, settings, queue_id)
         # When a live change of the action locks the action, then waits for the line
         other = WaitingOnALock(engine, live_change)
         # Then the enqueue's insert (its foreign key locks the action row) still goes through
@@ -145,7 +145,7 @@ def test_a_live_change_and_a_batch_over_two_partitions_do_not_deadlock(
 
     # Given a batch that has locked line "a" and is about to lock line "b"
     with db.unit_of_work(engine) as session:
-        admission.lock_line(session, settings, line_a)
+        lines.lock_line(session, settings, line_a)
         # When a limit change re-admits the action's lines while the batch holds "a"
         other = WaitingOnALock(engine, raise_limit)
         # Then the batch still gets line "b": the change waits on "a" and holds nothing else

@@ -16,7 +16,7 @@ from sqlalchemy import Engine, text
 
 from app import celery as usher_celery
 from app import config, db
-from policies import admission
+from policies import admission, lines
 from tests.support import packs
 from tests.support.flow import submit
 
@@ -173,8 +173,8 @@ def test_the_publisher_declares_a_queue_no_worker_consumes_yet(celery_app: Any) 
     ref = f"hot{uuid.uuid4().hex[:8]}.job"
     name = usher_celery.queue_name(ref)
     grants = [
-        admission.Grant(7, 1, ref, None),
-        admission.Grant(8, 2, ref, 30),
+        lines.Grant(7, 1, ref, None),
+        lines.Grant(8, 2, ref, 30),
     ]
     publisher = usher_celery.Publisher(celery_app)
     try:
@@ -205,10 +205,10 @@ def test_after_its_connection_drops_the_publisher_declares_again(celery_app: Any
     refs = [f"hot{uuid.uuid4().hex[:8]}.job" for _ in range(2)]
     publisher = usher_celery.Publisher(celery_app)
     try:
-        assert usher_celery.publish(celery_app, [admission.Grant(1, 1, refs[0], None)], publisher)
+        assert usher_celery.publish(celery_app, [lines.Grant(1, 1, refs[0], None)], publisher)
         publisher.connection.collect()  # the connection is gone, as after a broker restart
         # When it grants to a queue it never declared, and to the first one again
-        grants = [admission.Grant(2, 1, refs[1], None), admission.Grant(3, 1, refs[0], None)]
+        grants = [lines.Grant(2, 1, refs[1], None), lines.Grant(3, 1, refs[0], None)]
         assert usher_celery.publish(celery_app, grants, publisher) == 2
         # Then every grant waits in its queue: none was dropped for lack of a queue
         with celery_app.connection_for_write() as conn:

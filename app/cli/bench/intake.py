@@ -12,7 +12,7 @@ c. E events through ``POST /api/v1/events/batch`` in batches of B, each matching
    processed by a real ``usher worker`` (2 processes) that consumes the events queue but no
    action queue, so only intake is measured: the clock runs from the first request to the
    moment every event's enforcement (and execution) exists;
-d. single ``admission.enqueue`` /s and ``admission.admit`` grants/s at the tail and head of a
+d. single ``admission.enqueue`` /s and ``lines.admit`` grants/s at the tail and head of a
    line 100 deep and of one D deep (filled with ``enqueue_many``), timed alternately, to show
    the cost is flat. Each is its own transaction, so these are bound by commit latency.
 """
@@ -42,7 +42,7 @@ from app import celery as usher_celery
 from app import config, db
 from app.cli import processes
 from app.cli.bench.core import delete_queues, drop_database, scratch_database
-from policies import admission, control, intake, packs
+from policies import admission, control, intake, lines, packs
 
 
 def measure(
@@ -321,8 +321,8 @@ def _grant_one(engine: Engine, settings: config.Settings, queue_id: int) -> floa
 
     began = time.perf_counter()
     with db.unit_of_work(engine) as session:
-        line = replace(admission.lock_line(session, settings, queue_id), paused=False)
-        (grant,) = admission.admit(session, line)
+        line = replace(lines.lock_line(session, settings, queue_id), paused=False)
+        (grant,) = lines.admit(session, line)
     seconds = time.perf_counter() - began
     with db.unit_of_work(engine) as session:
         admission.claim(session, grant.execution_id, grant.attempt, "bench", 60)

@@ -1,0 +1,237 @@
+"""A line: its lock (the semaphore), its counters, and the grant of its free slots.
+
+Each action has one line per partition, a row in ``queues``. Its lock
+(``SELECT ... FOR NO KEY UPDATE``) is always taken before any execution row of that line is
+changed, so everything that changes a line serialises on it and never deadlocks. Plain
+``FOR UPDATE`` would conflict with the KEY SHARE lock an execution INSERT's foreign key
+takes. Several lines are locked in (action id, partition key) order. Timestamps are
+``clock_timestamp()`` read under the lock, so they follow lock order and the invariants can
+be checked from them. Functions take a session and never commit.
+
+The counters on the row (``queue_length``, ``active_count``, ``next_seq``, the totals) are
+written by ``count`` here and by the PL/pgSQL of migration 0006 (``usher_admit``,
+``usher_release``, ``usher_finish``), nowhere else.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.errors import QueueFull, UnknownExecution
+from policies import limits, ratelimit, retry
+
+
+@dataclass(frozen=True)
+class Grant:
+    """A slot granted to an execution: publish ``execute(execution_id, attempt)`` after commit."""
+
+    execution_id: int
+    attempt: int
+    action_ref: str
+    timeout_s: int | None
+
+
+@dataclass(frozen=True)
+class Line:
+    queue_id: int
+    action_ref: str
+    timeout_s: int | None
+    limits: limits.Limits
+    retry: retry.RetryPolicy
+    paused: bool = False
+    # Filled by admit: when a full rate-limit window frees up (the line should be woken).
+    notes: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+def full(action_ref: str, key: str, max_queue_length: int) -> QueueFull:
+    """The refusal of a request to a line already holding ``max_queue_length`` waiting."""
+    return QueueFull(
+        f"the line of {action_ref}{f' [{key}]' if key else ''} is full "
+        f"({max_queue_length} waiting); retry later or raise max_queue_length"
+    )
+
+
+# What ``count`` may add to; usher_admit, usher_release and usher_finish move the rest.
+COUNTERS = (
+    "next_seq",
+    "queue_length",
+    "active_count",
+    "total_enqueued",
+    "total_cancelled",
+    "total_expired",
+)
+
+
+def count(session: Session, changes: Mapping[int, Mapping[str, int]]) -> None:
+    """Add to the counters of these lines (queue id -> counter -> amount, any of
+    ``COUNTERS``), one statement for all; the caller holds their locks."""
+    if not changes:
+        return
+    ids = list(changes)
+    amounts = {name: [changes[q].get(name, 0) for q in ids] for name in COUNTERS}
+    session.execute(
+        text("""
+            UPDATE queues q SET
+                next_seq = q.next_seq + c.next_seq,
+                queue_length = q.queue_length + c.queue_length,
+                active_count = q.active_count + c.active_count,
+                total_enqueued = q.total_enqueued + c.total_enqueued,
+                total_cancelled = q.total_cancelled + c.total_cancelled,
+                total_expired = q.total_expired + c.total_expired,
+                last_updated = clock_timestamp()
+            FROM unnest(CAST(:ids AS integer[]), CAST(:next_seq AS bigint[]),
+                        CAST(:queue_length AS integer[]), CAST(:active_count AS integer[]),
+                        CAST(:total_enqueued AS bigint[]), CAST(:total_cancelled AS bigint[]),
+                        CAST(:total_expired AS bigint[]))
+                AS c(id, next_seq, queue_length, active_count, total_enqueued,
+                     total_cancelled, total_expired)
+            WHERE q.id = c.id
+        """),
+        {"ids": ids, **amounts},
+    )
+
+
+_LINE_COLUMNS = """
+    q.id AS queue_id, a.ref, a.timeout_s, a.policy AS action_policy, p.policy AS pack_policy,
+    a.paused_at IS NOT NULL AS paused
+"""
+
+
+def _line(settings: Settings, row: Any) -> Line:
+    return Line(
+        queue_id=row.queue_id,
+        action_ref=row.ref,
+        timeout_s=row.timeout_s,
+        limits=limits.resolve(row.action_policy, row.pack_policy, settings),
+        retry=retry.resolve(row.action_policy, row.pack_policy, settings),
+        paused=row.paused,
+    )
+
+
+def lock_line(session: Session, settings: Settings, queue_id: int) -> Line:
+    row = session.execute(
+        text(f"""
+            SELECT {_LINE_COLUMNS}
+            FROM queues q JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
+            WHERE q.id = :queue_id
+            FOR NO KEY UPDATE OF q
+        """),
+        {"queue_id": queue_id},
+    ).one()
+    return _line(settings, row)
+
+
+def lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
+    row = session.execute(
+        text(f"""
+            SELECT {_LINE_COLUMNS}
+            FROM executions e JOIN queues q ON q.id = e.queue_id
+            JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
+            WHERE e.id = :execution_id
+            FOR NO KEY UPDATE OF q
+        """),
+        {"execution_id": execution_id},
+    ).one_or_none()
+    if row is None:
+        raise UnknownExecution(f"no execution with id {execution_id}")
+    return _line(settings, row)
+
+
+def lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Any]:
+    """Create-or-lock every line at once, in the order given (sort them by (action id,
+    partition key), the one order of every multi-line transaction); the rows come back as
+    they are under the lock."""
+    rows = session.execute(
+        text("""
+            INSERT INTO queues AS q (action_id, partition_key)
+            SELECT a, k FROM unnest(CAST(:actions AS integer[]), CAST(:keys AS text[])) AS u(a, k)
+            ON CONFLICT (action_id, partition_key) DO UPDATE SET last_updated = q.last_updated
+            RETURNING q.id, q.action_id, q.partition_key, q.next_seq, q.queue_length
+        """),
+        {"actions": [a for a, _ in keys], "keys": [k for _, k in keys]},
+    ).all()
+    return {(r.action_id, r.partition_key): r for r in rows}
+
+
+def admit(session: Session, line: Line) -> list[Grant]:
+    """Grant free slots to the oldest eligible executions, in (priority DESC, seq ASC) order.
+
+    Eligible: waiting (``queued``), or backing off (``retrying``) and already due, so a due
+    retry keeps its place in line even before the sweeper moves it back to ``queued``.
+    The caller holds the line's lock, so this statement's snapshot (taken after the lock)
+    sees every committed waiting row and the current ``active_count``. A paused line grants
+    nothing; its waiting executions keep their places.
+    """
+    if line.paused:
+        return []
+    cap: int | None = None
+    if line.limits.rate:
+        cap, frees_at = ratelimit.capacity(session, line.queue_id, line.limits.rate)
+        line.notes["wake_at"] = frees_at
+        if cap == 0:
+            return []
+    rows = session.execute(
+        text("SELECT execution_id, attempt FROM usher_admit(:queue_id, :limit, :cap)"),
+        {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
+    ).all()
+    return [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+
+
+def requeue_due(session: Session, line: Line) -> list[Grant]:
+    """Move due retries back into the line (the caller holds its lock).
+
+    A retry that kept its slot (``hold_slot``) is granted at once; the others become
+    ``queued`` again with their original seq, so they keep their place. Then ``admit``.
+    """
+    due = session.execute(
+        text("""
+            WITH now AS (SELECT clock_timestamp() AS ts)
+            UPDATE executions SET
+                status = CASE WHEN holds_slot THEN 'scheduled' ELSE 'queued' END,
+                scheduled_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
+                published_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
+                holds_slot = false
+            WHERE queue_id = :queue_id AND status = 'retrying'
+              AND not_before <= (SELECT ts FROM now)
+            RETURNING id, attempt, priority, seq, status
+        """),
+        {"queue_id": line.queue_id},
+    ).all()
+    if due:
+        back = sum(1 for r in due if r.status == "queued")
+        count(session, {line.queue_id: {"queue_length": back}})
+    held = sorted((r for r in due if r.status == "scheduled"), key=lambda r: (-r.priority, r.seq))
+    return [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in held] + admit(
+        session, line
+    )
+
+
+def expire(session: Session, line: Line) -> int:
+    """Mark executions that waited longer than the line's queue timeout as expired.
+
+    The wait counts from when the execution joined the line: ``queued_at``, which for a
+    retry back in line is the end of its backoff, not its first enqueue (a retry of a long
+    run would otherwise expire the moment it rejoined). The caller holds the line's lock.
+    """
+    gone = len(
+        session.execute(
+            text("""
+                UPDATE executions SET status = 'expired', finished_at = clock_timestamp(),
+                    error = 'waited longer than queue_timeout_s'
+                WHERE queue_id = :queue_id AND status = 'queued'
+                  AND coalesce(queued_at, enqueued_at)
+                      < clock_timestamp() - make_interval(secs => :timeout)
+                RETURNING id
+            """),
+            {"queue_id": line.queue_id, "timeout": line.limits.queue_timeout_s},
+        ).all()
+    )
+    if gone:
+        count(session, {line.queue_id: {"queue_length": -gone, "total_expired": gone}})
+    return gone
