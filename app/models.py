@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -33,10 +34,35 @@ NAMING = {
     "pk": "pk_%(table_name)s",
 }
 
-# Statuses that hold a concurrency slot.
-ACTIVE = ("scheduled", "running")
-FINISHED = ("succeeded", "failed", "timed_out", "dead", "cancelled", "expired")
-STATUSES = ("queued", *ACTIVE, "retrying", *FINISHED)
+
+class Status(StrEnum):
+    """An execution's status (docs/architecture.md, "Execution statuses")."""
+
+    queued = "queued"
+    scheduled = "scheduled"
+    running = "running"
+    retrying = "retrying"
+    succeeded = "succeeded"
+    failed = "failed"
+    timed_out = "timed_out"
+    dead = "dead"
+    cancelled = "cancelled"
+    expired = "expired"
+
+
+# Statuses that hold a concurrency slot (and so does ``retrying`` with ``holds_slot``).
+ACTIVE = (Status.scheduled, Status.running)
+FINISHED = (
+    Status.succeeded,
+    Status.failed,
+    Status.timed_out,
+    Status.dead,
+    Status.cancelled,
+    Status.expired,
+)
+STATUSES = tuple(Status)
+# What a cancel takes: every status but the final ones.
+CANCELLABLE = tuple(s for s in Status if s not in FINISHED)
 
 
 class Base(DeclarativeBase):

@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import db
+from app import db, models
 from app.config import Settings
 from app.errors import AlreadyFinished
 from policies import intake, lines
@@ -184,7 +184,7 @@ def release(
             return finished
     line = lines.lock_line_of(session, settings, execution_id)
     policy = line.retry
-    if outcome in ("succeeded", "cancelled"):
+    if outcome in FINISHES:
         status = outcome
     elif transient and policy.allows_retry(attempt):
         status = "retrying"
@@ -269,7 +269,7 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
         text("SELECT status, holds_slot FROM executions WHERE id = :id FOR UPDATE"),
         {"id": execution_id},
     ).one()
-    if previous not in ("queued", "scheduled", "running", "retrying"):
+    if previous not in models.CANCELLABLE:
         raise AlreadyFinished(f"execution {execution_id} is already {previous}")
     counter = {
         "queued": "queue_length",

@@ -22,7 +22,6 @@ from app import config, db
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
-FINAL = {"succeeded", "failed", "timed_out", "dead", "cancelled", "expired"}
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
 

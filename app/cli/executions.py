@@ -15,7 +15,6 @@ from rich.table import Table
 from app import celery as usher_celery
 from app import db, queries
 from app.cli.common import (
-    FINAL,
     Runtime,
     console,
     emit_json,
@@ -24,7 +23,7 @@ from app.cli.common import (
     table,
 )
 from app.errors import UsherError
-from app.models import STATUSES
+from app.models import FINISHED, STATUSES
 from policies import intake
 
 
@@ -105,7 +104,7 @@ def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str,
             with db.unit_of_work(rt.engine) as session:
                 row = queries.execution(session, execution_id)
                 where = eta.estimate(session, execution_id)
-            if row["status"] in FINAL:
+            if row["status"] in FINISHED:
                 return row
             text = _standing(execution_id, row, where)
             if spot is not None:

@@ -2,7 +2,6 @@
 them too)."""
 
 from app.cli.bench.invariants import (
-    FINAL,
     TRIES,
     check_line,
     counter_mismatches,
@@ -14,7 +13,6 @@ from app.cli.bench.invariants import (
 )
 
 __all__ = [
-    "FINAL",
     "TRIES",
     "check_line",
     "counter_mismatches",

@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, text
 
-FINAL = ("succeeded", "failed", "timed_out", "dead", "cancelled", "expired")
+from app import models
 
 
 def _rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
@@ -109,7 +109,7 @@ def unfinished(engine: Engine, action_ref: str) -> int:
             """SELECT count(*) AS n FROM executions e JOIN actions a ON a.id = e.action_id
                WHERE a.ref = :ref AND e.status <> ALL(:final)""",
             ref=action_ref,
-            final=list(FINAL),
+            final=list(models.FINISHED),
         )[0].n
     )
 
