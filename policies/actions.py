@@ -31,7 +31,8 @@ def find(session: Session, settings: Settings, refs: Iterable[str]) -> dict[str,
     rows = session.execute(
         text("""
             SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
-                   a.policy AS action_policy, p.policy AS pack_policy,
+                   CAST(a.policy AS text) AS action_policy,
+                   CAST(p.policy AS text) AS pack_policy,
                    a.paused_at IS NOT NULL AS paused
             FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
         """),

@@ -7,14 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import Settings
-
-
-@dataclass(frozen=True)
-class Window:
-    """At most ``count`` grants in any ``per_s`` seconds, per line."""
-
-    count: int
-    per_s: float
+from policies import policy
 
 
 @dataclass(frozen=True)
@@ -23,31 +16,28 @@ class Limits:
     max_queue_length: int
     queue_timeout_s: int
     partition_by: tuple[str, ...] = ()
-    rate: tuple[Window, ...] = ()
+    rate: tuple[policy.Window, ...] = ()
 
 
-def resolve(
-    action_policy: dict[str, Any], pack_policy: dict[str, Any], settings: Settings
-) -> Limits:
+def resolve(action_policy: policy.Stored, pack_policy: policy.Stored, settings: Settings) -> Limits:
+    """Each limit from the action's policy, else the pack's, else the settings' default."""
+    own, pack = policy.parse(action_policy), policy.parse(pack_policy)
+
     def pick(key: str, default: int) -> int:
-        for policy in (action_policy, pack_policy):
-            if policy.get(key) is not None:
-                return int(policy[key])
+        for block in (own, pack):
+            value = getattr(block, key)
+            if value is not None:
+                return int(value)
         return default
 
-    partition_by = action_policy.get("partition_by")
-    if partition_by is None:
-        partition_by = pack_policy.get("partition_by") or []
-    rate = action_policy.get("rate_limit")
-    if rate is None:
-        rate = pack_policy.get("rate_limit")
-    windows = rate if isinstance(rate, list) else [rate] if rate else []
+    partition_by = own.partition_by if own.partition_by is not None else pack.partition_by
+    windows = own.windows if own.windows is not None else pack.windows
     return Limits(
-        rate=tuple(Window(int(w["count"]), float(w["per_s"])) for w in windows),
+        rate=windows or (),
         concurrency=pick("concurrency", settings.default_max_concurrent),
         max_queue_length=pick("max_queue_length", settings.default_max_queue_length),
         queue_timeout_s=pick("queue_timeout_s", settings.default_queue_timeout_s),
-        partition_by=tuple(partition_by),
+        partition_by=tuple(partition_by or ()),
     )
 
 

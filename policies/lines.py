@@ -97,9 +97,10 @@ def count(session: Session, changes: Mapping[int, Mapping[str, int]]) -> None:
     )
 
 
+# The policies as text: parsed once per distinct text (policies.policy.parse).
 _LINE_COLUMNS = """
-    q.id AS queue_id, a.ref, a.timeout_s, a.policy AS action_policy, p.policy AS pack_policy,
-    a.paused_at IS NOT NULL AS paused
+    q.id AS queue_id, a.ref, a.timeout_s, CAST(a.policy AS text) AS action_policy,
+    CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused
 """
 
 

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from policies.limits import Window
+from policies import policy
 
 RECENT_GRANTS = """
     SELECT s FROM (
@@ -31,7 +31,7 @@ RECENT_GRANTS = """
 
 
 def capacity(
-    session: Session, queue_id: int, windows: tuple[Window, ...]
+    session: Session, queue_id: int, windows: tuple[policy.Window, ...]
 ) -> tuple[int | None, datetime | None]:
     """(grants allowed now, None when unlimited; when the fullest window frees a grant)."""
     allowed: int | None = None

@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from app.config import RetryStrategy, Settings
+from policies import policy
+
+NO_RETRY_BLOCK = policy.Retry()
 
 
 @dataclass(frozen=True)
@@ -44,22 +47,23 @@ class RetryPolicy:
 
 
 def resolve(
-    action_policy: dict[str, Any], pack_policy: dict[str, Any], settings: Settings
+    action_policy: policy.Stored, pack_policy: policy.Stored, settings: Settings
 ) -> RetryPolicy:
     """Each key from the action's ``retry`` block, else the pack's, else USHER_RETRY_*."""
-    blocks = [p.get("retry") or {} for p in (action_policy, pack_policy)]
+    blocks = [policy.parse(p).retry or NO_RETRY_BLOCK for p in (action_policy, pack_policy)]
 
     def pick(key: str, default: Any) -> Any:
         for block in blocks:
-            if block.get(key) is not None:
-                return block[key]
+            value = getattr(block, key)
+            if value is not None:
+                return value
         return default
 
     return RetryPolicy(
-        max_retries=int(pick("max_retries", settings.retry_max_retries)),
-        strategy=RetryStrategy(pick("strategy", settings.retry_strategy)),
-        initial_delay_ms=int(pick("initial_delay_ms", settings.retry_initial_delay_ms)),
-        max_delay_ms=int(pick("max_delay_ms", settings.retry_max_delay_ms)),
-        jitter=bool(pick("jitter", settings.retry_jitter)),
-        hold_slot=bool(pick("hold_slot", False)),
+        max_retries=pick("max_retries", settings.retry_max_retries),
+        strategy=pick("strategy", settings.retry_strategy),
+        initial_delay_ms=pick("initial_delay_ms", settings.retry_initial_delay_ms),
+        max_delay_ms=pick("max_delay_ms", settings.retry_max_delay_ms),
+        jitter=pick("jitter", settings.retry_jitter),
+        hold_slot=pick("hold_slot", False),
     )
