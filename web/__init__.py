@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import math
 import re
 import time
 from typing import Any
 
+import flask
 from celery import Celery
 from flask import Flask, current_app, g, jsonify, request
 from flask_limiter import Limiter
@@ -22,6 +24,7 @@ from werkzeug.wrappers import Response
 from app import celery as usher_celery
 from app import config, db
 from app.errors import DatabaseUnavailable, InvalidRequest, TooLarge, UsherError
+from policies import parameters
 
 log = logging.getLogger(__name__)
 INTEGER = re.compile(r"-?[0-9]{1,19}")
@@ -35,7 +38,11 @@ def parse_int(raw: str) -> int | None:
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
     settings = settings or config.load()
-    flask_app = Flask(__name__)
+    from web import api, apidoc, dashboard
+    from web import metrics as prometheus
+
+    flask_app = apidoc.application(__name__)
+    flask_app.request_class = Request
     if settings.trusted_proxies:
         # The client's address from X-Forwarded-For, as set by that many proxies in front:
         # without it, every client shares the proxy's address (and its throttle).
@@ -46,9 +53,6 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     flask_app.config["USHER_ENGINE"] = db.engine_for(db.database_url(settings))
     flask_app.config["USHER_CELERY"] = celery_app or usher_celery.create(settings)
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
-
-    from web import api, dashboard
-    from web import metrics as prometheus
 
     flask_app.config.update(
         SECRET_KEY=dashboard.secret_key(settings.home),
@@ -67,17 +71,17 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     csrf = CSRFProtect(flask_app)
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
     _throttle(flask_app, settings)
-    flask_app.register_blueprint(api.bp)
+    flask_app.register_api(api.bp)
     flask_app.register_blueprint(dashboard.bp)
 
-    @flask_app.get("/healthz")
+    @flask_app.get("/healthz", doc_ui=False)  # open, like /metrics: not in the API document
     def healthz() -> Any:
         return {"status": "ok"}
 
     engine = flask_app.config["USHER_ENGINE"]
     scrapes = prometheus.Cache(lambda: prometheus.render(engine), settings.metrics_cache_s)
 
-    @flask_app.get("/metrics")
+    @flask_app.get("/metrics", doc_ui=False)
     def metrics() -> Any:
         return scrapes.get(), 200, {"Content-Type": "text/plain; version=0.0.4; charset=utf-8"}
 
@@ -135,6 +139,38 @@ def read_body() -> bytes:
     if request.content_length is None and len(data) >= current_app.config["MAX_CONTENT_LENGTH"]:
         raise RequestEntityTooLarge()
     return data
+
+
+NOT_AN_OBJECT = "the body must be a JSON object (Content-Type: application/json)"
+
+
+class Request(flask.Request):
+    """Every JSON body read one way: whole (``read_body``), a JSON object, nested at most
+    ``parameters.MAX_DEPTH`` deep. Anything else is InvalidRequest (400), also for a caller
+    that asks with ``silent`` (flask-openapi3 does): no model sees None or a list."""
+
+    _object: dict[str, Any] | None = None
+
+    def get_json(self, force: bool = False, silent: bool = False, cache: bool = True) -> Any:
+        if self._object is None:
+            self._object = self._json_object()
+        return self._object
+
+    def _json_object(self) -> dict[str, Any]:
+        if not self.is_json:
+            raise InvalidRequest(NOT_AN_OBJECT)
+        too_deep = InvalidRequest(f"JSON nested deeper than {parameters.MAX_DEPTH} levels")
+        try:
+            body = json.loads(read_body())
+        except RecursionError:
+            raise too_deep from None
+        except ValueError:  # also bad UTF-8 (UnicodeDecodeError)
+            raise InvalidRequest(NOT_AN_OBJECT) from None
+        if not isinstance(body, dict):
+            raise InvalidRequest(NOT_AN_OBJECT)
+        if parameters.depth(body) > parameters.MAX_DEPTH:
+            raise too_deep
+        return body
 
 
 # --- failed authentications, throttled per client address --------------------------------------

@@ -1,26 +1,37 @@
-"""REST API ``/api/v1``: thin views over ``app.queries`` and ``policies``."""
+"""REST API ``/api/v1``: thin views over ``app.queries`` and ``policies``.
+
+Each view declares its models (``path``, ``query``, ``body`` arguments; ``responses``):
+flask-openapi3 validates the request against them and builds the OpenAPI document from them
+(``web.apidoc``). The body models are ``policies.requests``, the rest ``web.schemas``.
+"""
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
-from flask import Blueprint, current_app, g, request
+from flask import current_app, g, request
+from flask_openapi3 import APIBlueprint, OpenAPI
 from sqlalchemy.orm import Session
 
 import web
 from app import celery as usher_celery
 from app import db, queries, tokens
 from app.config import Settings
-from app.errors import Forbidden, InvalidRequest, Unauthorized
-from app.models import STATUSES
-from policies import admission, control, dlq, eta, events, intake, parameters, stats
+from app.errors import Forbidden, Unauthorized
+from policies import admission, control, dlq, eta, events, intake, requests, stats
+from web import schemas
 
-bp = Blueprint("api", __name__, url_prefix="/api/v1")
+bp = APIBlueprint(
+    "api",
+    __name__,
+    url_prefix="/api/v1",
+    abp_responses=schemas.ERRORS,
+    abp_security=[{"bearer": []}],
+)
 log = logging.getLogger(__name__)
 
 
@@ -59,48 +70,16 @@ def authenticate() -> None:
     g.identity = identity
 
 
-NOT_AN_OBJECT = "the body must be a JSON object (Content-Type: application/json)"
-
-
-def _body() -> dict[str, Any]:
-    """The JSON object of the body (at most USHER_MAX_BODY_BYTES, checked before this reads
-    it), nested at most ``parameters.MAX_DEPTH`` deep."""
-    if not request.is_json:
-        raise InvalidRequest(NOT_AN_OBJECT)
-    too_deep = InvalidRequest(f"JSON nested deeper than {parameters.MAX_DEPTH} levels")
-    try:
-        body = json.loads(web.read_body())
-    except RecursionError:
-        raise too_deep from None
-    except ValueError:  # also bad UTF-8 (UnicodeDecodeError)
-        raise InvalidRequest(NOT_AN_OBJECT) from None
-    if not isinstance(body, dict):
-        raise InvalidRequest(NOT_AN_OBJECT)
-    if parameters.depth(body) > parameters.MAX_DEPTH:
-        raise too_deep
-    return body
-
-
-def _int_arg(name: str, default: int | None, low: int, high: int) -> int | None:
-    raw = request.args.get(name)
-    if raw is None or raw == "":
-        return default
-    value = web.parse_int(raw)
-    if value is None:
-        raise InvalidRequest(f"{name} must be an integer")
-    if not low <= value <= high:
-        raise InvalidRequest(f"{name} must be between {low} and {high}")
-    return value
-
-
-@bp.get("/openapi.json")
+@bp.get("/openapi.json", doc_ui=False)
 def openapi() -> Any:
-    from web import openapi as spec
-
-    return spec.document()
+    return cast(OpenAPI, current_app).api_doc
 
 
-@bp.get("/actions")
+READ_ONE = schemas.NOT_FOUND
+WRITE_ONE = schemas.WRITE | schemas.NOT_FOUND
+
+
+@bp.get("/actions", summary="Every action with its queue stats", responses={200: schemas.Actions})
 def list_actions() -> Any:
     with unit_of_work() as session:
         items = queries.actions(session)
@@ -112,72 +91,97 @@ def list_actions() -> Any:
     return {"items": items}
 
 
-@bp.get("/actions/<path:ref>/queue-stats")
-def queue_stats(ref: str) -> Any:
+@bp.get(
+    "/actions/<path:ref>/queue-stats",
+    summary="The line's counters (and each partition's)",
+    responses={200: schemas.QueueStats, **READ_ONE},
+)
+def queue_stats(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
-        return stats.action_stats(session, settings(), ref)
+        return stats.action_stats(session, settings(), path.ref)
 
 
-@bp.post("/actions/<path:ref>/pause")
-def pause_action(ref: str) -> Any:
-    """Grant nothing more on the action's lines; running work finishes, waiting keeps place."""
+@bp.post(
+    "/actions/<path:ref>/pause",
+    summary="Pause the action's lines: nothing granted, waiting keeps its place",
+    responses={200: schemas.Control, **WRITE_ONE},
+)
+def pause_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
-        control.set_paused(session, settings(), ref, True)
-        return stats.action_stats(session, settings(), ref) | {"paused": True}
+        control.set_paused(session, settings(), path.ref, True)
+        return stats.action_stats(session, settings(), path.ref) | {"paused": True}
 
 
-@bp.post("/actions/<path:ref>/resume")
-def resume_action(ref: str) -> Any:
+@bp.post(
+    "/actions/<path:ref>/resume",
+    summary="Resume the action's lines; what fits is granted at once",
+    responses={200: schemas.Control, **WRITE_ONE},
+)
+def resume_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
-        grants = control.set_paused(session, settings(), ref, False)
-        body = stats.action_stats(session, settings(), ref) | {"paused": False}
+        grants = control.set_paused(session, settings(), path.ref, False)
+        answer = stats.action_stats(session, settings(), path.ref) | {"paused": False}
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
-    return body
+    return answer
 
 
-@bp.patch("/actions/<path:ref>/policy")
-def patch_policy(ref: str) -> Any:
-    """Change concurrency, max_queue_length or queue_timeout_s live."""
-    changes = _body()
+@bp.patch(
+    "/actions/<path:ref>/policy",
+    summary="Change concurrency, max_queue_length or queue_timeout_s live",
+    responses={200: schemas.QueueStats, **WRITE_ONE},
+)
+def patch_policy(path: schemas.ActionPath, body: requests.PolicyChange) -> Any:
     with unit_of_work() as session:
-        grants = control.update_policy(session, settings(), ref, changes)
-        body = stats.action_stats(session, settings(), ref)
+        grants = control.update_policy(session, settings(), path.ref, body.changes())
+        answer = stats.action_stats(session, settings(), path.ref)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
-    return body
+    return answer
 
 
-@bp.get("/actions/<path:ref>")
-def show_action(ref: str) -> Any:
+@bp.get(
+    "/actions/<path:ref>",
+    summary="One action: runner, parameters schema, policy, queue stats",
+    responses={200: schemas.ActionDetail, **READ_ONE},
+)
+def show_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
-        action = queries.action_row(session, ref)
-        action["queue_stats"] = stats.action_stats(session, settings(), ref)
+        action = queries.action_row(session, path.ref)
+        action["queue_stats"] = stats.action_stats(session, settings(), path.ref)
     return action
 
 
-def _batch(key: str) -> list[Any]:
-    items = _body().get(key)
-    if not isinstance(items, list) or not 1 <= len(items) <= intake.MAX_BATCH:
-        raise InvalidRequest(f"'{key}' must be a list of 1 to {intake.MAX_BATCH} items")
-    return items
-
-
-@bp.post("/executions")
-def submit_execution() -> Any:
-    action, params, priority = intake.fields(_body())
+@bp.post(
+    "/executions",
+    summary="Request an execution",
+    responses={
+        202: schemas.Submitted,
+        **WRITE_ONE,
+        422: schemas.error("The parameters fail the action's schema"),
+        429: schemas.error(
+            "The line is full, or " + schemas.THROTTLED.lower(), **{"Retry-After": "seconds"}
+        ),
+    },
+)
+def submit_execution(body: requests.ExecutionRequest) -> Any:
     with unit_of_work() as session:
-        enqueued = admission.enqueue(session, settings(), action, params, priority)
+        enqueued = admission.enqueue(
+            session, settings(), body.action, body.parameters, body.priority
+        )
         position = admission.position(session, enqueued.execution_id)
     usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
     status = "scheduled" if enqueued.granted else "queued"
     return {"id": enqueued.execution_id, "status": status, "position": position}, 202
 
 
-@bp.post("/executions/batch")
-def submit_executions() -> Any:
-    """Many requests at once, each all-or-nothing on its own: an id or the error it got."""
-    requests = _batch("items")
+@bp.post(
+    "/executions/batch",
+    summary="Request up to 1000 executions; each accepted or refused on its own",
+    responses={202: schemas.BatchResult, **schemas.WRITE},
+)
+def submit_executions(body: requests.ExecutionBatch) -> Any:
+    """An item gets an id or the error the single request would get."""
     with unit_of_work() as session:
-        results = intake.enqueue_many(session, settings(), requests)
+        results = intake.enqueue_many(session, settings(), body.items)
     usher_celery.publish(current_app.config["USHER_CELERY"], results.grants)
     items: list[dict[str, Any]] = []
     for result in results:
@@ -205,80 +209,100 @@ def submit_executions() -> Any:
     return {"items": items, "accepted": results.accepted, "refused": results.refused}, 202
 
 
-@bp.get("/executions")
-def list_executions() -> Any:
-    status = request.args.get("status") or None
-    if status is not None and status not in STATUSES:
-        raise InvalidRequest(f"status must be one of {', '.join(STATUSES)}")
-    limit = _int_arg("limit", 50, 1, 1000)
-    before = _int_arg("before", None, 1, 2**62)
+@bp.get(
+    "/executions",
+    summary="Executions, newest first, by cursor",
+    responses={200: schemas.Executions},
+)
+def list_executions(query: schemas.ExecutionsQuery) -> Any:
     with unit_of_work() as session:
         items = queries.executions(
             session,
-            action=request.args.get("action") or None,
-            status=status,
-            limit=limit or 50,
-            before=before,
+            action=query.action,
+            status=query.status,
+            limit=query.limit,
+            before=query.before,
         )
-    next_cursor = items[-1]["id"] if len(items) == limit else None
+    next_cursor = items[-1]["id"] if len(items) == query.limit else None
     return {"items": items, "next": next_cursor}
 
 
-@bp.get("/executions/<int:execution_id>")
-def show_execution(execution_id: int) -> Any:
+@bp.get(
+    "/executions/<int:execution_id>",
+    summary="One execution with its attempt history and place in line",
+    responses={200: schemas.ExecutionDetail, **READ_ONE},
+)
+def show_execution(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
-        row = queries.execution(session, execution_id)
-        row.update(eta.estimate(session, execution_id))
+        row = queries.execution(session, path.execution_id)
+        row.update(eta.estimate(session, path.execution_id))
     return row
 
 
-@bp.post("/executions/<int:execution_id>/cancel")
-def cancel_execution(execution_id: int) -> Any:
+@bp.post(
+    "/executions/<int:execution_id>/cancel",
+    summary="Cancel a queued, scheduled, running or retrying execution",
+    responses={200: schemas.ExecutionHistory, **WRITE_ONE, 409: schemas.error("Already finished")},
+)
+def cancel_execution(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
-        cancelled = admission.cancel(session, settings(), execution_id)
-        row = queries.execution(session, execution_id)
+        cancelled = admission.cancel(session, settings(), path.execution_id)
+        row = queries.execution(session, path.execution_id)
     celery_app = current_app.config["USHER_CELERY"]
-    usher_celery.terminate(celery_app, execution_id, row["attempt"], cancelled.previous_status)
+    usher_celery.terminate(celery_app, path.execution_id, row["attempt"], cancelled.previous_status)
     usher_celery.publish(celery_app, cancelled.grants)
     return row
 
 
-@bp.post("/events")
-def post_event() -> Any:
-    """Store the event and return at once; a worker matches rules on queue usher.events.
-    ``?wait=S`` (0-30) waits up to S seconds for its enforcements."""
-    body = _body()
-    wait_s = _int_arg("wait", 0, 0, 30) or 0
+@bp.post(
+    "/events",
+    summary="Store an event; a worker matches rules (`?wait=S` waits up to S s)",
+    responses={202: schemas.EventState, **schemas.WRITE},
+)
+def post_event(query: schemas.EventQuery, body: requests.Event) -> Any:
+    """Store the event and answer at once; a worker matches rules on queue usher.events."""
     with unit_of_work() as session:
-        event_id = events.store(
-            session, body.get("trigger"), body.get("payload", {}), settings().max_payload_bytes
-        )
+        event_id = events.store(session, body.trigger, body.payload, settings().max_payload_bytes)
     usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
-    return _event(event_id, wait_s), 202
+    return _event(event_id, query.wait), 202
 
 
-@bp.post("/events/batch")
-def post_events() -> Any:
-    """Store every event or none (400 naming the first bad one); one worker message for all."""
-    items = _batch("events")
+@bp.post(
+    "/events/batch",
+    summary="Store up to 1000 events at once (all or none); one worker message",
+    responses={202: schemas.EventIds, **schemas.WRITE},
+)
+def post_events(body: requests.EventBatch) -> Any:
+    """A bad event refuses the batch (400 naming the first bad one)."""
     with unit_of_work() as session:
-        event_ids = events.store_many(session, items, settings().max_payload_bytes)
+        event_ids = events.store_many(session, body.events, settings().max_payload_bytes)
     usher_celery.send_events(current_app.config["USHER_CELERY"], event_ids)
     return {"event_ids": event_ids, "count": len(event_ids)}, 202
 
 
-@bp.get("/events/<int:event_id>")
-def get_event(event_id: int) -> Any:
-    return _event(event_id, 0)
+@bp.get(
+    "/events/<int:event_id>",
+    summary="An event and its enforcements",
+    responses={200: schemas.EventState, **READ_ONE},
+)
+def get_event(path: schemas.EventPath) -> Any:
+    return _event(path.event_id, 0)
 
 
-@bp.post("/events/<int:event_id>/replay")
-def replay_event(event_id: int) -> Any:
-    """Process a failed event again, with its tries back (409 unless it failed)."""
+@bp.post(
+    "/events/<int:event_id>/replay",
+    summary="Process an event that failed for good again, its tries given back",
+    responses={
+        200: schemas.EventState,
+        **WRITE_ONE,
+        409: schemas.error("The event has not failed"),
+    },
+)
+def replay_event(path: schemas.EventPath) -> Any:
     with unit_of_work() as session:
-        events.replay(session, event_id)
-    usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
-    return _event(event_id, 0)
+        events.replay(session, path.event_id)
+    usher_celery.send_event(current_app.config["USHER_CELERY"], path.event_id)
+    return _event(path.event_id, 0)
 
 
 def _event(event_id: int, wait_s: float) -> dict[str, Any]:
@@ -293,29 +317,39 @@ def _event(event_id: int, wait_s: float) -> dict[str, Any]:
         time.sleep(0.1)
 
 
-@bp.get("/dlq")
-def list_dlq() -> Any:
-    limit = _int_arg("limit", 100, 1, 1000) or 100
-    before = _int_arg("before", None, 1, 2**62)
+@bp.get("/dlq", summary="The dead-letter queue, newest first", responses={200: schemas.Dlq})
+def list_dlq(query: schemas.DlqQuery) -> Any:
     with unit_of_work() as session:
-        items = dlq.items(session, limit, before)
+        items = dlq.items(session, query.limit, query.before)
         total = dlq.count(session)
     return {
         "items": items,
         "total": total,
-        "next": items[-1]["id"] if len(items) == limit else None,
+        "next": items[-1]["id"] if len(items) == query.limit else None,
     }
 
 
-@bp.post("/dlq/<int:execution_id>/replay")
-def replay_dlq(execution_id: int) -> Any:
+@bp.post(
+    "/dlq/<int:execution_id>/replay",
+    summary="Enqueue a dead execution again (a new execution, `replay_of` set)",
+    responses={
+        200: schemas.Replayed,
+        **WRITE_ONE,
+        409: schemas.error("Not in the dead-letter queue"),
+    },
+)
+def replay_dlq(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
-        enqueued = dlq.replay(session, settings(), execution_id)
+        enqueued = dlq.replay(session, settings(), path.execution_id)
     usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
-    return {"replayed": execution_id, "id": enqueued.execution_id}
+    return {"replayed": path.execution_id, "id": enqueued.execution_id}
 
 
-@bp.post("/dlq/purge")
+@bp.post(
+    "/dlq/purge",
+    summary="Empty the dead-letter queue",
+    responses={200: schemas.Purged, **schemas.WRITE},
+)
 def purge_dlq() -> Any:
     with unit_of_work() as session:
         return {"purged": dlq.purge(session)}

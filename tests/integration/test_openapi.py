@@ -1,14 +1,18 @@
-"""The OpenAPI document is true to the code: the same routes and methods as the URL map."""
+"""The OpenAPI document is true to the code: the same routes and methods as the URL map, and
+a valid document (every schema valid JSON Schema, every reference resolved)."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any
 
+import jsonschema
 import pytest
 
 import web
 from app import config
+from web import apidoc
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -40,10 +44,47 @@ def test_openapi_lists_exactly_the_api_routes(settings: config.Settings, celery_
                 assert "403" in operation["responses"], (method, path)
 
 
+def _schemas(node: Any) -> Iterator[Any]:
+    """Every schema of the document: its components and those of its operations."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "schema" or (key == "schemas" and isinstance(value, dict)):
+                yield from (value.values() if key == "schemas" else [value])
+            else:
+                yield from _schemas(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _schemas(value)
+
+
+def _refs(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if isinstance(node.get("$ref"), str):
+            yield node["$ref"]
+        for value in node.values():
+            yield from _refs(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _refs(value)
+
+
+def test_the_document_is_valid(settings: config.Settings, celery_app: Any) -> None:
+    document = web.create_app(settings, celery_app).test_client().get("/api/v1/openapi.json")
+    document = document.get_json()
+    assert document == apidoc.document()  # the app serves what docs/api.md is made from
+    schemas = list(_schemas(document))
+    assert len(schemas) > 40
+    for schema in schemas:
+        jsonschema.Draft202012Validator.check_schema(schema)
+    components = document["components"]["schemas"]
+    for ref in set(_refs(document)):
+        assert ref.startswith("#/components/schemas/") and ref.rsplit("/", 1)[1] in components
+    assert document["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+
+
 def test_docs_api_md_is_generated_from_the_document() -> None:
     from pathlib import Path
 
-    from web import openapi
-
     docs = Path(__file__).resolve().parents[2] / "docs" / "api.md"
-    assert docs.read_text() == openapi.markdown(), "run: python -m web.openapi > docs/api.md"
+    expected = apidoc.markdown(apidoc.document())
+    assert docs.read_text() == expected, "run: python -m web.apidoc > docs/api.md"

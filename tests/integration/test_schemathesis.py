@@ -1,4 +1,5 @@
-"""schemathesis against the OpenAPI document: no input gives a 5xx, no route ignores auth."""
+"""schemathesis against the OpenAPI document: no input gives a 5xx, no route ignores auth, and
+every answer is what the document says (its status, content type, headers and body schema)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import pytest
 
 schemathesis = pytest.importorskip("schemathesis", reason="schemathesis is in the test extra")
 from hypothesis import HealthCheck, given, settings  # noqa: E402
+from schemathesis.checks import not_a_server_error  # noqa: E402
+from schemathesis.specs.openapi.checks import (  # noqa: E402
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 import web  # noqa: E402
 from app import config  # noqa: E402
@@ -16,6 +24,13 @@ from tests.support import packs  # noqa: E402
 
 pytestmark = pytest.mark.timeout(300)
 TOKEN = "fuzz-admin-token-0001"
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+]
 
 
 @pytest.fixture
@@ -43,14 +58,16 @@ def engine_for_fuzz(db_url: str, broker_url: str | None, tmp_path: Path) -> conf
                 "parameters": {"type": "object", "properties": {"n": {"type": "integer"}}},
                 "policy": {"concurrency": 2, "max_queue_length": 5},
             },
+            {"name": "by_host", "runner": "noop", "policy": {"partition_by": ["host"]}},
         ],
         name="fuzz",
     )
     return fuzz
 
 
-def test_no_5xx_and_auth_everywhere(api_schema: Any) -> None:
-    """Every operation of the document, fuzzed from its own schema (hypothesis strategies)."""
+def test_no_5xx_auth_everywhere_and_answers_as_documented(api_schema: Any) -> None:
+    """Every operation of the document, fuzzed from its own schema (hypothesis strategies);
+    each answer, the anonymous one too, validated against the document."""
     operations = [result.ok() for result in api_schema.get_all_operations()]
     assert len(operations) >= 12
 
@@ -63,11 +80,65 @@ def test_no_5xx_and_auth_everywhere(api_schema: Any) -> None:
         def check(case: Any) -> None:
             if case.query and "wait" in case.query:
                 case.query["wait"] = 0  # waiting for a worker that does not run here
-            answered = case.call(headers={"Authorization": f"Bearer {TOKEN}"})
+            admin = {"Authorization": f"Bearer {TOKEN}"}
+            answered = case.call(headers=admin)
             assert answered.status_code < 500, (case.method, case.formatted_path, answered.text)
             if answered.status_code >= 400:
                 assert "error" in answered.json()
+            case.validate_response(answered, checks=CHECKS, headers=admin)
             anonymous = case.call(headers={"Authorization": ""})
             assert anonymous.status_code == 401, (case.method, case.formatted_path)
+            case.validate_response(anonymous, checks=CHECKS)
 
         check()
+
+
+def test_answers_to_good_requests_are_as_documented(api_schema: Any) -> None:
+    """What fuzzing seldom reaches (an action that exists, its executions, an event), from
+    requests that succeed or fail as they should, each answer validated against the document."""
+    admin = {"Authorization": f"Bearer {TOKEN}"}
+
+    def call(method: str, path: str, status: int, **parts: Any) -> Any:
+        case = api_schema[f"/api/v1{path}"][method].Case(**parts)
+        answered = case.call(headers=admin)
+        assert answered.status_code == status, (method, path, answered.text)
+        case.validate_response(answered, checks=CHECKS, headers=admin)
+        return answered.json()
+
+    job = {"ref": "fuzz.job"}
+    first = call("POST", "/executions", 202, body={"action": "fuzz.job", "parameters": {"n": 1}})
+    for n in range(2):
+        last = call("POST", "/executions", 202, body={"action": "fuzz.job", "priority": n})
+    one = {"execution_id": first["id"]}
+    call("GET", "/executions/{execution_id}", 200, path_parameters=one)
+    call("GET", "/executions/{execution_id}", 200, path_parameters={"execution_id": last["id"]})
+    for host in ("a", "b"):
+        call(
+            "POST",
+            "/executions",
+            202,
+            body={"action": "fuzz.by_host", "parameters": {"host": host}},
+        )
+    call("GET", "/actions/{ref}/queue-stats", 200, path_parameters={"ref": "fuzz.by_host"})
+    call("GET", "/executions", 200, query={"action": "fuzz.job", "status": "queued", "limit": 2})
+    call("GET", "/actions", 200)
+    call("GET", "/actions/{ref}", 200, path_parameters=job)
+    call("GET", "/actions/{ref}/queue-stats", 200, path_parameters=job)
+    call("POST", "/actions/{ref}/pause", 200, path_parameters=job)
+    call("PATCH", "/actions/{ref}/policy", 200, path_parameters=job, body={"concurrency": 3})
+    call("POST", "/actions/{ref}/resume", 200, path_parameters=job)
+    batch = {"items": [{"action": "fuzz.job"}, {"action": "fuzz.nope"}, {"action": ""}]}
+    call("POST", "/executions/batch", 202, body=batch)
+    call("POST", "/executions/{execution_id}/cancel", 200, path_parameters=one)
+    call("POST", "/executions/{execution_id}/cancel", 409, path_parameters=one)
+    call("POST", "/dlq/{execution_id}/replay", 409, path_parameters=one)
+    call("POST", "/executions/batch", 202, body={"items": [{"action": "fuzz.job"}] * 5})
+    call("POST", "/executions", 429, body={"action": "fuzz.job"})  # the line is full
+    call("POST", "/executions", 422, body={"action": "fuzz.job", "parameters": {"n": "x"}})
+    event = call("POST", "/events", 202, body={"trigger": "fuzz", "payload": {"n": 1}})
+    stored = {"event_id": event["event_id"]}
+    call("GET", "/events/{event_id}", 200, path_parameters=stored)
+    call("POST", "/events/{event_id}/replay", 409, path_parameters=stored)
+    call("POST", "/events/batch", 202, body={"events": [{"trigger": "fuzz"}] * 2})
+    call("GET", "/dlq", 200, query={"limit": 10})
+    call("POST", "/dlq/purge", 200)

@@ -1,0 +1,169 @@
+"""The request bodies Usher takes, as pydantic models: one copy that validates a request
+(the API's; and the policies', which take the same shapes from the CLI, rules and batches)
+and that the OpenAPI document is generated from. ``parse`` gives a 400 naming the field.
+
+What depends on the installation (a payload's byte cap, an action's parameter schema) is
+checked where the settings and the action are known: ``events`` and ``parameters``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    SkipValidation,
+    ValidationError,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import ErrorDetails, PydanticCustomError
+
+from app.errors import InvalidRequest
+from policies import parameters
+
+MAX_PRIORITY = 1000
+# Items per batch request: enough to amortise the round trips, small enough for one short
+# transaction.
+MAX_BATCH = 1000
+MAX_TRIGGER = 200
+# The bounds of what ``PATCH /actions/<ref>/policy`` may set live.
+MAX_CONCURRENCY = 10_000
+MAX_QUEUE_LENGTH = 10_000_000
+MAX_QUEUE_TIMEOUT_S = 604_800
+
+
+def _storable(value: str) -> str:
+    if "\x00" in value or not parameters.unicode_ok(value):
+        raise PydanticCustomError("unstorable", "the request holds a value Postgres cannot store")
+    return value
+
+
+def _bounded(low: int, high: int, description: str) -> Any:
+    # strict: a bool or 1.0 is no integer here, as in JSON Schema.
+    return Field(strict=True, ge=low, le=high, description=description)
+
+
+# Checked against the action's own schema (422 invalid_parameters), not here: any JSON passes.
+Parameters = Annotated[
+    Any, WithJsonSchema({"type": "object", "description": "checked by the action's schema"})
+]
+
+
+class ExecutionRequest(BaseModel):
+    """A request to run an action."""
+
+    action: Annotated[
+        str,
+        Field(strict=True, min_length=1, description="an action ref such as 'demo.hello'"),
+        AfterValidator(_storable),
+    ]
+    parameters: Parameters = Field(default_factory=dict)
+    priority: Annotated[
+        int, _bounded(-MAX_PRIORITY, MAX_PRIORITY, "higher first within the action's line")
+    ] = 0
+
+
+class ExecutionBatch(BaseModel):
+    """Many execution requests at once, each accepted or refused on its own."""
+
+    # Each item is validated where it is enqueued (a bad one is that item's error), so the
+    # items stay the JSON values they came as.
+    items: Annotated[
+        list[SkipValidation[ExecutionRequest]], Field(min_length=1, max_length=MAX_BATCH)
+    ]
+
+
+class Event(BaseModel):
+    """An event: rules on its trigger match its payload."""
+
+    trigger: Annotated[
+        str, Field(strict=True, min_length=1, max_length=MAX_TRIGGER), AfterValidator(_storable)
+    ]
+    payload: Any = Field(
+        default_factory=dict, description="any JSON, at most USHER_MAX_PAYLOAD_BYTES of it"
+    )
+
+
+class EventBatch(BaseModel):
+    """Many events at once, stored all or none."""
+
+    # Each event is validated where it is stored, which names the first bad one (events[i]);
+    # the items stay the JSON values they came as.
+    events: Annotated[list[SkipValidation[Event]], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+Concurrency = Annotated[int, _bounded(1, MAX_CONCURRENCY, "at most this many at once")]
+QueueLength = Annotated[int, _bounded(1, MAX_QUEUE_LENGTH, "more waiting: 429")]
+QueueTimeout = Annotated[int, _bounded(1, MAX_QUEUE_TIMEOUT_S, "waiting longer: expired")]
+
+
+def absent() -> Any:
+    """The default of a key that may be left out but is never null: None, which pydantic does
+    not validate (a null given is refused like any other wrong type), so the field's type
+    stays one type and no null shows in the document. Read the attribute as ``T | None``."""
+    return Field(default=None)
+
+
+def no_null_defaults(schema: dict[str, Any]) -> None:
+    """A ``json_schema_extra``: an optional key that is never null shows no ``default: null``."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
+def _one_or_more(schema: dict[str, Any]) -> None:
+    schema["minProperties"] = 1
+    no_null_defaults(schema)  # a key left out is no change
+
+
+class PolicyChange(BaseModel, extra="forbid", json_schema_extra=_one_or_more):
+    """Limits that take effect on the action's lines at once (until its pack is loaded again)."""
+
+    concurrency: Concurrency = absent()
+    max_queue_length: QueueLength = absent()
+    queue_timeout_s: QueueTimeout = absent()
+
+    @model_validator(mode="after")
+    def _some(self) -> PolicyChange:
+        if not self.model_fields_set:
+            keys = sorted(type(self).model_fields)
+            raise PydanticCustomError("missing", "give one or more of {keys}", {"keys": keys})
+        return self
+
+    def changes(self) -> dict[str, int]:
+        return self.model_dump(include=self.model_fields_set)
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """``events[1]: trigger``: an item's index, then the field in it."""
+    where = ""
+    for part in loc:
+        if isinstance(part, int):
+            where += f"[{part}]"
+        elif where.endswith("]"):
+            where += f": {part}"
+        else:
+            where += f".{part}" if where else part
+    return where
+
+
+def problem(error: ValidationError) -> InvalidRequest:
+    """The first thing wrong with a request, as its 400 names it (``priority: Input should be
+    less than or equal to 1000``)."""
+    first: ErrorDetails = error.errors(include_url=False, include_context=False)[0]
+    where = _where(first["loc"])
+    return InvalidRequest(f"{where}: {first['msg']}" if where else first["msg"])
+
+
+def parse(model: type[Model], body: Any) -> Model:
+    """``body`` as ``model``, or InvalidRequest naming the first thing wrong."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as error:
+        raise problem(error) from None
