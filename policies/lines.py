@@ -15,6 +15,7 @@ written by ``count`` here and by the PL/pgSQL of migration 0006 (``usher_admit``
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -70,11 +71,14 @@ COUNTERS = (
 
 def count(session: Session, changes: Mapping[int, Mapping[str, int]]) -> None:
     """Add to the counters of these lines (queue id -> counter -> amount, any of
-    ``COUNTERS``), one statement for all; the caller holds their locks."""
+    ``COUNTERS``), one statement for all; the caller holds their locks. The amounts travel
+    as one JSON document: cheaper to encode and to parse than one array per counter."""
     if not changes:
         return
-    ids = list(changes)
-    amounts = {name: [changes[q].get(name, 0) for q in ids] for name in COUNTERS}
+    rows = [
+        {"id": q, **{name: amounts.get(name, 0) for name in COUNTERS}}
+        for q, amounts in changes.items()
+    ]
     session.execute(
         text("""
             UPDATE queues q SET
@@ -85,15 +89,12 @@ def count(session: Session, changes: Mapping[int, Mapping[str, int]]) -> None:
                 total_cancelled = q.total_cancelled + c.total_cancelled,
                 total_expired = q.total_expired + c.total_expired,
                 last_updated = clock_timestamp()
-            FROM unnest(CAST(:ids AS integer[]), CAST(:next_seq AS bigint[]),
-                        CAST(:queue_length AS integer[]), CAST(:active_count AS integer[]),
-                        CAST(:total_enqueued AS bigint[]), CAST(:total_cancelled AS bigint[]),
-                        CAST(:total_expired AS bigint[]))
-                AS c(id, next_seq, queue_length, active_count, total_enqueued,
-                     total_cancelled, total_expired)
+            FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+                AS c(id integer, next_seq bigint, queue_length integer, active_count integer,
+                     total_enqueued bigint, total_cancelled bigint, total_expired bigint)
             WHERE q.id = c.id
         """),
-        {"ids": ids, **amounts},
+        {"rows": json.dumps(rows)},
     )
 
 
