@@ -80,6 +80,11 @@ class _Loader(yaml.SafeLoader):
         node = super().compose_mapping_node(anchor)
         seen: set[Any] = set()
         for key, _ in node.value:
+            if not isinstance(key, yaml.ScalarNode):
+                raise _Refused(
+                    problem="a key must be a plain value, not a list or a mapping",
+                    problem_mark=key.start_mark,
+                )
             if key.value in seen:
                 # The last one would win silently: a reader of the first sees another file.
                 raise _Refused(

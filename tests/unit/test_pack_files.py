@@ -393,3 +393,9 @@ def test_a_key_given_twice_is_refused(tmp_path: Path) -> None:
         "runner_config: {command: [echo, hi]}\nrunner_config: {command: [rm]}\n"
     )
     assert "a.yaml:4: 'runner_config' is given twice" in _action(tmp_path, text)
+
+
+def test_a_list_or_a_mapping_as_a_key_is_refused(tmp_path: Path) -> None:
+    # Found by the fuzzing test above: the check for a key given twice hashed the key.
+    text = "name: a\nrunner: noop\n? [runner]\n: shell\n"
+    assert "a.yaml:3: a key must be a plain value" in _action(tmp_path, text)
