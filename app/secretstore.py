@@ -170,9 +170,13 @@ def install_log_redaction(secrets_dir: Path | None = None) -> None:
             message = record.getMessage()
         except Exception:  # a bad format string: leave it to the handler to report
             return record
-        record.msg, record.args = redact_text(message), None
+        masked = redact_text(message)
+        if masked != message:  # a record without a secret keeps its arguments
+            record.msg, record.args = masked, None
         if record.exc_info and not record.exc_text:
-            record.exc_text = redact_text(logging.Formatter().formatException(record.exc_info))
+            text = logging.Formatter().formatException(record.exc_info)
+            if redact_text(text) != text:
+                record.exc_text = redact_text(text)
         return record
 
     logging.setLogRecordFactory(factory)

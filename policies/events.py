@@ -20,7 +20,7 @@ from app.errors import (
     TooLarge,
     UsherError,
 )
-from policies import criteria, intake, lines, parameters, templates
+from policies import criteria, intake, lines, parameters, requests, templates
 
 
 @dataclass(frozen=True)
@@ -44,11 +44,9 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 
 
 def _document(trigger: Any, payload: Any, max_bytes: int) -> str:
-    """The payload as stored (JSON text), or InvalidRequest naming what is wrong."""
-    if not isinstance(trigger, str) or not trigger or len(trigger) > 200 or "\x00" in trigger:
-        raise InvalidRequest("'trigger' must be a non-empty string of at most 200 characters")
-    if not parameters.unicode_ok(trigger):
-        raise InvalidRequest("'trigger' holds characters Postgres cannot store")
+    """The payload as stored (JSON text), or InvalidRequest naming what is wrong. The
+    trigger is checked by the API's own request model; the payload's bounds here."""
+    requests.parse(requests.Event, {"trigger": trigger})
     if parameters.depth(payload) > parameters.MAX_DEPTH:
         raise InvalidRequest(f"'payload' is nested deeper than {parameters.MAX_DEPTH} levels")
     try:

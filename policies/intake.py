@@ -22,13 +22,13 @@ from sqlalchemy import text
 from sqlalchemy.orm import Session
 
 from app.config import Settings
-from app.errors import InvalidParameters, InvalidRequest, UnknownAction, UsherError
-from policies import actions, limits, lines, parameters
+from app.errors import InvalidParameters, UnknownAction, UsherError
+from policies import actions, limits, lines, requests
 
-MAX_PRIORITY = 1000
+MAX_PRIORITY = requests.MAX_PRIORITY
 # Items per batch request (API): enough to amortise the round trips, small enough for one
 # short transaction.
-MAX_BATCH = 1000
+MAX_BATCH = requests.MAX_BATCH
 
 
 @dataclass(frozen=True)
@@ -82,18 +82,10 @@ class _Item:
 
 
 def fields(request: Any) -> tuple[str, Any, int]:
-    """(action, parameters, priority) of one request body, or InvalidRequest."""
-    if not isinstance(request, dict):
-        raise InvalidRequest("an execution request must be a JSON object {action, parameters}")
-    action = request.get("action")
-    if not isinstance(action, str) or not action:
-        raise InvalidRequest("'action' (an action ref such as 'demo.hello') is required")
-    if "\x00" in action or not parameters.unicode_ok(action):
-        raise InvalidRequest("the request holds a value Postgres cannot store")
-    priority = request.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
-        raise InvalidRequest("'priority' must be an integer between -1000 and 1000")
-    return action, request.get("parameters", {}), priority
+    """(action, parameters, priority) of one request body, or InvalidRequest: the API's own
+    request model, so a batch item and ``usher run`` are checked as a single request is."""
+    body = requests.parse(requests.ExecutionRequest, request)
+    return body.action, body.parameters, body.priority
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
