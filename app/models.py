@@ -35,6 +35,18 @@ NAMING = {
 }
 
 
+# A line's counters (columns of ``queues``), in the order every listing shows them.
+COUNTERS = (
+    "queue_length",
+    "active_count",
+    "total_enqueued",
+    "total_completed",
+    "total_failed",
+    "total_cancelled",
+    "total_expired",
+)
+
+
 class Status(StrEnum):
     """An execution's status (docs/architecture.md, "Execution statuses")."""
 

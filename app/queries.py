@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import models
 from app.errors import UnknownAction, UnknownExecution
 
 EXECUTION_FROM = """
@@ -130,15 +131,7 @@ def queue_rows(session: Session, ref: str | None = None) -> list[dict[str, Any]]
     result = []
     for r in rows:
         row = dict(r)
-        for key in (
-            "queue_length",
-            "active_count",
-            "total_enqueued",
-            "total_completed",
-            "total_failed",
-            "total_cancelled",
-            "total_expired",
-        ):
+        for key in models.COUNTERS:
             row[key] = row[key] or 0
         row["partition_key"] = row["partition_key"] or ""
         result.append(row)

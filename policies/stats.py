@@ -7,20 +7,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import queries
+from app import models, queries
 from app.config import Settings
 from app.errors import UnknownAction
 from policies import limits
 
-COUNTERS = (
-    "queue_length",
-    "active_count",
-    "total_enqueued",
-    "total_completed",
-    "total_failed",
-    "total_cancelled",
-    "total_expired",
-)
+COUNTERS = models.COUNTERS
 
 
 def _line(row: dict[str, Any], settings: Settings) -> dict[str, Any]:

@@ -140,16 +140,7 @@ def counter_mismatches(engine: Engine) -> list[dict[str, Any]]:
         row = r._asdict()
         diffs = {
             k: (row[k], row[f"r_{k}"])
-            for k in (
-                "queue_length",
-                "active_count",
-                "total_enqueued",
-                "total_completed",
-                "total_failed",
-                "total_cancelled",
-                "total_expired",
-                "next_seq",
-            )
+            for k in (*models.COUNTERS, "next_seq")
             if row[k] != row[f"r_{k}"]
         }
         if diffs:
