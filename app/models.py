@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    false,
     func,
     text,
 )
@@ -113,6 +114,10 @@ class Action(Base):
     )
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     policy: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # The limits that policy and the pack's policy give, written by policies.limits.store
+    # wherever a policy is written, read by usher_finish (NULL: the settings' default).
+    resolved_concurrency: Mapped[int | None] = mapped_column(Integer)
+    resolved_rate_limited: Mapped[bool] = mapped_column(Boolean, server_default=false())
     # Set while the action's lines are paused: nothing is granted, waiting work keeps its place.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     created_at: Mapped[datetime] = _now()

@@ -5,7 +5,7 @@ publishes the returned grants only after it commits. Each takes its line's lock
 (``policies.lines``) before it changes an execution row of that line, so cancel, release and
 admit serialise per line and never deadlock.
 
-The SQL of admit and release lives in Postgres functions (migration 0006), so each is one
+The SQL of admit and release lives in Postgres functions (``app/sql/functions.sql``), so each is one
 statement with a cached plan; ``finish`` and ``claim`` are single statements that may run on
 an autocommit connection, one round trip each (the workers' hot path).
 """
@@ -16,10 +16,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import db, models
+from app import db, models, sql
 from app.config import Settings
 from app.errors import AlreadyFinished
 from policies import intake, lines
@@ -103,17 +102,7 @@ def claim(
     """
     rows = db.fetch(
         executor,
-        """
-            UPDATE executions e SET status = 'running', started_at = clock_timestamp(),
-                worker = %(worker)s,
-                lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
-            FROM actions a
-            WHERE e.id = %(id)s AND e.attempt = %(attempt)s
-              AND (e.status = 'scheduled' OR (e.status = 'running' AND e.worker = %(worker)s))
-              AND a.id = e.action_id
-            RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s,
-                      a.parameters_schema
-        """,
+        sql.raw("claim"),
         {"id": execution_id, "attempt": attempt, "worker": worker, "lease_s": float(lease_s)},
     )
     row = rows[0] if rows else None
@@ -143,14 +132,7 @@ def renew(
         return set()
     rows = db.fetch(
         executor,
-        """
-            UPDATE executions e
-            SET lease_expires_at = clock_timestamp() + make_interval(secs => %(s)s)
-            FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempts)s AS integer[]))
-                AS h(id, attempt)
-            WHERE e.id = h.id AND e.attempt = h.attempt AND e.status = 'running'
-            RETURNING e.id, e.attempt
-        """,
+        sql.raw("renew"),
         {"ids": [h[0] for h in held], "attempts": [h[1] for h in held], "s": float(lease_s)},
     )
     return {(r.id, r.attempt) for r in rows}
@@ -193,11 +175,7 @@ def release(
     hold = status == "retrying" and policy.hold_slot
     delay_s = policy.delay_ms(attempt) / 1000 if status == "retrying" else 0.0
     released = session.execute(
-        text("""
-            SELECT queue_id, not_before FROM usher_release(
-                :id, :attempt, :status, :outcome, :hold, :delay_s, CAST(:result AS jsonb),
-                :error, :lease_expired)
-        """),
+        sql.query("release"),
         {
             "id": execution_id,
             "attempt": attempt,
@@ -237,11 +215,7 @@ def finish(
         raise ValueError(f"finish takes one of {FINISHES}, not {outcome!r}")
     (row,) = db.fetch(
         executor,
-        """
-            SELECT kind, queue_id, action_ref, timeout_s, grant_ids, grant_attempts
-            FROM usher_finish(%(id)s, %(attempt)s, %(status)s, CAST(%(result)s AS jsonb),
-                              %(error)s, %(limit)s)
-        """,
+        sql.raw("finish"),
         {
             "id": execution_id,
             "attempt": attempt,
@@ -265,10 +239,7 @@ def finish(
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
     """Cancel a queued, scheduled or running execution; a freed slot goes to the next in line."""
     line = lines.lock_line_of(session, settings, execution_id)
-    previous, held = session.execute(
-        text("SELECT status, holds_slot FROM executions WHERE id = :id FOR UPDATE"),
-        {"id": execution_id},
-    ).one()
+    previous, held = session.execute(sql.query("lock_execution"), {"id": execution_id}).one()
     if previous not in models.CANCELLABLE:
         raise AlreadyFinished(f"execution {execution_id} is already {previous}")
     counter = {
@@ -277,14 +248,7 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
         "running": "active_count",
         "retrying": "active_count" if held else None,
     }[previous]
-    session.execute(
-        text("""
-            UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
-                lease_expires_at = NULL, holds_slot = false, error = 'cancelled by request'
-            WHERE id = :id
-        """),
-        {"id": execution_id},
-    )
+    session.execute(sql.query("cancel_execution"), {"id": execution_id})
     freed = {counter: -1} if counter else {}
     lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
     grants = lines.admit(session, line) if counter == "active_count" else []
@@ -293,17 +257,7 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
 
 def position(session: Session, execution_id: int) -> int | None:
     """1-based place in the line of a queued execution; None once it left the line."""
-    value = session.execute(
-        text("""
-            SELECT CASE WHEN e.status = 'queued' THEN (
-                SELECT count(*) FROM executions w
-                WHERE w.queue_id = e.queue_id AND w.status = 'queued'
-                  AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq))
-            ) END
-            FROM executions e WHERE e.id = :id
-        """),
-        {"id": execution_id},
-    ).scalar_one_or_none()
+    value = session.execute(sql.query("position"), {"id": execution_id}).scalar_one_or_none()
     return None if value is None else int(value)
 
 

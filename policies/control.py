@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import sql
 from app.config import Settings
 from app.errors import InvalidRequest, UnknownAction
-from policies import lines
+from policies import limits, lines
 
 LIVE_KEYS = {
     "concurrency": (1, 10_000),
@@ -20,13 +20,8 @@ LIVE_KEYS = {
 
 
 def _action_id(session: Session, ref: str) -> int:
-    """Lock the action's row against other live changes. ``FOR NO KEY UPDATE``, as for a
-    line: ``FOR UPDATE`` would also block the KEY SHARE lock an execution INSERT's foreign
-    key takes, and an enqueue holding the line would deadlock with the re-admission that
-    follows (it waits for that line while holding the action)."""
-    found = session.execute(
-        text("SELECT id FROM actions WHERE ref = :ref FOR NO KEY UPDATE"), {"ref": ref}
-    ).scalar_one_or_none()
+    """Lock the action's row against other live changes (see ``lock_action``)."""
+    found = session.execute(sql.query("lock_action"), {"ref": ref}).scalar_one_or_none()
     if found is None:
         raise UnknownAction(f"no action named {ref!r}")
     return int(found)
@@ -40,9 +35,7 @@ def readmit(session: Session, settings: Settings, action_id: int) -> list[lines.
     they never deadlock.
     """
     grants: list[lines.Grant] = []
-    rows = session.execute(
-        text("SELECT id, partition_key FROM queues WHERE action_id = :a"), {"a": action_id}
-    ).all()
+    rows = session.execute(sql.query("action_lines"), {"a": action_id}).all()
     for line in sorted(rows, key=lambda r: r.partition_key):
         grants += lines.requeue_due(session, lines.lock_line(session, settings, line.id))
     return grants
@@ -57,11 +50,7 @@ def readmit_refs(session: Session, settings: Settings, refs: list[str]) -> list[
 def set_paused(session: Session, settings: Settings, ref: str, paused: bool) -> list[lines.Grant]:
     """Pause (nothing granted; running work finishes) or resume (grants at once)."""
     action_id = _action_id(session, ref)
-    session.execute(
-        text("""UPDATE actions SET paused_at = CASE WHEN :paused THEN coalesce(paused_at, now())
-                END, updated_at = now() WHERE id = :id"""),
-        {"paused": paused, "id": action_id},
-    )
+    session.execute(sql.query("set_paused"), {"paused": paused, "id": action_id})
     return [] if paused else readmit(session, settings, action_id)
 
 
@@ -81,8 +70,7 @@ def update_policy(
             raise InvalidRequest(f"{key} must be an integer {low}..{high}")
     action_id = _action_id(session, ref)
     session.execute(
-        text("""UPDATE actions SET policy = policy || CAST(:changes AS jsonb), updated_at = now()
-                WHERE id = :id"""),
-        {"changes": json.dumps(changes), "id": action_id},
+        sql.query("merge_action_policy"), {"changes": json.dumps(changes), "id": action_id}
     )
+    limits.store(session, action_id=action_id)
     return readmit(session, settings, action_id)

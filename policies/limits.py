@@ -1,4 +1,9 @@
-"""Which limits apply to a line: action policy > pack policy > global default."""
+"""Which limits apply to a line: action policy > pack policy > global default.
+
+This is the one place of that rule. ``resolve`` applies it for Python; ``store`` writes its
+result on the action for the workers' one-statement finish (``usher_finish``), wherever a
+policy is written: a pack load, a live change.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +11,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sqlalchemy.orm import Session
+
+from app import sql
 from app.config import Settings
 from policies import policy
 
@@ -19,25 +27,46 @@ class Limits:
     rate: tuple[policy.Window, ...] = ()
 
 
+def _pick(action_policy: policy.Stored, pack_policy: policy.Stored, key: str) -> Any:
+    """``key`` of the action's policy, else of the pack's; None when neither sets it."""
+    for block in (policy.parse(action_policy), policy.parse(pack_policy)):
+        value = getattr(block, key)
+        if value is not None:
+            return value
+    return None
+
+
 def resolve(action_policy: policy.Stored, pack_policy: policy.Stored, settings: Settings) -> Limits:
     """Each limit from the action's policy, else the pack's, else the settings' default."""
-    own, pack = policy.parse(action_policy), policy.parse(pack_policy)
 
     def pick(key: str, default: int) -> int:
-        for block in (own, pack):
-            value = getattr(block, key)
-            if value is not None:
-                return int(value)
-        return default
+        value = _pick(action_policy, pack_policy, key)
+        return default if value is None else int(value)
 
-    partition_by = own.partition_by if own.partition_by is not None else pack.partition_by
-    windows = own.windows if own.windows is not None else pack.windows
     return Limits(
-        rate=windows or (),
+        rate=_pick(action_policy, pack_policy, "windows") or (),
         concurrency=pick("concurrency", settings.default_max_concurrent),
         max_queue_length=pick("max_queue_length", settings.default_max_queue_length),
         queue_timeout_s=pick("queue_timeout_s", settings.default_queue_timeout_s),
-        partition_by=tuple(partition_by or ()),
+        partition_by=tuple(_pick(action_policy, pack_policy, "partition_by") or ()),
+    )
+
+
+def store(session: Session, pack_id: int | None = None, action_id: int | None = None) -> None:
+    """Write ``resolve``'s concurrency (NULL: the settings' default) and whether a rate limit
+    applies on the actions of a pack, or on one action, from their stored policies. The
+    caller has just written those policies, in the same transaction."""
+    rows = session.execute(
+        sql.query("action_policies"), {"pack_id": pack_id, "action_id": action_id}
+    ).all()
+    concurrency = [_pick(r.action_policy, r.pack_policy, "concurrency") for r in rows]
+    session.execute(
+        sql.query("store_resolved_limits"),
+        {
+            "ids": [r.id for r in rows],
+            "concurrency": [None if c is None else int(c) for c in concurrency],
+            "rate_limited": [bool(_pick(r.action_policy, r.pack_policy, "windows")) for r in rows],
+        },
     )
 
 

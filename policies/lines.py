@@ -9,8 +9,8 @@ takes. Several lines are locked in (action id, partition key) order. Timestamps 
 be checked from them. Functions take a session and never commit.
 
 The counters on the row (``queue_length``, ``active_count``, ``next_seq``, the totals) are
-written by ``count`` here and by the PL/pgSQL of migration 0006 (``usher_admit``,
-``usher_release``, ``usher_finish``), nowhere else.
+written by ``count`` here and by the PL/pgSQL of ``app/sql/functions.sql`` (``usher_admit``,
+``usher_release``, ``usher_finish``), nowhere else. The statements are in ``app/sql/lines.sql``.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import sql
 from app.config import Settings
 from app.errors import QueueFull, UnknownExecution
 from policies import limits, ratelimit, retry
@@ -79,30 +79,7 @@ def count(session: Session, changes: Mapping[int, Mapping[str, int]]) -> None:
         {"id": q, **{name: amounts.get(name, 0) for name in COUNTERS}}
         for q, amounts in changes.items()
     ]
-    session.execute(
-        text("""
-            UPDATE queues q SET
-                next_seq = q.next_seq + c.next_seq,
-                queue_length = q.queue_length + c.queue_length,
-                active_count = q.active_count + c.active_count,
-                total_enqueued = q.total_enqueued + c.total_enqueued,
-                total_cancelled = q.total_cancelled + c.total_cancelled,
-                total_expired = q.total_expired + c.total_expired,
-                last_updated = clock_timestamp()
-            FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                AS c(id integer, next_seq bigint, queue_length integer, active_count integer,
-                     total_enqueued bigint, total_cancelled bigint, total_expired bigint)
-            WHERE q.id = c.id
-        """),
-        {"rows": json.dumps(rows)},
-    )
-
-
-# The policies as text: parsed once per distinct text (policies.policy.parse).
-_LINE_COLUMNS = """
-    q.id AS queue_id, a.ref, a.timeout_s, CAST(a.policy AS text) AS action_policy,
-    CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused
-"""
+    session.execute(sql.query("count_lines"), {"rows": json.dumps(rows)})
 
 
 def _line(settings: Settings, row: Any) -> Line:
@@ -117,29 +94,12 @@ def _line(settings: Settings, row: Any) -> Line:
 
 
 def lock_line(session: Session, settings: Settings, queue_id: int) -> Line:
-    row = session.execute(
-        text(f"""
-            SELECT {_LINE_COLUMNS}
-            FROM queues q JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
-            WHERE q.id = :queue_id
-            FOR NO KEY UPDATE OF q
-        """),
-        {"queue_id": queue_id},
-    ).one()
+    row = session.execute(sql.query("lock_line"), {"queue_id": queue_id}).one()
     return _line(settings, row)
 
 
 def lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
-    row = session.execute(
-        text(f"""
-            SELECT {_LINE_COLUMNS}
-            FROM executions e JOIN queues q ON q.id = e.queue_id
-            JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
-            WHERE e.id = :execution_id
-            FOR NO KEY UPDATE OF q
-        """),
-        {"execution_id": execution_id},
-    ).one_or_none()
+    row = session.execute(sql.query("lock_line_of"), {"execution_id": execution_id}).one_or_none()
     if row is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
     return _line(settings, row)
@@ -150,12 +110,7 @@ def lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int,
     partition key), the one order of every multi-line transaction); the rows come back as
     they are under the lock."""
     rows = session.execute(
-        text("""
-            INSERT INTO queues AS q (action_id, partition_key)
-            SELECT a, k FROM unnest(CAST(:actions AS integer[]), CAST(:keys AS text[])) AS u(a, k)
-            ON CONFLICT (action_id, partition_key) DO UPDATE SET last_updated = q.last_updated
-            RETURNING q.id, q.action_id, q.partition_key, q.next_seq, q.queue_length
-        """),
+        sql.query("lock_lines"),
         {"actions": [a for a, _ in keys], "keys": [k for _, k in keys]},
     ).all()
     return {(r.action_id, r.partition_key): r for r in rows}
@@ -179,7 +134,7 @@ def admit(session: Session, line: Line) -> list[Grant]:
         if cap == 0:
             return []
     rows = session.execute(
-        text("SELECT execution_id, attempt FROM usher_admit(:queue_id, :limit, :cap)"),
+        sql.query("admit"),
         {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
     ).all()
     return [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
@@ -191,20 +146,7 @@ def requeue_due(session: Session, line: Line) -> list[Grant]:
     A retry that kept its slot (``hold_slot``) is granted at once; the others become
     ``queued`` again with their original seq, so they keep their place. Then ``admit``.
     """
-    due = session.execute(
-        text("""
-            WITH now AS (SELECT clock_timestamp() AS ts)
-            UPDATE executions SET
-                status = CASE WHEN holds_slot THEN 'scheduled' ELSE 'queued' END,
-                scheduled_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
-                published_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
-                holds_slot = false
-            WHERE queue_id = :queue_id AND status = 'retrying'
-              AND not_before <= (SELECT ts FROM now)
-            RETURNING id, attempt, priority, seq, status
-        """),
-        {"queue_id": line.queue_id},
-    ).all()
+    due = session.execute(sql.query("requeue_due"), {"queue_id": line.queue_id}).all()
     if due:
         back = sum(1 for r in due if r.status == "queued")
         count(session, {line.queue_id: {"queue_length": back}})
@@ -223,14 +165,7 @@ def expire(session: Session, line: Line) -> int:
     """
     gone = len(
         session.execute(
-            text("""
-                UPDATE executions SET status = 'expired', finished_at = clock_timestamp(),
-                    error = 'waited longer than queue_timeout_s'
-                WHERE queue_id = :queue_id AND status = 'queued'
-                  AND coalesce(queued_at, enqueued_at)
-                      < clock_timestamp() - make_interval(secs => :timeout)
-                RETURNING id
-            """),
+            sql.query("expire"),
             {"queue_id": line.queue_id, "timeout": line.limits.queue_timeout_s},
         ).all()
     )

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import InvalidPack
 from app.models import Action, Pack, Rule
-from policies import commands, criteria, pack_schema, parameters
+from policies import commands, criteria, limits, pack_schema, parameters
 
 MAX_FILE_BYTES = 1024 * 1024
 FILES = "*.y*ml"
@@ -377,6 +377,7 @@ def _upsert(session: Session, spec: PackSpec) -> None:
             .values(**values)
             .on_conflict_do_update(index_elements=[Action.ref], set_=update)
         )
+    limits.store(session, pack_id=pack_id)
     refs = []
     for rule in spec.rules:
         values = {

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, event, text
 
 import web
-from app import config, db
+from app import config, db, sql
 from policies import admission
 from tests.support import packs
 from tests.support.flow import submit
@@ -121,6 +121,13 @@ def test_the_histogram_bounds_are_the_migrations() -> None:
     spec.loader.exec_module(migration)
     assert migration.RUN_BOUNDS == metrics.DURATION_BUCKETS
     assert migration.WAIT_BOUNDS == metrics.WAIT_BUCKETS
+    # and the current functions (app/sql/functions.sql), which migration 0008 loads
+    add = sql.functions().split("FUNCTION usher_attempt_totals_add", 1)[1].split("$$;", 1)[0]
+    bounds = {
+        name: tuple(float(b) for b in values.split(", "))
+        for name, values in re.findall(r"(run|wait), ARRAY\[([^\]]*)\]::numeric\[\]", add)
+    }
+    assert bounds == {"run": metrics.DURATION_BUCKETS, "wait": metrics.WAIT_BUCKETS}
 
 
 def test_totals_follow_inserts_updates_deletes_and_equal_a_recount(
