@@ -15,6 +15,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from app import bounds
 from app.errors import ConfigError
 
 
@@ -34,14 +35,14 @@ class Settings(BaseSettings):
     api_token: Annotated[str | None, Field(min_length=16)] = None
     web_host: str = "127.0.0.1"
     web_port: Annotated[int, Field(ge=1, le=65535)] = 5000
-    default_max_concurrent: Annotated[int, Field(ge=1, le=10_000)] = 10
-    default_max_queue_length: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
-    default_queue_timeout_s: Annotated[int, Field(ge=1, le=604_800)] = 3600
+    default_max_concurrent: Annotated[int, Field(**bounds.CONCURRENCY.field())] = 10
+    default_max_queue_length: Annotated[int, Field(**bounds.QUEUE_LENGTH.field())] = 10_000
+    default_queue_timeout_s: Annotated[int, Field(**bounds.TIMEOUT_S.field())] = 3600
     lease_s: Annotated[int, Field(ge=3, le=3600)] = 15
-    retry_max_retries: Annotated[int, Field(ge=0, le=100)] = 3
+    retry_max_retries: Annotated[int, Field(**bounds.MAX_RETRIES.field())] = 3
     retry_strategy: RetryStrategy = RetryStrategy.exponential
-    retry_initial_delay_ms: Annotated[int, Field(ge=10, le=10_000)] = 100
-    retry_max_delay_ms: Annotated[int, Field(ge=100, le=300_000)] = 5000
+    retry_initial_delay_ms: Annotated[int, Field(**bounds.INITIAL_DELAY_MS.field())] = 100
+    retry_max_delay_ms: Annotated[int, Field(**bounds.MAX_DELAY_MS.field())] = 5000
     retry_jitter: bool = True
     sweep_interval_s: Annotated[float, Field(ge=0.2, le=60)] = 2.0
     shutdown_grace_s: Annotated[float, Field(ge=0, le=3600)] = 30.0

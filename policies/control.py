@@ -9,14 +9,8 @@ from sqlalchemy.orm import Session
 
 from app import sql
 from app.config import Settings
-from app.errors import InvalidRequest, UnknownAction
-from policies import limits, lines
-
-LIVE_KEYS = {
-    "concurrency": (1, 10_000),
-    "max_queue_length": (1, 10_000_000),
-    "queue_timeout_s": (1, 604_800),
-}
+from app.errors import UnknownAction
+from policies import limits, lines, requests
 
 
 def _action_id(session: Session, ref: str) -> int:
@@ -60,14 +54,7 @@ def update_policy(
     """Change the action's limits live. Raising the limit grants at once; lowering it lets
     running work finish and grants nothing until the line is under the new limit. A later
     `usher packs load` of the pack sets the policy from the files again."""
-    if not isinstance(changes, dict) or not changes:
-        raise InvalidRequest(f"give one or more of {sorted(LIVE_KEYS)}")
-    for key, value in changes.items():
-        if key not in LIVE_KEYS:
-            raise InvalidRequest(f"{key!r} cannot be changed live; use one of {sorted(LIVE_KEYS)}")
-        low, high = LIVE_KEYS[key]
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise InvalidRequest(f"{key} must be an integer {low}..{high}")
+    changes = requests.parse(requests.PolicyChange, changes).changes()
     action_id = _action_id(session, ref)
     session.execute(
         sql.query("merge_action_policy"), {"changes": json.dumps(changes), "id": action_id}

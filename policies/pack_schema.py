@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from app import bounds
+
 NAMES = ("noop", "sleep", "python", "shell", "http", "slack", "email")
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
-MAX_TIMEOUT_S = 604_800
+MAX_TIMEOUT_S = bounds.TIMEOUT_S.high
 
 # runner_config strings are rendered before the runner reads them, and a single
 # "{{ expression }}" keeps its value's type: a template may stand for any value.
@@ -142,29 +144,37 @@ RUNNER_PARAMETERS: dict[str, dict[str, Any]] = {name: {} for name in NAMES} | {
 
 WINDOW = closed(
     {
-        "count": {"type": "integer", "minimum": 1, "maximum": 1_000_000},
-        "per_s": {"type": "number", "exclusiveMinimum": 0, "maximum": 86_400},
+        "count": bounds.RATE_COUNT.schema(),
+        "per_s": bounds.RATE_PER_S.schema("number"),
     },
     required=["count", "per_s"],
 )
 RETRY = closed(
     {
-        "max_retries": {"type": "integer", "minimum": 0, "maximum": 100},
+        "max_retries": bounds.MAX_RETRIES.schema(),
         "strategy": {"enum": ["fixed", "linear", "exponential"]},
-        "initial_delay_ms": {"type": "integer", "minimum": 10, "maximum": 10_000},
-        "max_delay_ms": {"type": "integer", "minimum": 100, "maximum": 300_000},
+        "initial_delay_ms": bounds.INITIAL_DELAY_MS.schema(),
+        "max_delay_ms": bounds.MAX_DELAY_MS.schema(),
         "jitter": {"type": "boolean"},
         "hold_slot": {"type": "boolean"},
     }
 )
 POLICY = closed(
     {
-        "concurrency": {"type": "integer", "minimum": 1, "maximum": 10_000},
+        "concurrency": bounds.CONCURRENCY.schema(),
         "partition_by": {"type": "array", "items": {"type": "string"}},
-        "max_queue_length": {"type": "integer", "minimum": 1, "maximum": 10_000_000},
-        "queue_timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_S},
+        "max_queue_length": bounds.QUEUE_LENGTH.schema(),
+        "queue_timeout_s": bounds.TIMEOUT_S.schema(),
         "rate_limit": {
-            "oneOf": [WINDOW, {"type": "array", "minItems": 1, "maxItems": 5, "items": WINDOW}]
+            "oneOf": [
+                WINDOW,
+                {
+                    "type": "array",
+                    "minItems": bounds.RATE_WINDOWS.low,
+                    "maxItems": bounds.RATE_WINDOWS.high,
+                    "items": WINDOW,
+                },
+            ]
         },
         "retry": RETRY,
     }
@@ -192,7 +202,7 @@ ACTION = closed(
         "runner": {"enum": list(NAMES)},
         "runner_config": {"type": "object"},
         "parameters": {"type": "object"},  # a JSON Schema: checked as one
-        "timeout_s": {"type": "integer", "minimum": 1, "maximum": MAX_TIMEOUT_S},
+        "timeout_s": bounds.TIMEOUT_S.schema(),
         "policy": POLICY,
     },
     required=["name", "runner"],
@@ -206,7 +216,7 @@ RULE = closed(
         "criteria": {"type": "object"},  # paths to tests: checked by policies.criteria
         "action": {"type": "string", "minLength": 3},
         "parameters": {"type": "object"},  # the action's parameters, as templates
-        "priority": {"type": "integer", "minimum": -1000, "maximum": 1000},
+        "priority": bounds.PRIORITY.schema(),
         "enabled": {"type": "boolean"},
     },
     required=["name", "trigger", "action"],

@@ -17,8 +17,8 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
+from app import bounds
 from app.config import RetryStrategy
-from policies import pack_schema
 
 
 def _integral(value: Any) -> Any:
@@ -43,25 +43,32 @@ class _Block(BaseModel):
 class Window(_Block):
     """At most ``count`` grants in any ``per_s`` seconds, per line."""
 
-    count: Annotated[Integer, Field(ge=1, le=1_000_000)]
-    per_s: Annotated[float, Field(gt=0, le=86_400)]
+    count: Annotated[Integer, Field(**bounds.RATE_COUNT.field())]
+    per_s: Annotated[float, Field(**bounds.RATE_PER_S.field())]
 
 
 class Retry(_Block):
-    max_retries: Annotated[Integer, Field(ge=0, le=100)] | None = None
+    max_retries: Annotated[Integer, Field(**bounds.MAX_RETRIES.field())] | None = None
     strategy: Annotated[RetryStrategy, Field(strict=False)] | None = None  # from its value
-    initial_delay_ms: Annotated[Integer, Field(ge=10, le=10_000)] | None = None
-    max_delay_ms: Annotated[Integer, Field(ge=100, le=300_000)] | None = None
+    initial_delay_ms: Annotated[Integer, Field(**bounds.INITIAL_DELAY_MS.field())] | None = None
+    max_delay_ms: Annotated[Integer, Field(**bounds.MAX_DELAY_MS.field())] | None = None
     jitter: bool | None = None
     hold_slot: bool | None = None
 
 
 class Policy(_Block):
-    concurrency: Annotated[Integer, Field(ge=1, le=10_000)] | None = None
+    concurrency: Annotated[Integer, Field(**bounds.CONCURRENCY.field())] | None = None
     partition_by: list[str] | None = None
-    max_queue_length: Annotated[Integer, Field(ge=1, le=10_000_000)] | None = None
-    queue_timeout_s: Annotated[Integer, Field(ge=1, le=pack_schema.MAX_TIMEOUT_S)] | None = None
-    rate_limit: Window | Annotated[list[Window], Field(min_length=1, max_length=5)] | None = None
+    max_queue_length: Annotated[Integer, Field(**bounds.QUEUE_LENGTH.field())] | None = None
+    queue_timeout_s: Annotated[Integer, Field(**bounds.TIMEOUT_S.field())] | None = None
+    rate_limit: (
+        Window
+        | Annotated[
+            list[Window],
+            Field(min_length=bounds.RATE_WINDOWS.low, max_length=bounds.RATE_WINDOWS.high),
+        ]
+        | None
+    ) = None
     retry: Retry | None = None
 
     @property

@@ -21,18 +21,15 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
 
+from app import bounds
 from app.errors import InvalidRequest
 from policies import parameters
 
-MAX_PRIORITY = 1000
 # Items per batch request: enough to amortise the round trips, small enough for one short
 # transaction.
 MAX_BATCH = 1000
+MAX_PRIORITY = bounds.PRIORITY.high  # (policies.intake, the CLI)
 MAX_TRIGGER = 200
-# The bounds of what ``PATCH /actions/<ref>/policy`` may set live.
-MAX_CONCURRENCY = 10_000
-MAX_QUEUE_LENGTH = 10_000_000
-MAX_QUEUE_TIMEOUT_S = 604_800
 
 
 def _storable(value: str) -> str:
@@ -41,9 +38,9 @@ def _storable(value: str) -> str:
     return value
 
 
-def _bounded(low: int, high: int, description: str) -> Any:
+def _bounded(bound: bounds.Range, description: str) -> Any:
     # strict: a bool or 1.0 is no integer here, as in JSON Schema.
-    return Field(strict=True, ge=low, le=high, description=description)
+    return Field(strict=True, description=description, **bound.field())
 
 
 # Checked against the action's own schema (422 invalid_parameters), not here: any JSON passes.
@@ -61,9 +58,7 @@ class ExecutionRequest(BaseModel):
         AfterValidator(_storable),
     ]
     parameters: Parameters = Field(default_factory=dict)
-    priority: Annotated[
-        int, _bounded(-MAX_PRIORITY, MAX_PRIORITY, "higher first within the action's line")
-    ] = 0
+    priority: Annotated[int, _bounded(bounds.PRIORITY, "higher first within the action's line")] = 0
 
 
 class ExecutionBatch(BaseModel):
@@ -95,9 +90,9 @@ class EventBatch(BaseModel):
     events: Annotated[list[SkipValidation[Event]], Field(min_length=1, max_length=MAX_BATCH)]
 
 
-Concurrency = Annotated[int, _bounded(1, MAX_CONCURRENCY, "at most this many at once")]
-QueueLength = Annotated[int, _bounded(1, MAX_QUEUE_LENGTH, "more waiting: 429")]
-QueueTimeout = Annotated[int, _bounded(1, MAX_QUEUE_TIMEOUT_S, "waiting longer: expired")]
+Concurrency = Annotated[int, _bounded(bounds.CONCURRENCY, "at most this many at once")]
+QueueLength = Annotated[int, _bounded(bounds.QUEUE_LENGTH, "more waiting: 429")]
+QueueTimeout = Annotated[int, _bounded(bounds.TIMEOUT_S, "waiting longer: expired")]
 
 
 def absent() -> Any:

@@ -1,0 +1,40 @@
+"""The bounds of every limit Usher takes, written once: a pack's policy (its JSON Schema and
+``policies.policy.Policy``), the settings' defaults, an API request and the command line all
+read them from here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+N = TypeVar("N", int, float)
+
+
+@dataclass(frozen=True)
+class Range(Generic[N]):
+    """``low <= value <= high`` (``low < value`` when ``open_low``)."""
+
+    low: N
+    high: N
+    open_low: bool = False
+
+    def schema(self, kind: str = "integer") -> dict[str, Any]:
+        """As JSON Schema."""
+        low = "exclusiveMinimum" if self.open_low else "minimum"
+        return {"type": kind, low: self.low, "maximum": self.high}
+
+    def field(self) -> dict[str, Any]:
+        """As the keyword arguments of pydantic's ``Field``."""
+        return {"gt" if self.open_low else "ge": self.low, "le": self.high}
+
+
+CONCURRENCY = Range(1, 10_000)
+QUEUE_LENGTH = Range(1, 10_000_000)
+TIMEOUT_S = Range(1, 604_800)  # a queue timeout, an action's run timeout: a week at most
+RATE_COUNT = Range(1, 1_000_000)
+RATE_PER_S = Range(0.0, 86_400.0, open_low=True)
+RATE_WINDOWS = Range(1, 5)
+MAX_RETRIES = Range(0, 100)
+INITIAL_DELAY_MS = Range(10, 10_000)
+MAX_DELAY_MS = Range(100, 300_000)
+PRIORITY = Range(-1000, 1000)
