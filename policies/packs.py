@@ -1,20 +1,16 @@
 """Load packs (pack.yaml, actions/*.yaml, rules/*.yaml) into Postgres, idempotently and
 all-or-nothing, after checking every file strictly against ``policies.pack_schema``.
 
-Files are read as plain files only (no symlinks), at most 1 MiB each, as plain YAML data:
-no aliases (a few hundred bytes of them expand to gigabytes), no tags, at most
-``parameters.MAX_DEPTH`` levels deep.
+Each file is read by ``policies.pack_files`` (plain files, plain YAML); this module checks
+what it holds (shapes, schemas, commands, templates, the actions rules name) and upserts.
 """
 
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import math
-import os
 import re
-import stat
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,14 +23,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from app.errors import InvalidPack
 from app.models import Action, Pack, Rule
-from policies import commands, criteria, limits, pack_schema, parameters
+from policies import commands, criteria, limits, pack_files, pack_schema, parameters, templates
 
-MAX_FILE_BYTES = 1024 * 1024
-FILES = "*.y*ml"
-_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC  # a FIFO never blocks
-_DIR_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_DIRECTORY | os.O_CLOEXEC
 _TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _SECRETS = re.compile(r"(?<![\w.'\"])secrets\b")
 _VALIDATORS = {
@@ -45,7 +36,11 @@ _RULE_SECRETS = (
     "secrets belong in the action's runner_config ({{ secrets.NAME }})"
 )
 
-Problem = tuple[list[Any], str]  # (the path of the value in the document, what is wrong)
+Problem = pack_files.Problem
+# What a template may read: a rule's parameters render against the event, an action's
+# runner_config against the execution's parameters and the worker's secrets.
+_RULE_NAMES = frozenset({"event"})
+_CONFIG_NAMES = frozenset({"parameters", "secrets"})
 
 
 @dataclass
@@ -55,151 +50,8 @@ class PackSpec:
     policy: dict[str, Any]
     actions: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
-
-
-class _Refused(yaml.MarkedYAMLError):
-    """Valid YAML that a pack file may not use (reported without "not valid YAML")."""
-
-
-class _Loader(yaml.SafeLoader):
-    """Plain data only: aliases, anchors and tags refused."""
-
-    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
-        event = self.peek_event()
-        if isinstance(event, yaml.AliasEvent) or getattr(event, "anchor", None) is not None:
-            raise _Refused(problem="YAML aliases are not allowed", problem_mark=event.start_mark)
-        tag = getattr(event, "tag", None)
-        if tag not in (None, "!"):
-            raise _Refused(
-                problem=f"YAML tags ({tag}) are not allowed; quote the value instead",
-                problem_mark=event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
-        seen: set[Any] = set()
-        for key, _ in node.value:
-            if not isinstance(key, yaml.ScalarNode):
-                raise _Refused(
-                    problem="a key must be a plain value, not a list or a mapping",
-                    problem_mark=key.start_mark,
-                )
-            if key.value in seen:
-                # The last one would win silently: a reader of the first sees another file.
-                raise _Refused(
-                    problem=f"{key.value!r} is given twice in one mapping",
-                    problem_mark=key.start_mark,
-                )
-            seen.add(key.value)
-        return node
-
-
-# Dates stay strings: JSON has none.
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
-
-
-def _line_of(node: yaml.Node | None, path: list[Any]) -> int | None:
-    """The 1-based line of the YAML node at ``path`` (or of its nearest ancestor); for a
-    mapping entry, the line of its key."""
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in path:
-        key: yaml.Node | None
-        if isinstance(node, yaml.MappingNode):
-            key, match = next(((k, v) for k, v in node.value if k.value == part), (None, None))
-        elif (
-            isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value)
-        ):
-            key = match = node.value[part]
-        else:
-            break
-        if key is None or match is None:
-            break
-        node, line = match, key.start_mark.line + 1
-    return line
-
-
-def _dotted(path: list[Any]) -> str:
-    text = "".join(f"[{part}]" if isinstance(part, int) else f".{part}" for part in path)
-    return text.removeprefix(".") or "document"
-
-
-def _invalid(file: Path, root: yaml.Node | None, problem: Problem) -> InvalidPack:
-    path, message = problem
-    line = _line_of(root, path)
-    return InvalidPack(f"{f'{file}:{line}' if line else file}: {_dotted(path)}: {message}")
-
-
-def _content(path: Path, dir_fd: int | None = None) -> bytes:
-    """The bytes of a regular file, never through a symlink, refused past MAX_FILE_BYTES."""
-    try:
-        fd = os.open(path.name if dir_fd is not None else path, _FILE_FLAGS, dir_fd=dir_fd)
-    except OSError as error:
-        raise InvalidPack(f"{path}: {_refusal(path, error)}") from None
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise InvalidPack(f"{path}: not a regular file; pack files are plain files")
-        chunks, size = [], 0
-        while size <= MAX_FILE_BYTES and (chunk := os.read(fd, MAX_FILE_BYTES + 1 - size)):
-            chunks.append(chunk)
-            size += len(chunk)
-    finally:
-        os.close(fd)
-    if size > MAX_FILE_BYTES:
-        raise InvalidPack(f"{path}: larger than 1 MiB; a pack file is at most 1 MiB")
-    return b"".join(chunks)
-
-
-def _refusal(path: Path, error: OSError) -> str:
-    # Only the link is named: what it points to, and what that holds, is none of our business.
-    if os.path.islink(path):
-        return "a symbolic link; pack files are read as plain files only"
-    return error.strerror or str(error)
-
-
-def _files(directory: Path) -> Generator[tuple[Path, bytes], None, None]:
-    """(path, content) of each pack file in ``directory``, by name; none if it is missing."""
-    try:
-        fd = os.open(directory, _DIR_FLAGS)
-    except FileNotFoundError:
-        return
-    except OSError as error:
-        raise InvalidPack(f"{directory}: {_refusal(directory, error)}") from None
-    try:
-        for name in sorted(n for n in os.listdir(fd) if fnmatch.fnmatch(n, FILES)):
-            yield directory / name, _content(directory / name, dir_fd=fd)
-    finally:
-        os.close(fd)
-
-
-def _parse(path: Path, raw: bytes) -> tuple[Any, yaml.Node | None]:
-    try:
-        source = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidPack(f"{path}: not UTF-8 text (byte {error.start})") from None
-    try:
-        return _compose_and_construct(source)
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        lead = "" if isinstance(error, _Refused) else "not valid YAML: "
-        raise InvalidPack(f"{where}: {lead}{getattr(error, 'problem', None) or error}") from None
-    except RecursionError:
-        raise InvalidPack(f"{path}: nested deeper than {parameters.MAX_DEPTH} levels") from None
-    except ValueError as error:  # an integer of more than 4300 digits
-        raise InvalidPack(f"{path}: not valid YAML: {error}") from None
-
-
-def _compose_and_construct(source: str) -> tuple[Any, yaml.Node | None]:
-    loader = _Loader(source)  # may raise already: its reader checks the characters
-    try:
-        root = loader.get_single_node()
-        return (loader.construct_document(root) if root is not None else None), root
-    finally:
-        loader.dispose()
+    # Where each rule came from, to name the file and line of a cross-reference it breaks.
+    rule_files: list[tuple[Path, yaml.Node | None]] = field(default_factory=list)
 
 
 def _shape_problem(document: Any) -> Problem | None:
@@ -291,6 +143,14 @@ def _action_problem(action: dict[str, Any]) -> Problem | None:
     unsafe = commands.problem(action["runner"], action.get("runner_config") or {})
     if unsafe is not None:
         return ["runner_config", *unsafe[0]], unsafe[1]
+    return _template_problem(action.get("runner_config") or {}, ["runner_config"], _CONFIG_NAMES)
+
+
+def _template_problem(value: Any, path: list[Any], names: frozenset[str]) -> Problem | None:
+    for where, text in sorted(_strings(value, path), key=lambda found: str(found[0])):
+        wrong = templates.problem(text, names)
+        if wrong is not None:
+            return where, wrong
     return None
 
 
@@ -302,51 +162,59 @@ def _rule_problem(rule: dict[str, Any]) -> Problem | None:
     for path, text in _strings(rule.get("parameters") or {}, ["parameters"]):
         if any(_SECRETS.search(part) for part in _TEMPLATE_PART.findall(text)):
             return path, _RULE_SECRETS
-    return None
+    return _template_problem(rule.get("parameters") or {}, ["parameters"], _RULE_NAMES)
 
 
 def _read(path: Path, raw: bytes, kind: str) -> tuple[dict[str, Any], yaml.Node | None]:
     """The checked document and its YAML node tree (to name lines in later errors)."""
-    document, root = _parse(path, raw)
+    document, root = pack_files.parse(path, raw)
     problem = _shape_problem(document) or _schema_problem(kind, document)
     if problem is not None:
-        raise _invalid(path, root, problem)
+        raise pack_files.invalid(path, root, problem)
     return document, root
 
 
 def read_pack(directory: Path) -> PackSpec:
-    meta, _ = _read(directory / "pack.yaml", _content(directory / "pack.yaml"), "pack")
+    meta, _ = _read(directory / "pack.yaml", pack_files.content(directory / "pack.yaml"), "pack")
     spec = PackSpec(meta["name"], meta.get("description", ""), meta.get("policy") or {})
     kinds = (("action", spec.actions, _action_problem), ("rule", spec.rules, _rule_problem))
     for kind, documents, problem_of in kinds:
-        with closing(_files(directory / f"{kind}s")) as files:  # the folder's fd, on error too
+        with closing(
+            pack_files.files(directory / f"{kind}s")
+        ) as files:  # the folder's fd, on error too
             for path, raw in files:
                 document, root = _read(path, raw, kind)
                 if problem := problem_of(document):
-                    raise _invalid(path, root, problem)
+                    raise pack_files.invalid(path, root, problem)
                 documents.append(document)
+                if kind == "rule":
+                    spec.rule_files.append((path, root))
     return spec
-
-
-def discover(path: Path) -> list[Path]:
-    """A pack directory, or a directory of pack directories (none of them a symlink)."""
-    if os.path.lexists(path / "pack.yaml"):
-        return [path]
-    found = sorted(p.parent for p in path.glob("*/pack.yaml"))
-    if not found:
-        raise InvalidPack(f"{path}: no pack.yaml here or in its subdirectories")
-    for directory in found:
-        if directory.is_symlink():
-            raise InvalidPack(f"{directory}: a symbolic link; packs are read as plain files only")
-    return found
 
 
 def load(session: Session, path: Path) -> list[PackSpec]:
     """Validate every pack under ``path`` first, then upsert them; the caller commits."""
-    specs = [read_pack(directory) for directory in discover(path)]
+    specs = [read_pack(directory) for directory in pack_files.discover(path)]
+    _check_references(session, specs)
     for spec in specs:
         _upsert(session, spec)
     return specs
+
+
+def _check_references(session: Session, specs: list[PackSpec]) -> None:
+    """Every rule names an action of these packs or one already loaded."""
+    refs = {f"{spec.name}.{action['name']}" for spec in specs for action in spec.actions}
+    named = {rule["action"] for spec in specs for rule in spec.rules} - refs
+    if named:
+        refs |= set(session.execute(select(Action.ref).where(Action.ref.in_(named))).scalars())
+    known = sorted(refs)
+    for spec in specs:
+        for rule, (file, root) in zip(spec.rules, spec.rule_files, strict=True):
+            if rule["action"] not in refs:
+                close = difflib.get_close_matches(rule["action"], known, n=1)
+                hint = f"did you mean {close[0]}?" if close else "load the pack that defines it"
+                problem = f"no action {rule['action']} in these packs or loaded ({hint})"
+                raise pack_files.invalid(file, root, (["action"], problem))
 
 
 def _upsert(session: Session, spec: PackSpec) -> None:

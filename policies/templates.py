@@ -15,7 +15,7 @@ from functools import cache, lru_cache
 from typing import Any
 from urllib.parse import quote
 
-from jinja2 import StrictUndefined, TemplateError, Undefined
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError, Undefined, meta
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from app import secretstore
@@ -54,6 +54,25 @@ def _expression(source: str) -> Any:
 @lru_cache(maxsize=1024)
 def _template(source: str, url: bool = False) -> Any:
     return _environment(url).from_string(source)
+
+
+def problem(source: str, names: frozenset[str]) -> str | None:
+    """What keeps template ``source`` from rendering, known before any value is there: its
+    syntax, or a name it reads that its context (``names``) will not hold. None when fine."""
+    if not has_template(source):
+        return None
+    environment = _environment()
+    try:
+        tree = environment.parse(source)
+    except TemplateSyntaxError as error:
+        return f"not a valid template: {error.message} (line {error.lineno} of the template)"
+    unknown = sorted(meta.find_undeclared_variables(tree) - names - set(environment.globals))
+    if unknown:
+        known = ", ".join(sorted(names))
+        return (
+            f"the template reads {', '.join(unknown)}, which is not defined here (known: {known})"
+        )
+    return None
 
 
 def has_template(value: Any) -> bool:

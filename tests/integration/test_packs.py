@@ -141,3 +141,43 @@ def test_a_sleep_action_refuses_parameters_its_runner_cannot_read(
         assert admission.enqueue(session, capped, ref, {"seconds": 0.5}).execution_id
     with engine.connect() as conn:
         assert conn.execute(text("SELECT count(*) FROM executions")).scalar_one() == 1
+
+
+def _rule_pack(root: Path, name: str, action: str) -> Path:
+    (root / name / "actions").mkdir(parents=True)
+    (root / name / "rules").mkdir()
+    (root / name / "pack.yaml").write_text(f"name: {name}\n")
+    (root / name / "actions" / "local.yaml").write_text("name: local\nrunner: noop\n")
+    (root / name / "rules" / "r.yaml").write_text(f"name: r\ntrigger: t\naction: {action}\n")
+    return root / name
+
+
+def test_a_rule_naming_no_action_is_refused_with_its_line_and_the_close_name(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Given a rule whose action is misspelt
+    pack = _rule_pack(tmp_path, "p", "p.locla")
+    # Then the load is refused, naming the rule's file and line and the action meant
+    with pytest.raises(
+        InvalidPack, match=r"r\.yaml:3: action: no action p\.locla .*did you mean p\.local\?"
+    ):
+        _load(engine, pack)
+    assert _counts(engine) == {"packs": 0, "actions": 0, "rules": 0}
+
+
+def test_a_rule_may_name_an_action_of_another_pack_loaded_before_or_with_it(
+    engine: Engine, tmp_path: Path
+) -> None:
+    # Given pack b's rule on pack a's action: refused while a is not there
+    b = _rule_pack(tmp_path / "later", "b", "a.local")
+    with pytest.raises(InvalidPack, match=r"no action a\.local in these packs or loaded"):
+        _load(engine, b)
+    # When a is loaded first, or both at once, it loads
+    _load(engine, _rule_pack(tmp_path / "first", "a", "a.local"))
+    _load(engine, b)
+    assert _counts(engine) == {"packs": 2, "actions": 2, "rules": 2}
+    together = tmp_path / "together"
+    _rule_pack(together, "c", "d.local")
+    _rule_pack(together, "d", "c.local")
+    _load(engine, together)
+    assert _counts(engine)["rules"] == 4

@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from app.errors import InvalidPack, InvalidParameters
-from policies import pack_schema, packs, parameters
+from policies import pack_files, pack_schema, packs, parameters
 from tasks import runners
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packs"
@@ -42,7 +42,7 @@ def _action(tmp_path: Path, text: str) -> str:
 
 
 def test_every_example_pack_loads() -> None:
-    specs = [packs.read_pack(directory) for directory in packs.discover(EXAMPLES)]
+    specs = [packs.read_pack(directory) for directory in pack_files.discover(EXAMPLES)]
     assert specs and all(spec.actions for spec in specs)
 
 
@@ -217,14 +217,14 @@ def test_a_fifo_is_not_read(tmp_path: Path) -> None:
 
 
 def test_a_file_over_one_mebibyte_is_refused(tmp_path: Path) -> None:
-    text = "name: a\nrunner: noop\ndescription: '" + "x" * packs.MAX_FILE_BYTES + "'\n"
+    text = "name: a\nrunner: noop\ndescription: '" + "x" * pack_files.MAX_FILE_BYTES + "'\n"
     assert "a.yaml: larger than 1 MiB" in _action(tmp_path, text)
 
 
 def test_a_file_of_exactly_one_mebibyte_is_read(tmp_path: Path) -> None:
     head = "name: a\nrunner: noop\ndescription: '"
-    text = head + "x" * (packs.MAX_FILE_BYTES - len(head) - 2) + "'\n"
-    assert len(text) == packs.MAX_FILE_BYTES
+    text = head + "x" * (pack_files.MAX_FILE_BYTES - len(head) - 2) + "'\n"
+    assert len(text) == pack_files.MAX_FILE_BYTES
     assert packs.read_pack(_pack(tmp_path / "p", {"a.yaml": text})).actions
 
 
@@ -276,7 +276,7 @@ def test_a_symlinked_pack_directory_is_not_discovered(tmp_path: Path) -> None:
     (tmp_path / "packs").mkdir()
     (tmp_path / "packs" / "linked").symlink_to(real, target_is_directory=True)
     with pytest.raises(InvalidPack, match="linked: a symbolic link"):
-        packs.discover(tmp_path / "packs")
+        pack_files.discover(tmp_path / "packs")
 
 
 def test_the_sleep_runner_reads_seconds_as_a_number() -> None:
@@ -399,3 +399,51 @@ def test_a_list_or_a_mapping_as_a_key_is_refused(tmp_path: Path) -> None:
     # Found by the fuzzing test above: the check for a key given twice hashed the key.
     text = "name: a\nrunner: noop\n? [runner]\n: shell\n"
     assert "a.yaml:3: a key must be a plain value" in _action(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("where", "text", "expected"),
+    [
+        (
+            "rule",
+            "parameters:\n  n: '{{ event.payload.n }'\n",
+            "r.yaml:5: parameters.n: not a valid template: unexpected '}'",
+        ),
+        (
+            "rule",
+            "parameters:\n  n: '{{ payload.n }}'\n",
+            "r.yaml:5: parameters.n: the template reads payload, which is not defined here "
+            "(known: event)",
+        ),
+        (
+            "action",
+            "runner_config:\n  url: 'http://x/{% if parameters.a %}'\n",
+            "a.yaml:4: runner_config.url: not a valid template",
+        ),
+        (
+            "action",
+            "runner_config:\n  url: 'http://x/{{ params.a }}'\n",
+            "a.yaml:4: runner_config.url: the template reads params, which is not defined here "
+            "(known: parameters, secrets)",
+        ),
+    ],
+)
+def test_a_template_that_cannot_render_is_refused_at_load_with_its_line(
+    tmp_path: Path, where: str, text: str, expected: str
+) -> None:
+    action = "name: a\nrunner: http\n" + (
+        text if where == "action" else "runner_config: {url: x}\n"
+    )
+    rule = "name: r\ntrigger: t\naction: p.a\n" + (text if where == "rule" else "")
+    message = _refused(_pack(tmp_path / "p", {"a.yaml": action}, {"r.yaml": rule}))
+    assert expected in message
+
+
+def test_templates_may_read_jinjas_own_globals_and_filters(tmp_path: Path) -> None:
+    rule = (
+        "name: r\ntrigger: t\naction: p.a\nparameters:\n"
+        "  n: '{{ range(3) | list | length + (event.payload.n | int) }}'\n"
+    )
+    action = "name: a\nrunner: http\nrunner_config: {url: 'http://x/{{ parameters.n }}'}\n"
+    spec = packs.read_pack(_pack(tmp_path / "p", {"a.yaml": action}, {"r.yaml": rule}))
+    assert [r["name"] for r in spec.rules] == ["r"]
