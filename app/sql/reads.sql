@@ -1,0 +1,80 @@
+-- The read models that the CLI, the API and the dashboard share (app/queries.py).
+-- A list shows parameters, results and errors through usher_capped_json/usher_capped_text
+-- (migration 0008): a value of more than 4096 bytes (queries.LIST_VALUE_BYTES) stays in
+-- Postgres and the list says how big it is; the one execution shows it whole.
+-- Parameters are named in these comments without their colon: SQLAlchemy reads the text
+-- whole, comments too, and would take a colon-name there for a parameter.
+
+-- name: action_by_ref
+-- One action with its pack's policy, for the API's and the dashboard's action pages.
+SELECT a.ref, a.name, p.name AS pack, a.description, a.runner, a.timeout_s,
+       a.parameters_schema AS parameters, a.policy, p.policy AS pack_policy,
+       a.paused_at IS NOT NULL AS paused
+FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
+
+-- name: actions_by_ref
+SELECT a.ref, a.name, p.name AS pack, a.description, a.runner, a.timeout_s,
+       a.policy, p.policy AS pack_policy
+FROM actions a JOIN packs p ON p.id = a.pack_id ORDER BY a.ref
+
+-- name: jit_off_for_transaction
+-- For the rest of the transaction: the caller says which of its reads the planner prices
+-- high enough to JIT-compile, when compiling takes longer than running them.
+SET LOCAL jit = off
+
+-- name: line_stats
+-- One row per line (action, partition) of every action; an action never used yet shows one
+-- row with NULL counters (the LEFT JOIN). A line's oldest waiting execution is
+-- usher_oldest_queued: one index probe per distinct priority on the waiting index
+-- (queue_id, priority DESC, seq), where min(enqueued_at) would read every waiting row.
+SELECT a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
+       q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
+       usher_oldest_queued(q.id) AS oldest_enqueued_at,
+       a.policy AS action_policy, p.policy AS pack_policy
+FROM actions a JOIN packs p ON p.id = a.pack_id
+LEFT JOIN queues q ON q.action_id = a.id
+ORDER BY a.ref, q.partition_key
+
+-- name: line_stats_of_action
+-- line_stats for one action, found by its unique ref. A statement of its own, not line_stats
+-- with "ref IS NULL OR": a statement used often is prepared, and the generic plan of such a
+-- test reads every action and every line; the plans of every line cost more than it on
+-- average, so Postgres took it for one action too (measured at 1,000 actions).
+SELECT a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
+       q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
+       usher_oldest_queued(q.id) AS oldest_enqueued_at,
+       a.policy AS action_policy, p.policy AS pack_policy
+FROM actions a JOIN packs p ON p.id = a.pack_id
+LEFT JOIN queues q ON q.action_id = a.id
+WHERE a.ref = :ref
+ORDER BY a.ref, q.partition_key
+
+-- name: execution_by_id
+-- One execution, its values whole.
+SELECT e.id, a.ref AS action_ref, e.status, e.parameters, e.priority, e.seq, e.attempt,
+       e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
+       q.partition_key, e.not_before, e.replay_of
+FROM executions e JOIN actions a ON a.id = e.action_id JOIN queues q ON q.id = e.queue_id
+WHERE e.id = :id
+
+-- name: attempts_of_execution
+SELECT attempt, outcome, queued_at, scheduled_at, started_at, finished_at, worker, error
+FROM attempts WHERE execution_id = :id ORDER BY attempt
+
+-- name: executions_newest_first
+-- One page of executions, newest first; the before value is the cursor (an id) for the next
+-- page. Each filter that is NULL folds away when the statement is planned for its values, so
+-- the planner walks the matching index ((action_id, id DESC) or (status, id DESC)) instead
+-- of the whole table, as if the statement named only the filters given. Prepared, it stays
+-- planned for its values: the generic plan, which keeps every NULL test, is priced far above
+-- those plans (and would walk the primary key), so Postgres does not take it.
+SELECT e.id, a.ref AS action_ref, e.status, usher_capped_json(e.parameters) AS parameters,
+       e.priority, e.seq, e.attempt, e.enqueued_at, e.scheduled_at, e.started_at,
+       e.finished_at, e.worker, usher_capped_json(e.result) AS result,
+       usher_capped_text(e.error) AS error, q.partition_key, e.not_before, e.replay_of
+FROM executions e JOIN actions a ON a.id = e.action_id JOIN queues q ON q.id = e.queue_id
+WHERE (CAST(:action AS text) IS NULL
+       OR e.action_id = (SELECT id FROM actions WHERE ref = :action))
+  AND (CAST(:status AS text) IS NULL OR e.status = :status)
+  AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+ORDER BY e.id DESC LIMIT :limit
