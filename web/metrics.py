@@ -22,47 +22,15 @@ from decimal import Decimal
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
+
+from app import sql
 
 DURATION_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
 WAIT_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 1800, 3600)
-
-LINES = """
-    SELECT a.ref AS action, sum(q.total_enqueued) AS enqueued,
-           sum(q.total_completed) AS succeeded, sum(q.total_failed) AS dead,
-           sum(q.total_cancelled) AS cancelled, sum(q.total_expired) AS expired,
-           sum(q.queue_length) AS depth, sum(q.active_count) AS active
-    FROM actions a LEFT JOIN queues q ON q.action_id = a.id
-    GROUP BY a.ref ORDER BY a.ref
-"""
-DLQ = "SELECT count(*) FROM executions WHERE status = 'dead' AND dlq_cleared_at IS NULL"
-# One row per line and outcome (kept by triggers on attempts, migration 0005): a scrape costs
-# the same at a thousand attempts and at millions.
-TOTALS = """
-    SELECT a.ref AS action, a.runner, t.outcome, t.attempts, t.retries, t.run_sum, t.wait_sum,
-           t.run_hist, t.wait_hist
-    FROM attempt_totals t JOIN queues q ON q.id = t.queue_id JOIN actions a ON a.id = q.action_id
-"""
-
-
-def _histogram_query(source: str, buckets: tuple[float, ...]) -> str:
-    """Cumulative bucket counts and the sum per (action, runner) over ``source``'s ``v``."""
-    columns = ", ".join(
-        f"count(*) FILTER (WHERE v <= {b}) AS le_{i}" for i, b in enumerate(buckets)
-    )
-    return f"""
-        SELECT action, runner, {columns}, count(*) AS n, coalesce(sum(v), 0) AS total
-        FROM ({source}) s GROUP BY action, runner
-    """
-
-
-# The running attempts' waits are not in the history yet (at most the sum of the limits).
-RUNNING_WAITS = _histogram_query(
-    """SELECT a.ref AS action, '' AS runner, extract(epoch FROM e.started_at - e.queued_at) AS v
-       FROM executions e JOIN actions a ON a.id = e.action_id
-       WHERE e.status = 'running' AND e.queued_at IS NOT NULL""",
-    WAIT_BUCKETS,
-)
+# The bounds as the numbers Postgres compares the running waits with (``metrics_running_waits``),
+# written as the bounds are in Python: 0.1 is 0.1, not the float nearest to it.
+WAIT_BOUNDS = [Decimal(str(b)) for b in WAIT_BUCKETS]
 
 
 class Histogram:
@@ -80,15 +48,11 @@ class Histogram:
             self.counts[i] += count
         self.total += total
 
-    def add_cumulative(self, row: Any) -> None:
-        """A row of ``_histogram_query``: le_0.. cumulative counts, n and total."""
-        previous = 0
-        for i in range(len(self.bounds)):
-            cumulative = int(getattr(row, f"le_{i}"))
-            self.counts[i] += cumulative - previous
-            previous = cumulative
-        self.counts[-1] += int(row.n) - previous
-        self.total += row.total
+    def add_bucket(self, bucket: int, n: int, total: Any) -> None:
+        """``n`` values of ``usher_bucket``'s 1-based ``bucket``, summing to ``total``; a value
+        that is NULL (the bucket after the last) counts past every bound."""
+        self.counts[min(bucket, len(self.counts)) - 1] += n
+        self.total += total
 
     @property
     def n(self) -> int:
@@ -170,7 +134,9 @@ def _history(out: Text, totals: Sequence[Any], running: Sequence[Any]) -> None:
         durations.setdefault(pair, Histogram(DURATION_BUCKETS)).add(row.run_hist, row.run_sum)
         waits.setdefault(row.action, Histogram(WAIT_BUCKETS)).add(row.wait_hist, row.wait_sum)
     for row in running:
-        waits.setdefault(row.action, Histogram(WAIT_BUCKETS)).add_cumulative(row)
+        waits.setdefault(row.action, Histogram(WAIT_BUCKETS)).add_bucket(
+            row.bucket, row.n, row.total
+        )
     # As when counted from the history: a series appears once something was observed.
     name = "usher_execution_failures_total"
     out.family(name, "counter", "Failed attempts by error type (the attempt's outcome).")
@@ -199,10 +165,10 @@ def _history(out: Text, totals: Sequence[Any], running: Sequence[Any]) -> None:
 
 def render(engine: Engine) -> bytes:
     with engine.connect() as conn:
-        lines = conn.execute(text(LINES)).all()
-        totals = conn.execute(text(TOTALS)).all()
-        running = conn.execute(text(RUNNING_WAITS)).all()
-        dlq = conn.execute(text(DLQ)).scalar_one()
+        lines = conn.execute(sql.query("metrics_lines")).all()
+        totals = conn.execute(sql.query("metrics_totals")).all()
+        running = conn.execute(sql.query("metrics_running_waits"), {"bounds": WAIT_BOUNDS}).all()
+        dlq = conn.execute(sql.query("metrics_dlq")).scalar_one()
     out = Text()
     _lines(out, lines)
     _history(out, totals, running)

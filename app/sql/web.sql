@@ -1,4 +1,4 @@
--- The web's own reads: the dashboard's pages (web/views_data.py).
+-- The web's own reads: the dashboard's pages (web/views_data.py) and /metrics (web/metrics.py).
 -- Every dashboard list is one page (LIMIT + keyset), never a table: lines, waiting rows and
 -- events are read through indexes that bound the work by the page size, so a page costs the
 -- same at a thousand executions and at millions. A cursor or filter that is NULL folds away
@@ -188,3 +188,38 @@ SELECT f.event_id, f.id, f.rule_ref, f.status, f.reason, f.execution_id,
        e.status AS execution_status
 FROM enforcements f LEFT JOIN executions e ON e.id = f.execution_id
 WHERE f.event_id = ANY(:ids) ORDER BY f.event_id, f.id
+
+-- name: metrics_lines
+-- Each action's counters summed over its lines; an action never used yet has NULL sums.
+SELECT a.ref AS action, sum(q.total_enqueued) AS enqueued,
+       sum(q.total_completed) AS succeeded, sum(q.total_failed) AS dead,
+       sum(q.total_cancelled) AS cancelled, sum(q.total_expired) AS expired,
+       sum(q.queue_length) AS depth, sum(q.active_count) AS active
+FROM actions a LEFT JOIN queues q ON q.action_id = a.id
+GROUP BY a.ref ORDER BY a.ref
+
+-- name: metrics_dlq
+-- A partial index holds exactly these rows.
+SELECT count(*) FROM executions WHERE status = 'dead' AND dlq_cleared_at IS NULL
+
+-- name: metrics_totals
+-- One row per line and outcome (kept by triggers on attempts, migration 0005): a scrape costs
+-- the same at a thousand attempts and at millions.
+SELECT a.ref AS action, a.runner, t.outcome, t.attempts, t.retries, t.run_sum, t.wait_sum,
+       t.run_hist, t.wait_hist
+FROM attempt_totals t JOIN queues q ON q.id = t.queue_id JOIN actions a ON a.id = q.action_id
+
+-- name: metrics_running_waits
+-- The running attempts' waits are not in the history yet (at most the sum of the limits).
+-- One row per action and bucket: usher_bucket (migration 0005, as for the history) is the
+-- 1-based bucket of the first bound the wait does not exceed, one past the last bound for
+-- a wait above every bound, two past it for a wait that is NULL. The bounds are
+-- web.metrics.WAIT_BUCKETS, as the numerics they are written as (WAIT_BOUNDS).
+SELECT action, runner, usher_bucket(v, CAST(:bounds AS numeric[])) AS bucket,
+       count(*) AS n, coalesce(sum(v), 0) AS total
+FROM (
+    SELECT a.ref AS action, '' AS runner, extract(epoch FROM e.started_at - e.queued_at) AS v
+    FROM executions e JOIN actions a ON a.id = e.action_id
+    WHERE e.status = 'running' AND e.queued_at IS NOT NULL
+) s
+GROUP BY action, runner, bucket
