@@ -6,10 +6,9 @@ import logging
 from typing import Any
 
 from celery import current_app, shared_task
-from sqlalchemy import text
 
 from app import celery as usher_celery
-from app import db
+from app import db, sql
 from policies import admission, lines, recovery
 from tasks import context, signals
 
@@ -24,7 +23,7 @@ def sweep() -> dict[str, int]:
     engine = context.engine()
     counts = {"lost_workers": 0, "republished": 0, "expired": 0, "granted": 0, "events": 0}
     with engine.connect() as lock_conn:
-        if not lock_conn.execute(text(f"SELECT pg_try_advisory_lock({SWEEP_LOCK})")).scalar():
+        if not lock_conn.execute(sql.query("sweep_try_lock"), {"lock": SWEEP_LOCK}).scalar():
             return counts  # another sweeper is at it
         try:
             for execution_id, attempt in _in_tx(recovery.expired_leases):
@@ -65,7 +64,7 @@ def sweep() -> dict[str, int]:
             usher_celery.send_events(current_app, stale_events)
             counts["events"] = len(stale_events)
         finally:
-            lock_conn.execute(text(f"SELECT pg_advisory_unlock({SWEEP_LOCK})"))
+            lock_conn.execute(sql.query("sweep_unlock"), {"lock": SWEEP_LOCK})
             lock_conn.commit()
     if any(counts.values()):
         log.info("sweep: %s", counts)
