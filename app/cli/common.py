@@ -7,7 +7,6 @@ import os
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
-from pathlib import Path
 from typing import Any
 
 import click
@@ -22,7 +21,6 @@ from app import config, db
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
-REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass

@@ -38,6 +38,20 @@ def environment(settings: config.Settings) -> dict[str, str]:
     return env
 
 
+def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``usher ARGS...`` in its own session (so that its whole group can be killed), its
+    output to ``log``."""
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            start_new_session=True,
+        )
+
+
 @dataclass
 class Worker:
     name: str
@@ -74,19 +88,11 @@ class Pool:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         name = name or f"w{len(self.workers) + 1}-{uuid.uuid4().hex[:6]}"
         log = self.log_dir / f"{name}.log"
-        args = [sys.executable, "-m", "app.cli", "worker", "-c", str(concurrency)]
+        args = ["worker", "-c", str(concurrency)]
         if actions:
             args += ["--actions", actions]
         args += ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", *extra]
-        with log.open("wb") as out:
-            process = subprocess.Popen(
-                args,
-                env=environment(self.settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
+        process = launch(args, environment(self.settings), log)
         worker = Worker(name, process, log)
         self.workers.append(worker)
         deadline = time.monotonic() + ready_s
@@ -100,15 +106,7 @@ class Pool:
     def start_beat(self) -> subprocess.Popen[bytes]:
         """``usher beat`` (the sweeper's schedule), stopped by ``stop_all``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        with (self.log_dir / "beat.log").open("wb") as out:
-            beat = subprocess.Popen(
-                [sys.executable, "-m", "app.cli", "beat"],
-                env=environment(self.settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-                start_new_session=True,
-            )
+        beat = launch(["beat"], environment(self.settings), self.log_dir / "beat.log")
         self.others.append(beat)
         return beat
 

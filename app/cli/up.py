@@ -21,8 +21,7 @@ DEMO_PACKS = "examples/packs"
 
 
 def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
-    from app.cli.common import REPO_ROOT
-    from app.cli.processes import spawn, terminate_all
+    from app.cli.processes import REPO, spawn, terminate_all
 
     settings = rt.settings
     with console.status("preparing the database"):
@@ -30,7 +29,7 @@ def run(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
         db.upgrade(settings.database_url)
     if demo:
         with db.unit_of_work(rt.engine) as session:
-            loaded = packs.load(session, REPO_ROOT / DEMO_PACKS)
+            loaded = packs.load(session, REPO / DEMO_PACKS)
         console.print(f"loaded demo pack(s): {', '.join(s.name for s in loaded)}")
     token = settings.api_token or secrets.token_urlsafe(24)
     env = dict(
