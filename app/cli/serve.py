@@ -188,6 +188,8 @@ def bench_cmd(
 ) -> None:
     """Usher against plain Celery on the same broker and workers (a scratch database)."""
     from app.cli.bench import core as bench
+    from app.cli.bench import plot as bench_plot
+    from app.cli.bench import report as bench_report
 
     if clients:
         from app.cli.bench import postgres as bench_postgres
@@ -211,11 +213,11 @@ def bench_cmd(
 
         report.intake = bench_intake.measure(rt.settings, err_console)
     # Into the data directory, not wherever the command was run (a repository, say).
-    bench.plot(report, plot or rt.settings.home / "usher-bench.png")
+    bench_plot.plot(report, plot or rt.settings.home / "usher-bench.png")
     if as_json:
-        emit_json(bench.as_dict(report))
+        emit_json(bench_report.as_dict(report))
     else:
-        bench.show(report, console)
+        bench_report.show(report, console)
 
 
 @click.command("bench-web")

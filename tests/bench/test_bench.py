@@ -12,19 +12,21 @@ from rich.console import Console
 
 from app import config
 from app.cli.bench import core as bench
+from app.cli.bench import plot as bench_plot
+from app.cli.bench import report as bench_report
 
 pytestmark = pytest.mark.timeout(900)
 
 
-def _run(settings: config.Settings, executions: int, plot: Path) -> bench.Report:
+def _run(settings: config.Settings, executions: int, plot: Path) -> bench_report.Report:
     console = Console(width=160)
     report = bench.run(settings, executions=executions, actions=4, limit=3, console=console)
-    bench.plot(report, plot)
-    bench.show(report, console)
+    bench_plot.plot(report, plot)
+    bench_report.show(report, console)
     return report
 
 
-def _check(report: bench.Report, executions: int) -> None:
+def _check(report: bench_report.Report, executions: int) -> None:
     usher, plain = report.runs
     assert (usher.system, plain.system) == ("usher", "plain celery")
     assert usher.executions == plain.executions == executions

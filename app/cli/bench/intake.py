@@ -24,7 +24,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -36,12 +35,13 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app import celery as usher_celery
 from app import config, db
 from app.cli import processes
-from app.cli.bench.core import delete_queues, drop_database, scratch_database
+from app.cli.bench import invariants, statements
+from app.cli.bench.scratch import delete_queues, drop_database, scratch_database
 from policies import admission, control, intake, lines, packs
 
 
@@ -174,15 +174,7 @@ def _serve(settings: config.Settings, folder: Path) -> tuple[subprocess.Popen[by
         "USHER_API_TOKEN": settings.api_token or "",
     }
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    with (folder / "logs" / "web.log").open("wb") as out:
-        web = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "web"],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=processes.REPO,
-            start_new_session=True,
-        )
+    web = processes.launch(["web"], env, folder / "logs" / "web.log")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:
@@ -233,7 +225,7 @@ def _events(
         }
         for s in range(0, n, batch)
     ]
-    count = text("SELECT count(*) FROM enforcements")
+    count = statements.query("intake_enforcements")
     with engine.connect() as conn:
         before = int(conn.execute(count).scalar_one())
     began = time.perf_counter()
@@ -250,9 +242,7 @@ def _events(
         time.sleep(0.02)
     seconds = time.perf_counter() - began
     with engine.connect() as conn:
-        executed = conn.execute(
-            text("SELECT count(*) FROM enforcements WHERE status = 'executed'")
-        ).scalar_one()
+        executed = conn.execute(statements.query("intake_executed")).scalar_one()
     if executed != n:
         raise RuntimeError(f"{n - executed} of {n} enforcements were not executed")
     return {"event_post_per_s": round(n / posted, 1), "events_per_s": round(n / seconds, 1)}
@@ -298,14 +288,9 @@ def _depth(
 
 
 def _queue_id(engine: Engine, ref: str) -> int:
-    with engine.connect() as conn:
-        return int(
-            conn.execute(
-                text("""SELECT q.id FROM queues q JOIN actions a ON a.id = q.action_id
-                        WHERE a.ref = :r"""),
-                {"r": ref},
-            ).scalar_one()
-        )
+    """The one line of an unpartitioned action."""
+    (queue_id,) = invariants.queue_ids(engine, ref)
+    return queue_id
 
 
 def _enqueue_one(engine: Engine, settings: config.Settings, ref: str) -> float:
@@ -334,19 +319,7 @@ def _grant_one(engine: Engine, settings: config.Settings, queue_id: int) -> floa
 def _counter_mismatches(engine: Engine) -> float:
     """Lines whose counters differ from a recount of their executions (should be 0)."""
     with engine.connect() as conn:
-        return float(
-            conn.execute(
-                text("""
-                    SELECT count(*) FROM queues q LEFT JOIN (
-                        SELECT queue_id, count(*) AS n,
-                               count(*) FILTER (WHERE status = 'queued') AS waiting
-                        FROM executions GROUP BY queue_id) e ON e.queue_id = q.id
-                    WHERE q.total_enqueued <> coalesce(e.n, 0)
-                       OR q.queue_length <> coalesce(e.waiting, 0)
-                       OR q.next_seq <> coalesce(e.n, 0)
-                """)
-            ).scalar_one()
-        )
+        return float(conn.execute(statements.query("intake_counter_mismatches")).scalar_one())
 
 
 LABELS = {

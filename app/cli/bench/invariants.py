@@ -4,50 +4,29 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app import models
+from app.cli.bench import statements
 
 
-def _rows(engine: Engine, sql: str, **params: Any) -> list[Any]:
+def _rows(engine: Engine, name: str, **params: Any) -> list[Any]:
+    """The rows of statement ``name`` of ``bench.sql``."""
     with engine.connect() as conn:
-        return list(conn.execute(text(sql), params).all())
+        return list(conn.execute(statements.query(name), params).all())
 
 
 def queue_ids(engine: Engine, action_ref: str) -> list[int]:
-    return [
-        r.id
-        for r in _rows(
-            engine,
-            "SELECT q.id FROM queues q JOIN actions a ON a.id = q.action_id WHERE a.ref = :ref",
-            ref=action_ref,
-        )
-    ]
+    return [r.id for r in _rows(engine, "line_queue_ids", ref=action_ref)]
 
 
-# Every attempt of every execution of the lines: finished ones from the attempts table, the
-# current one from the execution row when it has no history row yet.
-TRIES = """
-    WITH tries AS (
-        SELECT t.execution_id AS id, t.attempt, t.queued_at, t.scheduled_at, t.finished_at,
-               t.kept_slot
-        FROM attempts t JOIN executions e ON e.id = t.execution_id
-        WHERE e.queue_id = ANY(:ids)
-        UNION ALL
-        SELECT e.id, e.attempt, e.queued_at, e.scheduled_at, e.finished_at, e.holds_slot
-        FROM executions e
-        WHERE e.queue_id = ANY(:ids) AND NOT EXISTS (
-            SELECT 1 FROM attempts t WHERE t.execution_id = e.id AND t.attempt = e.attempt)
-    )
-    SELECT tries.*, e.queue_id, e.priority, e.seq,
-           coalesce(lag(tries.kept_slot) OVER (
-               PARTITION BY tries.id ORDER BY tries.attempt), false) AS after_kept
-    FROM tries JOIN executions e ON e.id = tries.id
-"""
+# The text of bench.sql's line_tries (every attempt of every execution of the lines), by the
+# name tests.support.invariants gives the tests.
+TRIES = statements.QUERIES["line_tries"]
 
 
 def _tries(engine: Engine, queue_ids: list[int]) -> list[Any]:
-    return _rows(engine, TRIES, ids=queue_ids)
+    return _rows(engine, "line_tries", ids=queue_ids)
 
 
 def slot_intervals(engine: Engine, queue_ids: list[int]) -> list[tuple[Any, Any]]:
@@ -88,53 +67,16 @@ def max_active(engine: Engine, queue_ids: list[int]) -> int:
 def fifo_violations(engine: Engine, queue_ids: list[int]) -> int:
     """Grants made while an older execution of the same line and priority was eligible and
     waiting: queued, or a retry already due (a retry that kept its slot does not wait)."""
-    return int(
-        _rows(
-            engine,
-            f"""WITH x AS ({TRIES})
-               SELECT count(*) AS n FROM x b JOIN x a
-                 ON a.queue_id = b.queue_id AND a.priority = b.priority AND a.seq < b.seq
-               WHERE b.scheduled_at IS NOT NULL AND NOT a.after_kept
-                 AND a.queued_at <= b.scheduled_at
-                 AND COALESCE(a.scheduled_at, a.finished_at, 'infinity') > b.scheduled_at""",
-            ids=queue_ids,
-        )[0].n
-    )
+    return int(_rows(engine, "line_fifo_violations", ids=queue_ids)[0].n)
 
 
 def unfinished(engine: Engine, action_ref: str) -> int:
-    return int(
-        _rows(
-            engine,
-            """SELECT count(*) AS n FROM executions e JOIN actions a ON a.id = e.action_id
-               WHERE a.ref = :ref AND e.status <> ALL(:final)""",
-            ref=action_ref,
-            final=list(models.FINISHED),
-        )[0].n
-    )
+    return int(_rows(engine, "line_unfinished", ref=action_ref, final=list(models.FINISHED))[0].n)
 
 
 def counter_mismatches(engine: Engine) -> list[dict[str, Any]]:
     """Queue rows whose counters differ from a recount of the executions table."""
-    rows = _rows(
-        engine,
-        """
-        SELECT q.id, q.queue_length, q.active_count, q.total_enqueued, q.total_completed,
-               q.total_failed, q.total_cancelled, q.total_expired, q.next_seq,
-               count(e.id) FILTER (WHERE e.status = 'queued') AS r_queue_length,
-               count(e.id) FILTER (WHERE e.status IN ('scheduled', 'running')
-                                   OR (e.status = 'retrying' AND e.holds_slot)) AS r_active_count,
-               count(e.id) AS r_total_enqueued,
-               count(e.id) FILTER (WHERE e.status = 'succeeded') AS r_total_completed,
-               count(e.id) FILTER (WHERE e.status IN ('failed', 'timed_out', 'dead'))
-                   AS r_total_failed,
-               count(e.id) FILTER (WHERE e.status = 'cancelled') AS r_total_cancelled,
-               count(e.id) FILTER (WHERE e.status = 'expired') AS r_total_expired,
-               coalesce(max(e.seq), 0) AS r_next_seq
-        FROM queues q LEFT JOIN executions e ON e.queue_id = q.id
-        GROUP BY q.id
-        """,
-    )
+    rows = _rows(engine, "counter_recount")
     bad = []
     for r in rows:
         row = r._asdict()
@@ -157,3 +99,23 @@ def check_line(engine: Engine, action_ref: str, limit: int) -> None:
         assert 1 <= peak <= limit, f"line {queue_id} of {action_ref}: {peak} active, limit {limit}"
         assert fifo_violations(engine, [queue_id]) == 0
     assert counter_mismatches(engine) == []
+
+
+def check(engine: Engine, limits: dict[str, int], executions: int) -> dict[str, int]:
+    """A benchmark run's invariants, as counts that must all be 0 (``peak_over_limit`` the
+    excess): ``limits`` maps each action of the run to its limit, ``executions`` were asked."""
+    over = violations = 0
+    for ref, limit in limits.items():
+        for queue_id in queue_ids(engine, ref):
+            over = max(over, max_active(engine, [queue_id]) - limit)
+            violations += fifo_violations(engine, [queue_id])
+    with engine.connect() as conn:
+        succeeded = conn.execute(
+            statements.query("run_succeeded"), {"refs": list(limits)}
+        ).scalar_one()
+    return {
+        "lost": executions - int(succeeded),
+        "peak_over_limit": over,
+        "fifo_violations": violations,
+        "counter_mismatches": len(counter_mismatches(engine)),
+    }

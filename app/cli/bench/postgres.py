@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from app import config, db
-from app.cli.bench import core as bench
+from app.cli.bench import scratch
 from policies import admission, intake
 
 
@@ -54,10 +54,10 @@ def measure(
 ) -> dict[str, float]:
     """{"lifecycles_per_s", "clients", "actions", "limit"} for one run."""
 
-    with bench.scratch(settings) as (url, folder):
+    with scratch.scratch(settings) as (url, folder):
         engine = db.make_engine(url)
         try:
-            pack = bench.load_pack(engine, folder, actions, limit)
+            pack = scratch.load_pack(engine, folder, actions, limit)
             local = settings.model_copy(update={"database_url": url})
             grants: list[tuple[int, int]] = []
             for offset in range(0, executions, 1000):
