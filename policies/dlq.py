@@ -4,36 +4,21 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import queries
+from app import queries, sql
 from app.config import Settings
 from app.errors import AlreadyFinished, InvalidParameters, UnknownExecution
 from policies import actions, admission, limits, lines
 
-DLQ_WHERE = "e.status = 'dead' AND e.dlq_cleared_at IS NULL"
-
 
 def items(session: Session, limit: int = 100, before: int | None = None) -> list[dict[str, Any]]:
-    rows = session.execute(
-        text(f"""
-            SELECT e.id, a.ref AS action_ref, {queries.capped_json("e.parameters", "parameters")},
-                   e.priority, e.attempt, {queries.capped_text("e.error", "error")},
-                   e.enqueued_at, e.finished_at, e.replay_of
-            FROM executions e JOIN actions a ON a.id = e.action_id
-            WHERE {DLQ_WHERE} AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
-            ORDER BY e.id DESC LIMIT :limit
-        """),
-        {"limit": limit, "before": before},
-    ).mappings()
+    rows = session.execute(sql.query("dlq_items"), {"limit": limit, "before": before}).mappings()
     return [queries.iso_row(r) for r in rows]
 
 
 def count(session: Session) -> int:
-    return int(
-        session.execute(text(f"SELECT count(*) FROM executions e WHERE {DLQ_WHERE}")).scalar_one()
-    )
+    return int(session.execute(sql.query("dlq_count")).scalar_one())
 
 
 def replay(session: Session, settings: Settings, execution_id: int) -> admission.Enqueued:
@@ -46,15 +31,7 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     (which holds the line, then wants the execution), and two lines out of order with a
     re-admission of the action.
     """
-    line = session.execute(
-        text("""
-            SELECT e.parameters, a.ref, q.action_id, q.partition_key
-            FROM executions e JOIN queues q ON q.id = e.queue_id
-            JOIN actions a ON a.id = q.action_id
-            WHERE e.id = :id
-        """),
-        {"id": execution_id},
-    ).one_or_none()
+    line = session.execute(sql.query("dlq_line_of"), {"id": execution_id}).one_or_none()
     if line is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
     keys = {(line.action_id, line.partition_key)}
@@ -65,14 +42,7 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     except InvalidParameters:
         pass  # the enqueue below refuses it with this error
     lines.lock_lines(session, sorted(keys))
-    dead = session.execute(
-        text("""
-            SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref
-            FROM executions e JOIN actions a ON a.id = e.action_id
-            WHERE e.id = :id FOR UPDATE OF e
-        """),
-        {"id": execution_id},
-    ).one_or_none()
+    dead = session.execute(sql.query("dlq_lock_dead"), {"id": execution_id}).one_or_none()
     if dead is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
     if dead.status != "dead" or dead.dlq_cleared_at is not None:
@@ -80,26 +50,14 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     enqueued = admission.enqueue(
         session, settings, dead.ref, dead.parameters, dead.priority, replay_of=dead.id
     )
-    session.execute(
-        text("UPDATE executions SET dlq_cleared_at = clock_timestamp() WHERE id = :id"),
-        {"id": execution_id},
-    )
+    session.execute(sql.query("dlq_clear"), {"id": execution_id})
     return enqueued
 
 
 def dead_ids(session: Session) -> list[int]:
-    return list(
-        session.execute(
-            text(f"SELECT e.id FROM executions e WHERE {DLQ_WHERE} ORDER BY e.id")
-        ).scalars()
-    )
+    return list(session.execute(sql.query("dlq_ids")).scalars())
 
 
 def purge(session: Session) -> int:
     """Drop every item from the DLQ (the executions and their history stay, marked cleared)."""
-    return len(
-        session.execute(
-            text(f"""UPDATE executions e SET dlq_cleared_at = clock_timestamp()
-                     WHERE {DLQ_WHERE} RETURNING e.id""")
-        ).all()
-    )
+    return len(session.execute(sql.query("dlq_purge")).all())

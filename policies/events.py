@@ -7,10 +7,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
-from app import queries
+from app import queries, sql
 from app.config import Settings
 from app.errors import (
     AlreadyFinished,
@@ -66,9 +65,7 @@ def _document(trigger: Any, payload: Any, max_bytes: int) -> str:
 def store(session: Session, trigger: Any, payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> int:
     return int(
         session.execute(
-            text("""INSERT INTO events (trigger, payload) VALUES (:t, CAST(:p AS jsonb))
-                    RETURNING id"""),
-            {"t": trigger, "p": _document(trigger, payload, max_bytes)},
+            sql.query("store_event"), {"t": trigger, "p": _document(trigger, payload, max_bytes)}
         ).scalar_one()
     )
 
@@ -86,19 +83,7 @@ def store_many(
         except UsherError as error:
             raise type(error)(f"events[{index}]: {error.message}") from None
         rows.append(f'{{"t": {json.dumps(item["trigger"])}, "p": {document}}}')
-    # One statement; each event's id is taken beside its place in the request.
-    ids = session.execute(
-        text("""
-            WITH r AS MATERIALIZED (
-                SELECT nextval(pg_get_serial_sequence('events', 'id')) AS id, r.n, r.t, r.p
-                FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (t text, p jsonb))
-                    WITH ORDINALITY AS r(t, p, n)
-            ),
-            ins AS (INSERT INTO events (id, trigger, payload) SELECT id, t, p FROM r ORDER BY id)
-            SELECT array_agg(id ORDER BY n) FROM r
-        """),
-        {"rows": f"[{','.join(rows)}]"},
-    ).scalar_one()
+    ids = session.execute(sql.query("store_events"), {"rows": f"[{','.join(rows)}]"}).scalar_one()
     return [int(i) for i in ids]
 
 
@@ -125,30 +110,18 @@ def process_many(
     Executions are enqueued through ``intake.enqueue_many``: one statement per step for the
     whole batch, seq in (event id, rule ref) order.
     """
-    found = session.execute(
-        text("""SELECT id, trigger, payload FROM events WHERE id = ANY(:ids)
-                ORDER BY id FOR UPDATE SKIP LOCKED"""),
-        {"ids": list(event_ids)},
-    ).all()
+    found = session.execute(sql.query("lock_events"), {"ids": list(event_ids)}).all()
     if not found:
         return None
     ids = [e.id for e in found]
     rules: dict[str, list[Any]] = {}
-    # KEY SHARE on the rules, in ref order, before any line: a pack load that deletes one of
-    # them (and then re-admits lines) is waited for here, holding no line, and the deleted
-    # rule is skipped; taken at the enforcement insert instead, it would deadlock with it.
+    # The rules are locked before any line (rules_of_triggers says why).
     for rule in session.execute(
-        text("""SELECT id, ref, trigger, criteria, action_ref, parameters, priority, enabled
-                FROM rules WHERE trigger = ANY(:triggers) ORDER BY ref FOR KEY SHARE"""),
-        {"triggers": sorted({e.trigger for e in found})},
+        sql.query("rules_of_triggers"), {"triggers": sorted({e.trigger for e in found})}
     ):
         rules.setdefault(rule.trigger, []).append(rule)
     done = {
-        (r.event_id, r.rule_ref)
-        for r in session.execute(
-            text("SELECT event_id, rule_ref FROM enforcements WHERE event_id = ANY(:ids)"),
-            {"ids": ids},
-        )
+        (r.event_id, r.rule_ref) for r in session.execute(sql.query("enforced_rules"), {"ids": ids})
     }
     # (event_id, rule, status, reason, index of the request in `requests`)
     planned: list[tuple[int, Any, str, str | None, int | None]] = []
@@ -190,10 +163,7 @@ def process_many(
             }
         )
     enforced = _record(session, rows)
-    session.execute(
-        text("UPDATE events SET processed_at = clock_timestamp() WHERE id = ANY(:ids)"),
-        {"ids": ids},
-    )
+    session.execute(sql.query("mark_events_processed"), {"ids": ids})
     return Processed(enforced, intake_result.grants if intake_result is not None else [])
 
 
@@ -205,16 +175,7 @@ def _record(session: Session, rows: list[dict[str, Any]]) -> list[Enforcement]:
     """Insert the enforcements with one statement, in order."""
     if not rows:
         return []
-    inserted = session.execute(
-        text("""
-            INSERT INTO enforcements (event_id, rule_id, rule_ref, status, reason, execution_id)
-            SELECT r.e, r.r, r.f, r.s, r.w, r.x FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                AS r(e bigint, r integer, f text, s text, w text, x bigint)
-            ORDER BY r.e, r.f
-            RETURNING id, event_id, rule_ref
-        """),
-        {"rows": json.dumps(rows)},
-    ).all()
+    inserted = session.execute(sql.query("record_enforcements"), {"rows": json.dumps(rows)}).all()
     by_key = {(r.event_id, r.rule_ref): r.id for r in inserted}
     return [
         Enforcement(by_key[(r["e"], r["f"])], r["f"], r["s"], r["x"], r["w"], r["e"]) for r in rows
@@ -222,11 +183,7 @@ def _record(session: Session, rows: list[dict[str, Any]]) -> list[Enforcement]:
 
 
 def enforcements(session: Session, event_id: int) -> list[dict[str, Any]]:
-    rows = session.execute(
-        text("""SELECT id, rule_ref AS rule, status, execution_id, reason, created_at
-                FROM enforcements WHERE event_id = :id ORDER BY id"""),
-        {"id": event_id},
-    ).mappings()
+    rows = session.execute(sql.query("enforcements_of_event"), {"id": event_id}).mappings()
     return [queries.iso_row(r) for r in rows]
 
 
@@ -237,12 +194,7 @@ def record_failure(
     USHER_EVENT_MAX_FAILURES times end ``failed`` (kept with the error, replayable) and are
     never published again. Returns the ids that ended so."""
     rows = session.execute(
-        text("""
-            UPDATE events SET failures = failures + 1, error = :error,
-                failed_at = CASE WHEN failures + 1 >= :most THEN clock_timestamp() END
-            WHERE id = ANY(:ids) AND processed_at IS NULL AND failed_at IS NULL
-            RETURNING id, failed_at IS NOT NULL AS failed
-        """),
+        sql.query("record_event_failure"),
         {"ids": list(event_ids), "error": error[:2000], "most": settings.event_max_failures},
     ).all()
     return [r.id for r in rows if r.failed]
@@ -250,13 +202,7 @@ def record_failure(
 
 def replay(session: Session, event_id: int) -> None:
     """Give a failed event its tries back; the caller publishes it after commit."""
-    row = session.execute(
-        text("""
-            UPDATE events SET failures = 0, failed_at = NULL, error = NULL
-            WHERE id = :id AND failed_at IS NOT NULL RETURNING id
-        """),
-        {"id": event_id},
-    ).one_or_none()
+    row = session.execute(sql.query("replay_event"), {"id": event_id}).one_or_none()
     if row is None:
         processed(session, event_id)  # NotFound for an unknown event
         raise AlreadyFinished(f"event {event_id} has not failed: only a failed event replays")
@@ -264,10 +210,7 @@ def replay(session: Session, event_id: int) -> None:
 
 def state(session: Session, event_id: int) -> dict[str, Any]:
     """Whether the event was processed, or failed for good (and with what error)."""
-    row = session.execute(
-        text("SELECT processed_at, failures, failed_at, error FROM events WHERE id = :id"),
-        {"id": event_id},
-    ).one_or_none()
+    row = session.execute(sql.query("event_state"), {"id": event_id}).one_or_none()
     if row is None:
         raise NotFound(f"no event with id {event_id}")
     return {
@@ -279,9 +222,7 @@ def state(session: Session, event_id: int) -> dict[str, Any]:
 
 
 def processed(session: Session, event_id: int) -> bool:
-    row = session.execute(
-        text("SELECT processed_at FROM events WHERE id = :id"), {"id": event_id}
-    ).one_or_none()
+    row = session.execute(sql.query("event_processed_at"), {"id": event_id}).one_or_none()
     if row is None:
         raise NotFound(f"no event with id {event_id}")
     return row.processed_at is not None

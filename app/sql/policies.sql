@@ -94,3 +94,119 @@ DELETE FROM queue_samples WHERE sampled_at < now() - make_interval(hours => :h)
 -- the node name for LIKE).
 SELECT id, attempt FROM executions
 WHERE status = 'running' AND worker LIKE :prefix ORDER BY id
+
+-- name: dlq_items
+-- The dead-letter queue, newest first: executions that ended dead and were not replayed or
+-- purged. A big parameters or error value is shown capped (usher_capped_json and
+-- usher_capped_text); before is the cursor (an id) of the next page, or NULL.
+SELECT e.id, a.ref AS action_ref, usher_capped_json(e.parameters) AS parameters,
+       e.priority, e.attempt, usher_capped_text(e.error) AS error,
+       e.enqueued_at, e.finished_at, e.replay_of
+FROM executions e JOIN actions a ON a.id = e.action_id
+WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
+  AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+ORDER BY e.id DESC LIMIT :limit
+
+-- name: dlq_count
+SELECT count(*) FROM executions e WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
+
+-- name: dlq_line_of
+-- A replay's line, read without a lock: the lines are locked first, then the execution
+-- (dlq_lock_dead).
+SELECT e.parameters, a.ref, q.action_id, q.partition_key
+FROM executions e JOIN queues q ON q.id = e.queue_id
+JOIN actions a ON a.id = q.action_id
+WHERE e.id = :id
+
+-- name: dlq_lock_dead
+-- Taken once the lines are locked, as everywhere: locking the execution first would
+-- deadlock with a cancel of it (which holds the line, then wants the execution).
+SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref
+FROM executions e JOIN actions a ON a.id = e.action_id
+WHERE e.id = :id FOR UPDATE OF e
+
+-- name: dlq_clear
+-- The replayed execution leaves the dead-letter queue.
+UPDATE executions SET dlq_cleared_at = clock_timestamp() WHERE id = :id
+
+-- name: dlq_ids
+SELECT e.id FROM executions e
+WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
+ORDER BY e.id
+
+-- name: dlq_purge
+-- Every item leaves the dead-letter queue; the executions and their history stay, marked
+-- cleared.
+UPDATE executions e SET dlq_cleared_at = clock_timestamp()
+WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
+RETURNING e.id
+
+-- name: store_event
+INSERT INTO events (trigger, payload) VALUES (:t, CAST(:p AS jsonb))
+RETURNING id
+
+-- name: store_events
+-- Every event of a request in one statement; each event's id is taken beside its place in
+-- the request (the rows travel as one JSON document), and the ids come back in that order.
+WITH r AS MATERIALIZED (
+    SELECT nextval(pg_get_serial_sequence('events', 'id')) AS id, r.n, r.t, r.p
+    FROM ROWS FROM (jsonb_to_recordset(CAST(:rows AS jsonb)) AS (t text, p jsonb))
+        WITH ORDINALITY AS r(t, p, n)
+),
+ins AS (INSERT INTO events (id, trigger, payload) SELECT id, t, p FROM r ORDER BY id)
+SELECT array_agg(id ORDER BY n) FROM r
+
+-- name: lock_events
+-- The events are locked in id order; one another processor holds (a duplicate message, a
+-- republished one) is skipped, not waited for: that processor enforces it, or leaves it
+-- unprocessed for the sweeper. A wait would hold this try past its time limit and count it
+-- as a failure of a healthy event.
+SELECT id, trigger, payload FROM events WHERE id = ANY(:ids)
+ORDER BY id FOR UPDATE SKIP LOCKED
+
+-- name: rules_of_triggers
+-- KEY SHARE on the rules, in ref order, before any line: a pack load that deletes one of
+-- them (and then re-admits lines) is waited for here, holding no line, and the deleted
+-- rule is skipped; taken at the enforcement insert instead, it would deadlock with it.
+SELECT id, ref, trigger, criteria, action_ref, parameters, priority, enabled
+FROM rules WHERE trigger = ANY(:triggers) ORDER BY ref FOR KEY SHARE
+
+-- name: enforced_rules
+-- The (event, rule) pairs already enforced: each is enforced once.
+SELECT event_id, rule_ref FROM enforcements WHERE event_id = ANY(:ids)
+
+-- name: mark_events_processed
+UPDATE events SET processed_at = clock_timestamp() WHERE id = ANY(:ids)
+
+-- name: record_enforcements
+-- Every enforcement of a batch in one statement, in (event, rule ref) order; the rows
+-- travel as one JSON document.
+INSERT INTO enforcements (event_id, rule_id, rule_ref, status, reason, execution_id)
+SELECT r.e, r.r, r.f, r.s, r.w, r.x FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+    AS r(e bigint, r integer, f text, s text, w text, x bigint)
+ORDER BY r.e, r.f
+RETURNING id, event_id, rule_ref
+
+-- name: enforcements_of_event
+SELECT id, rule_ref AS rule, status, execution_id, reason, created_at
+FROM enforcements WHERE event_id = :id ORDER BY id
+
+-- name: record_event_failure
+-- Count a try that did not finish; the one that makes USHER_EVENT_MAX_FAILURES ends the
+-- event failed (kept with its error, replayable). A processed or already failed event is
+-- left as it is.
+UPDATE events SET failures = failures + 1, error = :error,
+    failed_at = CASE WHEN failures + 1 >= :most THEN clock_timestamp() END
+WHERE id = ANY(:ids) AND processed_at IS NULL AND failed_at IS NULL
+RETURNING id, failed_at IS NOT NULL AS failed
+
+-- name: replay_event
+-- A failed event gets its tries back; any other is left as it is (no row).
+UPDATE events SET failures = 0, failed_at = NULL, error = NULL
+WHERE id = :id AND failed_at IS NOT NULL RETURNING id
+
+-- name: event_state
+SELECT processed_at, failures, failed_at, error FROM events WHERE id = :id
+
+-- name: event_processed_at
+SELECT processed_at FROM events WHERE id = :id
