@@ -8,6 +8,8 @@ import logging
 import math
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import flask
@@ -17,6 +19,7 @@ from flask_limiter import Limiter
 from flask_limiter.errors import RateLimitExceeded
 from flask_wtf.csrf import CSRFProtect
 from sqlalchemy.exc import DataError, OperationalError
+from sqlalchemy.orm import Session
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
@@ -34,6 +37,19 @@ def parse_int(raw: str) -> int | None:
     """An integer in at most 19 ASCII digits; None for anything else (``int()`` would also
     take other scripts' digits, underscores and spaces)."""
     return int(raw) if INTEGER.fullmatch(raw) else None
+
+
+def settings() -> config.Settings:
+    """The settings of the app serving this request."""
+    value: config.Settings = current_app.config["USHER_SETTINGS"]
+    return value
+
+
+@contextmanager
+def unit_of_work() -> Iterator[Session]:
+    """A unit of work on the database of the app serving this request."""
+    with db.unit_of_work(current_app.config["USHER_ENGINE"]) as session:
+        yield session
 
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
@@ -229,9 +245,8 @@ def retry_after_s() -> int:
 
 
 def throttle_message() -> str:
-    settings: config.Settings = current_app.config["USHER_SETTINGS"]
     return (
         f"too many failed authentications from {request.remote_addr}: at most "
-        f"{settings.auth_failures_per_minute} a minute (USHER_AUTH_FAILURES_PER_MINUTE); "
+        f"{settings().auth_failures_per_minute} a minute (USHER_AUTH_FAILURES_PER_MINUTE); "
         f"retry in {retry_after_s()} s"
     )

@@ -9,21 +9,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any, cast
 
 from flask import current_app, g, request
 from flask_openapi3 import APIBlueprint, OpenAPI
-from sqlalchemy.orm import Session
 
 import web
 from app import celery as usher_celery
-from app import db, queries, tokens
-from app.config import Settings
+from app import queries, tokens
 from app.errors import Forbidden, Unauthorized
 from policies import admission, control, dlq, eta, events, intake, requests, stats
-from web import schemas
+from web import schemas, settings, unit_of_work
 
 bp = APIBlueprint(
     "api",
@@ -33,19 +29,6 @@ bp = APIBlueprint(
     abp_security=[{"bearer": []}],
 )
 log = logging.getLogger(__name__)
-
-
-def settings() -> Settings:
-    value: Settings = current_app.config["USHER_SETTINGS"]
-    return value
-
-
-@contextmanager
-def unit_of_work() -> Iterator[Session]:
-    with db.unit_of_work(current_app.config["USHER_ENGINE"]) as session:
-        yield session
-
-
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
