@@ -243,14 +243,15 @@ def bench_web_cmd(
 ) -> None:
     """Dashboard, API and /metrics latency on a seeded scratch database (default 1M executions)."""
     from app.cli.bench import web as bench_web
+    from app.cli.bench import web_report
 
     report = bench_web.run(rt.settings, actions, executions, requests, database, keep, err_console)
     if as_json:
         emit_json(report)
         return
-    bench_web.show(report["endpoints"], console)
+    web_report.show(report["endpoints"], console)
     if plans:
-        bench_web.show_plans(report["endpoints"], console)
+        web_report.show_plans(report["endpoints"], console)
     if keep:
         console.print(f"kept: {report['database']}")
 

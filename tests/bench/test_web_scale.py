@@ -10,7 +10,9 @@ from __future__ import annotations
 import pytest
 from rich.console import Console
 
+from app.cli.bench import seed as bench_seed
 from app.cli.bench import web as bench_web
+from app.cli.bench import web_report
 
 # The hot endpoints of the performance issue's goal, and their p95 budget.
 GOAL_MS = 100
@@ -18,7 +20,7 @@ GOAL_ENDPOINTS = ("dashboard overview", "overview refresh (json)", "queue-stats 
 
 
 def _seeded(db_url: str, actions: int, executions: int) -> dict[str, int]:
-    counts: dict[str, int] = bench_web.seed(db_url, actions, executions)["counts"]
+    counts: dict[str, int] = bench_seed.seed(db_url, actions, executions)["counts"]
     return counts
 
 
@@ -36,8 +38,8 @@ def test_every_endpoint_answers_and_every_query_reads_a_bounded_part(db_url: str
     # attempts (a line's waiting page, the DLQ count and a busy line's recent starts fit)
     assert {name: f["status"] for name, f in report.items()} == dict.fromkeys(report, 200)
     assert len(report) >= 10 and all(f["queries"] for f in report.values())
-    assert bench_web.seq_scans(report) == {}
-    widest = bench_web.widest_reads(report)
+    assert web_report.seq_scans(report) == {}
+    widest = web_report.widest_reads(report)
     assert widest["executions"] <= counts["executions"] // 10, widest
     assert widest["attempts"] <= counts["attempts"] // 10, widest
 
@@ -48,11 +50,11 @@ def test_a_thousand_actions_and_a_million_executions(db_url: str) -> None:
     counts = _seeded(db_url, 1000, 1_000_000)
     console = Console(width=160)
     report = bench_web.measure(db_url, console, requests=100)
-    bench_web.show(report, console, title="usher bench-web: 1,000 actions, 1,000,000 executions")
+    web_report.show(report, console, title="usher bench-web: 1,000 actions, 1,000,000 executions")
     assert counts["executions"] == 1_000_000
     assert {name: f["status"] for name, f in report.items()} == dict.fromkeys(report, 200)
-    assert bench_web.seq_scans(report) == {}
-    widest = bench_web.widest_reads(report)
+    assert web_report.seq_scans(report) == {}
+    widest = web_report.widest_reads(report)
     assert widest["executions"] <= 25_000 and widest["attempts"] <= 25_000, widest
     slow = {n: report[n]["p95_ms"] for n in GOAL_ENDPOINTS if report[n]["p95_ms"] > GOAL_MS}
     assert slow == {}, f"p95 over {GOAL_MS} ms: {slow}"
