@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import sql
 from app.config import Settings
 from policies import limits, parameters, retry
 
@@ -28,16 +28,7 @@ class Action:
 
 def find(session: Session, settings: Settings, refs: Iterable[str]) -> dict[str, Action]:
     """The actions of these refs that exist, by ref."""
-    rows = session.execute(
-        text("""
-            SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
-                   CAST(a.policy AS text) AS action_policy,
-                   CAST(p.policy AS text) AS pack_policy,
-                   a.paused_at IS NOT NULL AS paused
-            FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
-        """),
-        {"refs": sorted(set(refs))},
-    ).all()
+    rows = session.execute(sql.query("find_actions"), {"refs": sorted(set(refs))}).all()
     return {
         r.ref: Action(
             r.id,

@@ -18,9 +18,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import sql
 from app.config import Settings
 from app.errors import InvalidParameters, UnknownAction, UsherError
 from policies import actions, limits, lines, requests
@@ -94,18 +94,7 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, int
     column."""
     if not rows:
         return {}
-    inserted = session.execute(
-        text("""
-            INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                                    enqueued_at, queued_at, replay_of)
-            SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r
-            FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-                AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint)
-            ORDER BY r.q, r.s
-            RETURNING id, queue_id, seq
-        """),
-        {"rows": _json(rows)},
-    ).all()
+    inserted = session.execute(sql.query("insert_executions"), {"rows": _json(rows)}).all()
     return {(r.queue_id, r.seq): r.id for r in inserted}
 
 

@@ -10,24 +10,10 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import text
 from sqlalchemy.orm import Session
 
+from app import sql
 from policies import policy
-
-RECENT_GRANTS = """
-    SELECT s FROM (
-        SELECT t.scheduled_at AS s FROM attempts t JOIN executions e ON e.id = t.execution_id
-        WHERE e.queue_id = :queue_id
-          AND t.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
-        UNION ALL
-        SELECT e.scheduled_at FROM executions e
-        WHERE e.queue_id = :queue_id
-          AND e.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
-          AND NOT EXISTS (SELECT 1 FROM attempts t
-                          WHERE t.execution_id = e.id AND t.attempt = e.attempt)
-    ) grants ORDER BY s DESC LIMIT :count
-"""
 
 
 def capacity(
@@ -39,7 +25,7 @@ def capacity(
     for window in windows:
         recent = list(
             session.execute(
-                text(RECENT_GRANTS),
+                sql.query("recent_grants"),
                 {"queue_id": queue_id, "per_s": window.per_s, "count": window.count},
             ).scalars()
         )

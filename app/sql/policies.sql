@@ -210,3 +210,64 @@ SELECT processed_at, failures, failed_at, error FROM events WHERE id = :id
 
 -- name: event_processed_at
 SELECT processed_at FROM events WHERE id = :id
+
+-- name: line_pace
+-- Starts on the line over the last window seconds. Finished attempts carry their line
+-- (attempts.queue_id): the (queue_id, started_at) index reads only the window, whatever the
+-- line's history. Running executions are read through the partial index of active ones (at
+-- most the sum of the limits): a cached generic plan would otherwise AND it with every
+-- execution of a line of unknown size.
+WITH running AS MATERIALIZED (
+    SELECT queue_id, started_at FROM executions WHERE status = 'running'
+)
+SELECT count(*) AS started, min(s) AS first FROM (
+    SELECT t.started_at AS s FROM attempts t
+    WHERE t.queue_id = :queue_id AND t.started_at > now() - make_interval(secs => :window)
+    UNION ALL
+    SELECT x.started_at FROM running x
+    WHERE x.queue_id = :queue_id AND x.started_at > now() - make_interval(secs => :window)
+) recent
+
+-- name: waiting_position
+-- An execution's status, line and place in it (1 = next) in (priority DESC, seq) order.
+SELECT e.status, e.queue_id, (
+    SELECT count(*) FROM executions w
+    WHERE w.queue_id = e.queue_id AND w.status = 'queued'
+      AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq))
+) AS position
+FROM executions e WHERE e.id = :id
+
+-- name: find_actions
+-- The policies as text: parsed once per distinct text (policies.policy.parse).
+SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
+       CAST(a.policy AS text) AS action_policy,
+       CAST(p.policy AS text) AS pack_policy,
+       a.paused_at IS NOT NULL AS paused
+FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
+
+-- name: recent_grants
+-- The line's last count grants within per_s seconds, newest first, read under the line's
+-- lock: each attempt's recorded grant (attempts.scheduled_at), and the grant of a current
+-- attempt not recorded there yet.
+SELECT s FROM (
+    SELECT t.scheduled_at AS s FROM attempts t JOIN executions e ON e.id = t.execution_id
+    WHERE e.queue_id = :queue_id
+      AND t.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
+    UNION ALL
+    SELECT e.scheduled_at FROM executions e
+    WHERE e.queue_id = :queue_id
+      AND e.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
+      AND NOT EXISTS (SELECT 1 FROM attempts t
+                      WHERE t.execution_id = e.id AND t.attempt = e.attempt)
+) grants ORDER BY s DESC LIMIT :count
+
+-- name: insert_executions
+-- Every execution of an intake batch in one statement, in (line, seq) order. The rows
+-- travel as one JSON document: cheaper to encode and to parse than one array per column.
+INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
+                        enqueued_at, queued_at, replay_of)
+SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r
+FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint)
+ORDER BY r.q, r.s
+RETURNING id, queue_id, seq
