@@ -23,6 +23,7 @@ Celery's side in ``baseline``, the figures and their table in ``report``, the pl
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import Any
 
@@ -84,8 +85,11 @@ def run(
                     )
                     progress.advance(task)
                 progress.remove_task(task)
+                # Only to the benchmark's own workers: another worker on a shared broker
+                # would take plain tasks it does not know and drop them.
+                own = [f"bench{i + 1}@{socket.gethostname()}" for i in range(workers)]
                 for name in baseline.plain_queues(plain_queues):
-                    celery_app.control.add_consumer(name, reply=True, timeout=5)
+                    celery_app.control.add_consumer(name, destination=own, reply=True, timeout=5)
                 rss.sample()
                 cpu = CpuMeter(pool)
                 marks = [cpu.read()]

@@ -14,6 +14,7 @@ from rich.console import Console
 
 from app import db
 from app.cli.bench import statements
+from policies import limits
 
 BUSY_SHARE = 10  # every BUSY_SHARE-th execution belongs to the busy action
 # Each step and its statement, in the order they run.
@@ -61,6 +62,9 @@ def seed(
                     conn.execute(statements.query("attempts_triggers_on"))
                     conn.execute(statements.query("attempt_totals_rebuild"))
                 if step == "actions":
+                    # The limits usher_finish reads, as a pack load writes them.
+                    with db.sessions(engine)(bind=conn) as session:
+                        limits.store(session)
                     params["busy"] = conn.execute(statements.query("seed_busy_action")).scalar_one()
             seconds[step] = round(time.perf_counter() - start, 1)
         with console.status("vacuum analyze"), engine.connect() as conn:
