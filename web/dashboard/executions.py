@@ -1,0 +1,68 @@
+"""An execution's page and its cancel; the dead-letter queue, its replays and its purge."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app, flash, redirect, render_template, url_for
+
+from app import celery as usher_celery
+from app import queries
+from policies import admission, dlq, eta
+from web import formatting, settings, unit_of_work, views_data
+from web.dashboard import base
+
+
+@base.bp.get("/executions/<int:execution_id>")
+def execution_page(execution_id: int) -> Any:
+    with unit_of_work() as db_session:
+        execution = queries.execution(db_session, execution_id)
+        extra = views_data.execution_extra(db_session, execution_id)
+        standing = eta.estimate(db_session, execution_id)
+    return render_template(
+        "dashboard/execution.html",
+        e=execution,
+        extra=extra,
+        position=standing["position"],
+        eta_at=standing["eta"],
+        timeline=formatting.timeline(execution, extra),
+    )
+
+
+@base.bp.post("/executions/<int:execution_id>/cancel")
+def cancel(execution_id: int) -> Any:
+    """The API's cancel: free the slot in one unit of work, then stop and publish."""
+    with unit_of_work() as db_session:
+        cancelled = admission.cancel(db_session, settings(), execution_id)
+        attempt = queries.execution(db_session, execution_id)["attempt"]
+    celery_app = current_app.config["USHER_CELERY"]
+    usher_celery.terminate(celery_app, execution_id, attempt, cancelled.previous_status)
+    usher_celery.publish(celery_app, cancelled.grants)
+    flash(f"Execution {execution_id} cancelled (it was {cancelled.previous_status}).", "info")
+    return base.back(url_for("dashboard.execution_page", execution_id=execution_id))
+
+
+@base.bp.get("/dlq")
+def dlq_page() -> Any:
+    with unit_of_work() as db_session:
+        items = dlq.items(db_session, base.EXECUTIONS_PAGE, base.int_arg("before"))
+        total = dlq.count(db_session)
+    following = items[-1]["id"] if len(items) == base.EXECUTIONS_PAGE else None
+    return render_template("dashboard/dlq.html", items=items, total=total, next=following)
+
+
+@base.bp.post("/dlq/<int:execution_id>/replay")
+def replay(execution_id: int) -> Any:
+    with unit_of_work() as db_session:
+        enqueued = dlq.replay(db_session, settings(), execution_id)
+    usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
+    flash(f"Execution {execution_id} replayed as {enqueued.execution_id}.", "info")
+    return base.back(url_for("dashboard.dlq_page"))
+
+
+@base.bp.post("/dlq/purge")
+def purge() -> Any:
+    with unit_of_work() as db_session:
+        purged = dlq.purge(db_session)
+    flash(f"Purged {purged:,} item(s) from the dead-letter queue.", "info")
+    return redirect(url_for("dashboard.dlq_page"), code=303)
