@@ -24,6 +24,7 @@ def _line(row: dict[str, Any], settings: Settings) -> dict[str, Any]:
         **{key: row[key] for key in COUNTERS},
         "max_concurrent": resolved.concurrency,
         "max_queue_length": resolved.max_queue_length,
+        "paused": row["paused"],
         "oldest_enqueued_at": oldest.isoformat() if oldest else None,
         "oldest_wait_s": (datetime.now(UTC) - oldest).total_seconds() if oldest else None,
         "last_updated": row["last_updated"].isoformat() if row["last_updated"] else None,
@@ -56,6 +57,7 @@ def _totals(ref: str, parts: list[dict[str, Any]]) -> dict[str, Any]:
     for key in COUNTERS:
         total[key] = sum(p[key] for p in parts)
     total["max_concurrent"] = parts[0]["max_concurrent"]
+    total["paused"] = parts[0]["paused"]
     olds = [p["oldest_enqueued_at"] for p in parts if p["oldest_enqueued_at"]]
     total["oldest_enqueued_at"] = min(olds) if olds else None
     updated = [p["last_updated"] for p in parts if p["last_updated"]]

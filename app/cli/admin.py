@@ -6,9 +6,17 @@ from typing import Any
 
 import click
 
+from app import bounds, db, tokens
 from app import celery as usher_celery
-from app import db, tokens
-from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime, table
+from app.cli.common import (
+    Runtime,
+    console,
+    emit_json,
+    err_console,
+    int_range,
+    pass_runtime,
+    table,
+)
 
 
 @click.group("tokens")
@@ -79,9 +87,11 @@ def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
     usher_celery.publish(rt.celery, grants)
     with db.unit_of_work(rt.engine) as session:
         line = stats.action_stats(session, rt.settings, ref)
+    state = "paused (nothing is granted; `usher actions resume` to go on)" if line["paused"] else ""
     console.print(
-        f"{ref}: {line['queue_length']} waiting, {line['active_count']}/"
-        f"{line['max_concurrent']} active, {len(grants)} granted now"
+        f"{ref}: {state + ', ' if state else ''}{line['queue_length']} waiting, "
+        f"{line['active_count']}/{line['max_concurrent']} active, {len(grants)} granted now",
+        soft_wrap=True,
     )
 
 
@@ -111,9 +121,9 @@ def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
 
 @actions_group.command("set")
 @click.argument("ref")
-@click.option("--concurrency", type=click.IntRange(1, 10_000))
-@click.option("--max-queue-length", type=click.IntRange(1, 10_000_000))
-@click.option("--queue-timeout-s", type=click.IntRange(1, 604_800))
+@click.option("--concurrency", type=int_range(bounds.CONCURRENCY))
+@click.option("--max-queue-length", type=int_range(bounds.QUEUE_LENGTH))
+@click.option("--queue-timeout-s", type=int_range(bounds.TIMEOUT_S))
 @pass_runtime
 def actions_set(
     rt: Runtime,

@@ -15,12 +15,17 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
+from app import bounds, config, db
 from app import celery as usher_celery
-from app import config, db
 
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
 err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
+
+
+def int_range(bound: bounds.Range[int]) -> click.IntRange:
+    """A command-line option with the bounds the API and the pack files take."""
+    return click.IntRange(bound.low, bound.high)
 
 
 @dataclass

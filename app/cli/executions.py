@@ -12,19 +12,19 @@ from typing import Any
 import click
 from rich.table import Table
 
+from app import bounds, db, queries
 from app import celery as usher_celery
-from app import db, queries
 from app.cli.common import (
     Runtime,
     console,
     emit_json,
     err_console,
+    int_range,
     pass_runtime,
     table,
 )
 from app.errors import UsherError
 from app.models import FINISHED, STATUSES
-from policies import intake
 
 
 def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
@@ -45,7 +45,7 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.argument("parameters", nargs=-1)
 @click.option(
     "--priority",
-    type=click.IntRange(-intake.MAX_PRIORITY, intake.MAX_PRIORITY),
+    type=int_range(bounds.PRIORITY),
     default=0,
     show_default=True,
     help="higher runs first within the line (the API's bounds)",
@@ -148,6 +148,7 @@ def queues_cmd(rt: Runtime, as_json: bool) -> None:
         [
             "action",
             "partition",
+            "state",
             "queued",
             "active",
             "enqueued",
@@ -161,6 +162,7 @@ def queues_cmd(rt: Runtime, as_json: bool) -> None:
             [
                 r["action_ref"],
                 r["partition"],
+                "paused" if r["paused"] else "open",
                 r["queue_length"],
                 f"{r['active_count']}/{r['max_concurrent']}",
                 r["total_enqueued"],

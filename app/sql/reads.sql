@@ -30,7 +30,7 @@ SET LOCAL jit = off
 SELECT a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
        q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
        usher_oldest_queued(q.id) AS oldest_enqueued_at,
-       a.policy AS action_policy, p.policy AS pack_policy
+       a.policy AS action_policy, p.policy AS pack_policy, a.paused_at IS NOT NULL AS paused
 FROM actions a JOIN packs p ON p.id = a.pack_id
 LEFT JOIN queues q ON q.action_id = a.id
 ORDER BY a.ref, q.partition_key
@@ -43,7 +43,7 @@ ORDER BY a.ref, q.partition_key
 SELECT a.ref AS action_ref, q.partition_key, q.queue_length, q.active_count, q.total_enqueued,
        q.total_completed, q.total_failed, q.total_cancelled, q.total_expired, q.last_updated,
        usher_oldest_queued(q.id) AS oldest_enqueued_at,
-       a.policy AS action_policy, p.policy AS pack_policy
+       a.policy AS action_policy, p.policy AS pack_policy, a.paused_at IS NOT NULL AS paused
 FROM actions a JOIN packs p ON p.id = a.pack_id
 LEFT JOIN queues q ON q.action_id = a.id
 WHERE a.ref = :ref

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -369,7 +370,16 @@ def test_cli_pause_resume_and_set(
     assert _scheduled(engine) == []
     raised = runner.invoke(cli.main, ["actions", "set", ref, "--concurrency", "2"])
     assert raised.exit_code == 0 and "0 granted now" in raised.output  # still paused
+    assert f"{ref}: paused" in raised.output
+    # a paused line says so in every listing
+    listed = runner.invoke(cli.main, ["queues", "--json"])
+    assert [(r["action_ref"], r["paused"]) for r in json.loads(listed.output)] == [(ref, True)]
+    table = runner.invoke(cli.main, ["queues"]).output
+    assert "paused" in next(line for line in table.splitlines() if ref in line)
     resumed = runner.invoke(cli.main, ["actions", "resume", ref])
     assert resumed.exit_code == 0 and "2 granted now" in resumed.output
+    assert "paused" not in resumed.output
+    listed = runner.invoke(cli.main, ["queues", "--json"])
+    assert [r["paused"] for r in json.loads(listed.output)] == [False]
     assert _scheduled(engine) == [1, 2]
     assert invariants.counter_mismatches(engine) == []
