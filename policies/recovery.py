@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from app import sql
+from app import queries, sql
 from policies import lines
 
 
@@ -52,7 +52,7 @@ SAMPLES_KEPT_H = 24
 def sample_lines(session: Session) -> int:
     """Record each action's depth, active count and oldest wait for the dashboard's charts,
     at most once per SAMPLE_EVERY_S whichever sweeper runs; drop samples past a day."""
-    session.execute(sql.query("samples_without_jit"))
+    queries.jit_off(session)
     taken = session.execute(sql.query("sample_lines"), {"every": SAMPLE_EVERY_S}).all()
     if taken:
         session.execute(sql.query("prune_samples"), {"h": SAMPLES_KEPT_H})

@@ -116,7 +116,9 @@ $$;
 CREATE OR REPLACE FUNCTION usher_capped_text(value text) RETURNS text
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT CASE WHEN octet_length(value) > 4096
-        THEN left(value, 1000) || '… (truncated: ' || octet_length(value) || ' bytes)'
+        -- ::text: text || integer is only STABLE, which would keep this IMMUTABLE function
+        -- from being inlined into the lists that call it.
+        THEN left(value, 1000) || '… (truncated: ' || octet_length(value)::text || ' bytes)'
         ELSE value END
 $$;
 

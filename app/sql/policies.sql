@@ -42,43 +42,17 @@ ORDER BY id LIMIT :limit
 -- name: action_refs
 SELECT ref FROM actions ORDER BY ref
 
--- name: samples_without_jit
--- Run before sample_lines, in its transaction. The planner prices the oldest-waiting probes
--- far above jit_above_cost: compiling took ~300 ms more than running.
-SET LOCAL jit = off
-
 -- name: sample_lines
 -- Each action's depth, active count and oldest wait, at most once per SAMPLE_EVERY_S
--- whichever sweeper runs. Each line's oldest waiting execution is one index probe per
--- priority (the lateral join); reading all of an action's waiting executions took ~1.2 s
--- per round at 1,000 actions.
--- A line's oldest waiting execution is its lowest seq (seq is taken under the line's lock,
--- with enqueued_at read under the same lock, so both grow together). The waiting index is
--- (queue_id, priority DESC, seq): one probe per distinct priority finds it, where
--- min(enqueued_at) would read every waiting row of the line.
+-- whichever sweeper runs. Each line's oldest waiting execution is usher_oldest_queued: one
+-- index probe per priority; reading all of an action's waiting executions took ~1.2 s per
+-- round at 1,000 actions.
 INSERT INTO queue_samples (action_id, sampled_at, queue_length, active_count,
                            oldest_wait_s, completed)
 SELECT a.id, now(), coalesce(sum(q.queue_length), 0), coalesce(sum(q.active_count), 0),
-       extract(epoch FROM now() - min(oldest.oldest_enqueued_at)),
+       extract(epoch FROM now() - min(usher_oldest_queued(q.id))),
        coalesce(sum(q.total_completed), 0)
 FROM actions a LEFT JOIN queues q ON q.action_id = a.id
-LEFT JOIN LATERAL (
-    WITH RECURSIVE prios(p) AS (
-        (SELECT priority FROM executions
-         WHERE queue_id = q.id AND status = 'queued' ORDER BY priority DESC LIMIT 1)
-        UNION ALL
-        SELECT (SELECT priority FROM executions
-                WHERE queue_id = q.id AND status = 'queued' AND priority < prios.p
-                ORDER BY priority DESC LIMIT 1)
-        FROM prios WHERE prios.p IS NOT NULL
-    )
-    SELECT min(w.enqueued_at) AS oldest_enqueued_at FROM prios
-    CROSS JOIN LATERAL (
-        SELECT enqueued_at FROM executions
-        WHERE queue_id = q.id AND status = 'queued' AND priority = prios.p
-        ORDER BY seq LIMIT 1
-    ) w
-) oldest ON true
 WHERE NOT EXISTS (
     SELECT 1 FROM queue_samples s
     WHERE s.sampled_at > now() - make_interval(secs => :every))
