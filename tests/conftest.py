@@ -15,7 +15,7 @@ from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from app import config, db
-from tests.support import workers
+from tests.support import brokers, workers
 
 ADMIN_URL_ENV = "USHER_TEST_DATABASE_URL"
 BROKER_ENV = "USHER_TEST_BROKER_URL"
@@ -76,9 +76,23 @@ def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
-def broker_url() -> str | None:
-    """USHER_TEST_BROKER_URL, or None for the embedded filesystem:// broker."""
-    return os.environ.get(BROKER_ENV) or None
+def broker_namespace() -> Iterator[str | None]:
+    """The run's own vhost or Redis database on USHER_TEST_BROKER_URL; None for the embedded
+    filesystem:// broker (each test has its own folder)."""
+    given = os.environ.get(BROKER_ENV) or None
+    if given is None:
+        yield None
+        return
+    with brokers.namespace(given) as own:
+        yield own
+
+
+@pytest.fixture
+def broker_url(broker_namespace: str | None) -> Iterator[str | None]:
+    """The broker of one test: what the tests before it left there is gone."""
+    yield broker_namespace
+    if broker_namespace is not None:
+        brokers.clean(broker_namespace)
 
 
 @pytest.fixture

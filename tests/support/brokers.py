@@ -1,0 +1,92 @@
+"""Each test run gets a broker namespace of its own, and each test a clean one.
+
+RabbitMQ: a vhost made for the run with ``rabbitmqctl`` (the server runs on this machine)
+and deleted with everything in it at the end; between tests the queues every deployment
+shares (``usher.default``, ``usher.events``) are deleted, so no sweep, event batch or wake-up
+a test left behind reaches the next test's workers (action queues are per test already:
+every test's pack has its own name). Redis: a database of its own for the run, claimed with
+SETNX, flushed between tests and at the end. Where the vhost cannot be made (no
+``rabbitmqctl`` here: a remote broker) the URL is used as given.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import uuid
+import warnings
+from collections.abc import Iterator
+
+import kombu
+import redis
+from kombu.utils.url import maybe_sanitize_url
+
+from app import celery as usher_celery
+
+SHARED_QUEUES = (usher_celery.DEFAULT_QUEUE, usher_celery.EVENTS_QUEUE)
+REDIS_DATABASES = range(1, 16)
+CLAIM = "usher-test-claimed-by"
+
+
+def _rabbitmqctl(*args: str) -> None:
+    subprocess.run(["rabbitmqctl", "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def _amqp_vhost(url: str) -> Iterator[str]:
+    if shutil.which("rabbitmqctl") is None or os.geteuid() != 0:
+        warnings.warn(f"no rabbitmqctl here: tests share {maybe_sanitize_url(url)}", stacklevel=1)
+        yield url
+        return
+    vhost = f"usher-test-{uuid.uuid4().hex[:10]}"
+    given = kombu.Connection(url)
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, given.userid or "guest", ".*", ".*", ".*")
+        yield given.clone(virtual_host=vhost).as_uri(include_password=True)
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@contextlib.contextmanager
+def _redis_database(url: str) -> Iterator[str]:
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    mine = uuid.uuid4().hex
+    for number in REDIS_DATABASES:
+        client = redis.Redis.from_url(f"{base}/{number}")
+        if client.dbsize() == 0 and client.set(CLAIM, mine, nx=True):
+            try:
+                yield f"{base}/{number}"
+            finally:
+                client.flushdb()
+                client.close()
+            return
+        client.close()
+    raise RuntimeError(f"every Redis database 1..15 of {base} is in use by another test run")
+
+
+@contextlib.contextmanager
+def namespace(url: str) -> Iterator[str]:
+    """The run's own namespace on the broker at ``url``."""
+    scheme = url.split("://", 1)[0]
+    made = _redis_database(url) if scheme.startswith("redis") else _amqp_vhost(url)
+    with made as own:
+        yield own
+
+
+def clean(url: str) -> None:
+    """Empty what deployments share, between two tests."""
+    if url.split("://", 1)[0].startswith("redis"):
+        client = redis.Redis.from_url(url)
+        claim = client.get(CLAIM)
+        client.flushdb()
+        if claim is not None:
+            client.set(CLAIM, claim)
+        client.close()
+        return
+    with kombu.Connection(url, connect_timeout=5) as connection:
+        channel = connection.default_channel
+        for name in SHARED_QUEUES:
+            channel.queue_delete(name)
