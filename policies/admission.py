@@ -12,7 +12,6 @@ an autocommit connection, one round trip each (the workers' hot path).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +49,23 @@ class Claimed:
     parameters: dict[str, Any]
     timeout_s: int | None
     parameters_schema: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Ended:
+    """How an attempt ended, as its worker (or the sweeper, or a shutdown) reports it.
+    ``transient``: a failure that another attempt may cure (the retry policy decides)."""
+
+    execution_id: int
+    attempt: int
+    outcome: str
+    result: Any = None
+    error: str | None = None
+    transient: bool = True
+
+    def __post_init__(self) -> None:
+        if self.outcome not in OUTCOMES:
+            raise ValueError(f"outcome must be one of {OUTCOMES}, not {self.outcome!r}")
 
 
 @dataclass(frozen=True)
@@ -139,16 +155,7 @@ def renew(
 
 
 def release(
-    session: Session,
-    settings: Settings,
-    execution_id: int,
-    attempt: int,
-    outcome: str,
-    result: Any = None,
-    error: str | None = None,
-    transient: bool = True,
-    lease_expired: bool = False,
-    fast: bool = True,
+    session: Session, settings: Settings, ended: Ended, lease_expired: bool = False
 ) -> Released:
     """End this attempt, record it, and free its slot and grant the next, all at once.
 
@@ -156,72 +163,58 @@ def release(
     policy allows and the failure is transient, else ``dead`` (the dead-letter queue).
     Idempotent and fenced: a second signal, a late worker or a stale attempt changes nothing.
     ``lease_expired`` (the sweeper) releases only if no heartbeat renewed the lease since.
-    ``fast=False`` skips trying ``finish`` first (the caller already did).
+    A worker tries ``finish`` first: one statement where no Python policy is needed.
     """
-    if outcome not in OUTCOMES:
-        raise ValueError(f"outcome must be one of {OUTCOMES}, not {outcome!r}")
-    if fast and outcome in FINISHES and not lease_expired:
-        finished = finish(session, settings, execution_id, attempt, outcome, result, error)
-        if finished is not None:
-            return finished
-    line = lines.lock_line_of(session, settings, execution_id)
+    line = lines.lock_line_of(session, settings, ended.execution_id)
     policy = line.retry
-    if outcome in FINISHES:
-        status = outcome
-    elif transient and policy.allows_retry(attempt):
+    if ended.outcome in FINISHES:
+        status = ended.outcome
+    elif ended.transient and policy.allows_retry(ended.attempt):
         status = "retrying"
     else:
         status = "dead"
     hold = status == "retrying" and policy.hold_slot
-    delay_s = policy.delay_ms(attempt) / 1000 if status == "retrying" else 0.0
+    delay_s = policy.delay_ms(ended.attempt) / 1000 if status == "retrying" else 0.0
     released = session.execute(
         sql.query("release"),
         {
-            "id": execution_id,
-            "attempt": attempt,
+            "id": ended.execution_id,
+            "attempt": ended.attempt,
             "status": status,
-            "outcome": outcome,
+            "outcome": ended.outcome,
             "hold": hold,
             "delay_s": delay_s,
-            "result": _json(result) if result is not None else None,
-            "error": error,
+            "result": sql.jsonb(ended.result),
+            "error": ended.error,
             "lease_expired": lease_expired,
         },
     ).one_or_none()
     if released is None:
         return Released(None, [])
-    grants = [] if hold else lines.admit(session, line)
+    admitted = lines.Admitted([]) if hold else lines.admit(session, line)
     return Released(
-        status, grants, released.queue_id, released.not_before, line.notes.get("wake_at")
+        status, admitted.grants, released.queue_id, released.not_before, admitted.wake_at
     )
 
 
-def finish(
-    executor: db.Executor,
-    settings: Settings,
-    execution_id: int,
-    attempt: int,
-    outcome: str,
-    result: Any = None,
-    error: str | None = None,
-) -> Released | None:
+def finish(executor: db.Executor, settings: Settings, ended: Ended) -> Released | None:
     """``release`` in one statement for a success or cancel on a line without rate limits.
 
     Safe on an autocommit connection: the statement is its own transaction, so a worker
     ends an attempt, frees its slot and grants the next execution in one round trip.
     None when the line needs a Python policy: nothing changed, call ``release``.
     """
-    if outcome not in FINISHES:
-        raise ValueError(f"finish takes one of {FINISHES}, not {outcome!r}")
+    if ended.outcome not in FINISHES:
+        raise ValueError(f"finish takes one of {FINISHES}, not {ended.outcome!r}")
     (row,) = db.fetch(
         executor,
         sql.raw("finish"),
         {
-            "id": execution_id,
-            "attempt": attempt,
-            "status": outcome,
-            "result": _json(result) if result is not None else None,
-            "error": error,
+            "id": ended.execution_id,
+            "attempt": ended.attempt,
+            "status": ended.outcome,
+            "result": sql.jsonb(ended.result),
+            "error": ended.error,
             "limit": settings.default_max_concurrent,
         },
     )
@@ -233,7 +226,7 @@ def finish(
         lines.Grant(grant_id, grant_attempt, row.action_ref, row.timeout_s)
         for grant_id, grant_attempt in zip(row.grant_ids, row.grant_attempts, strict=True)
     ]
-    return Released(outcome, grants, row.queue_id)
+    return Released(ended.outcome, grants, row.queue_id)
 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
@@ -251,7 +244,7 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
     session.execute(sql.query("cancel_execution"), {"id": execution_id})
     freed = {counter: -1} if counter else {}
     lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
-    grants = lines.admit(session, line) if counter == "active_count" else []
+    grants = lines.admit(session, line).grants if counter == "active_count" else []
     return Cancelled(previous, grants)
 
 
@@ -259,7 +252,3 @@ def position(session: Session, execution_id: int) -> int | None:
     """1-based place in the line of a queued execution; None once it left the line."""
     value = session.execute(sql.query("position"), {"id": execution_id}).scalar_one_or_none()
     return None if value is None else int(value)
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)

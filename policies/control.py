@@ -31,7 +31,7 @@ def readmit(session: Session, settings: Settings, action_id: int) -> list[lines.
     grants: list[lines.Grant] = []
     rows = session.execute(sql.query("action_lines"), {"a": action_id}).all()
     for line in sorted(rows, key=lambda r: r.partition_key):
-        grants += lines.requeue_due(session, lines.lock_line(session, settings, line.id))
+        grants += lines.requeue_due(session, lines.lock_line(session, settings, line.id)).grants
     return grants
 
 

@@ -13,7 +13,6 @@ and publishes ``grants`` after it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,6 @@ from app.config import Settings
 from app.errors import InvalidParameters, UnknownAction, UsherError
 from policies import actions, limits, lines, requests
 
-MAX_PRIORITY = requests.MAX_PRIORITY
 # Items per batch request (API): enough to amortise the round trips, small enough for one
 # short transaction.
 MAX_BATCH = requests.MAX_BATCH
@@ -94,7 +92,7 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, int
     column."""
     if not rows:
         return {}
-    inserted = session.execute(sql.query("insert_executions"), {"rows": _json(rows)}).all()
+    inserted = session.execute(sql.query("insert_executions"), {"rows": sql.jsonb(rows)}).all()
     return {(r.queue_id, r.seq): r.id for r in inserted}
 
 
@@ -212,11 +210,7 @@ def _round(
                 queue_id, action.ref, action.timeout_s, action.limits, action.retry, action.paused
             ),
         )
-        grants += granted
-        if granted and groups[key]:
+        grants += granted.grants
+        if granted.grants and groups[key]:
             again.append(key)
     return again, grants
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, default=str)

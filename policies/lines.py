@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -46,8 +47,15 @@ class Line:
     limits: limits.Limits
     retry: retry.RetryPolicy
     paused: bool = False
-    # Filled by admit: when a full rate-limit window frees up (the line should be woken).
-    notes: dict[str, Any] = field(default_factory=dict, compare=False)
+
+
+@dataclass(frozen=True)
+class Admitted:
+    """What ``admit`` granted and, on a rate-limited line, when its window next frees a
+    grant (the line should be woken then)."""
+
+    grants: list[Grant]
+    wake_at: datetime | None = None
 
 
 def full(action_ref: str, key: str, max_queue_length: int) -> QueueFull:
@@ -116,7 +124,7 @@ def lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int,
     return {(r.action_id, r.partition_key): r for r in rows}
 
 
-def admit(session: Session, line: Line) -> list[Grant]:
+def admit(session: Session, line: Line) -> Admitted:
     """Grant free slots to the oldest eligible executions, in (priority DESC, seq ASC) order.
 
     Eligible: waiting (``queued``), or backing off (``retrying``) and already due, so a due
@@ -126,21 +134,22 @@ def admit(session: Session, line: Line) -> list[Grant]:
     nothing; its waiting executions keep their places.
     """
     if line.paused:
-        return []
+        return Admitted([])
     cap: int | None = None
+    frees_at = None
     if line.limits.rate:
         cap, frees_at = ratelimit.capacity(session, line.queue_id, line.limits.rate)
-        line.notes["wake_at"] = frees_at
         if cap == 0:
-            return []
+            return Admitted([], frees_at)
     rows = session.execute(
         sql.query("admit"),
         {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
     ).all()
-    return [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+    grants = [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+    return Admitted(grants, frees_at)
 
 
-def requeue_due(session: Session, line: Line) -> list[Grant]:
+def requeue_due(session: Session, line: Line) -> Admitted:
     """Move due retries back into the line (the caller holds its lock).
 
     A retry that kept its slot (``hold_slot``) is granted at once; the others become
@@ -151,9 +160,9 @@ def requeue_due(session: Session, line: Line) -> list[Grant]:
         back = sum(1 for r in due if r.status == "queued")
         count(session, {line.queue_id: {"queue_length": back}})
     held = sorted((r for r in due if r.status == "scheduled"), key=lambda r: (-r.priority, r.seq))
-    return [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in held] + admit(
-        session, line
-    )
+    then = admit(session, line)
+    grants = [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in held]
+    return Admitted(grants + then.grants, then.wake_at)
 
 
 def expire(session: Session, line: Line) -> int:

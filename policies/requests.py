@@ -28,7 +28,6 @@ from policies import parameters
 # Items per batch request: enough to amortise the round trips, small enough for one short
 # transaction.
 MAX_BATCH = 1000
-MAX_PRIORITY = bounds.PRIORITY.high  # (policies.intake, the CLI)
 MAX_TRIGGER = 200
 
 

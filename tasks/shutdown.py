@@ -31,14 +31,13 @@ def release_node(node: str) -> int:
         running = recovery.running_on(session, node)
     for execution_id, attempt in running:
         with db.unit_of_work(context.engine()) as session:
-            outcome = admission.release(
-                session,
-                settings,
+            ended = admission.Ended(
                 execution_id,
                 attempt,
                 "worker_lost",
                 error=f"worker_lost: {node} shut down after {settings.shutdown_grace_s:g}s grace",
             )
+            outcome = admission.release(session, settings, ended)
         publish_release(current_app, outcome)
         released += outcome.status is not None
     return released

@@ -50,28 +50,14 @@ def _record(
     error = secretstore.redact_text(error) if error is not None else None
     settings = context.settings()
     try:
+        ended = admission.Ended(execution_id, attempt, outcome, result, error, transient)
         released = None
         if outcome in admission.FINISHES:
             # One statement, one round trip: the common case.
-            released = context.hot().run(
-                lambda c: admission.finish(
-                    c, settings, execution_id, attempt, outcome, result, error
-                )
-            )
+            released = context.hot().run(lambda c: admission.finish(c, settings, ended))
         if released is None:
             with db.unit_of_work(context.engine()) as session:
-                # ``finish`` was tried above when it could apply: not a second time.
-                released = admission.release(
-                    session,
-                    settings,
-                    execution_id,
-                    attempt,
-                    outcome,
-                    result,
-                    error,
-                    transient,
-                    fast=False,
-                )
+                released = admission.release(session, settings, ended)
     except Exception:
         # The lease runs out and the sweeper releases the slot: nothing is lost.
         log.exception("recording %s for execution %s failed", outcome, execution_id)

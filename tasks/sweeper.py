@@ -28,15 +28,10 @@ def sweep() -> dict[str, int]:
         try:
             for execution_id, attempt in _in_tx(recovery.expired_leases):
                 with db.unit_of_work(engine) as session:
-                    released = admission.release(
-                        session,
-                        settings,
-                        execution_id,
-                        attempt,
-                        "worker_lost",
-                        error="worker_lost: lease expired",
-                        lease_expired=True,
+                    ended = admission.Ended(
+                        execution_id, attempt, "worker_lost", error="worker_lost: lease expired"
                     )
+                    released = admission.release(session, settings, ended, lease_expired=True)
                 counts["lost_workers"] += released.status is not None
                 signals.publish_release(current_app, released)
             republish_after = max(30.0, 2.0 * settings.lease_s)
@@ -49,10 +44,10 @@ def sweep() -> dict[str, int]:
                     counts["expired"] += lines.expire(session, line)
                     # Due retries rejoin the line; a raised limit (pack reload) is granted
                     # here even on a line where nothing else happens.
-                    grants = lines.requeue_due(session, line)
-                counts["granted"] += usher_celery.publish(current_app, grants)
-                if line.notes.get("wake_at") is not None:  # a full rate-limit window
-                    usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])
+                    admitted = lines.requeue_due(session, line)
+                counts["granted"] += usher_celery.publish(current_app, admitted.grants)
+                if admitted.wake_at is not None:  # a full rate-limit window
+                    usher_celery.wake_line(current_app, queue_id, admitted.wake_at)
             counts["samples"] = _in_tx(recovery.sample_lines)
             if not settings.broker_url:
                 counts["event_files_pruned"] = usher_celery.prune_event_files(settings.home)
@@ -86,8 +81,8 @@ def wake_line(queue_id: int) -> int:
     """A retry fell due on this line: move it back in line and grant what fits."""
     with db.unit_of_work(context.engine()) as session:
         line = lines.lock_line(session, context.settings(), queue_id)
-        grants = lines.requeue_due(session, line)
-    sent = usher_celery.publish(current_app, grants)
-    if line.notes.get("wake_at") is not None:  # still full: wake again when it frees up
-        usher_celery.wake_line(current_app, queue_id, line.notes["wake_at"])
+        admitted = lines.requeue_due(session, line)
+    sent = usher_celery.publish(current_app, admitted.grants)
+    if admitted.wake_at is not None:  # still full: wake again when it frees up
+        usher_celery.wake_line(current_app, queue_id, admitted.wake_at)
     return sent

@@ -16,8 +16,10 @@ SQLAlchemy session or on a raw psycopg connection, so only the text is needed.
 from __future__ import annotations
 
 import functools
+import json
 import re
 from importlib import resources
+from typing import Any
 
 from sqlalchemy import TextClause, text
 
@@ -68,6 +70,12 @@ def raw(name: str) -> str:
 def query(name: str) -> TextClause:
     """Statement ``name`` for ``session.execute``."""
     return text(QUERIES[name])
+
+
+def jsonb(value: Any) -> str | None:
+    """``value`` as the JSON text a ``CAST(:x AS jsonb)`` parameter takes (anything JSON
+    cannot hold as its string); None stays SQL NULL."""
+    return None if value is None else json.dumps(value, default=str)
 
 
 def functions() -> str:

@@ -62,11 +62,15 @@ def test_release_grants_the_next_in_the_same_transaction(
         claimed = admission.claim(session, first, 1, "w/1", 15)
         assert claimed is not None and claimed.action_ref == ref
     with db.unit_of_work(engine) as session:
-        released = admission.release(session, settings, first, 1, "succeeded", {"ok": 1})
+        released = admission.release(
+            session, settings, admission.Ended(first, 1, "succeeded", {"ok": 1})
+        )
     assert [g.execution_id for g in released.grants] == [second]
     # A second signal for the same attempt changes nothing.
     with db.unit_of_work(engine) as session:
-        assert admission.release(session, settings, first, 1, "failed").status is None
+        assert (
+            admission.release(session, settings, admission.Ended(first, 1, "failed")).status is None
+        )
     with engine.connect() as conn:
         row = conn.execute(
             text("SELECT status, result FROM executions WHERE id = :i"), {"i": first}
@@ -88,7 +92,12 @@ def test_claim_and_release_are_fenced_by_attempt(
         # The same process asking again (its first reply was lost with its connection) is.
         assert admission.claim(session, execution_id, 1, "w/1", 15) is not None
     with db.unit_of_work(engine) as session:
-        assert admission.release(session, settings, execution_id, 7, "succeeded").status is None
+        assert (
+            admission.release(
+                session, settings, admission.Ended(execution_id, 7, "succeeded")
+            ).status
+            is None
+        )
         assert admission.renew(session, [(execution_id, 1)], 15) == {(execution_id, 1)}
         assert admission.renew(session, [(execution_id, 2)], 15) == set()
     assert invariants.counter_mismatches(engine) == []
@@ -138,7 +147,10 @@ def test_cancel_queued_scheduled_and_running(
     assert [g.execution_id for g in cancelled.grants] == [nxt2]
     # The cancelled worker's late report changes nothing.
     with db.unit_of_work(engine) as session:
-        assert admission.release(session, settings, running, 1, "succeeded").status is None
+        assert (
+            admission.release(session, settings, admission.Ended(running, 1, "succeeded")).status
+            is None
+        )
     with pytest.raises(AlreadyFinished), db.unit_of_work(engine) as session:
         admission.cancel(session, settings, running)
     mismatches = invariants.counter_mismatches(engine)
@@ -190,14 +202,16 @@ def test_a_retry_back_in_line_waits_its_own_queue_timeout(
             {"id": first},
         )
     with db.unit_of_work(engine) as session:
-        released = admission.release(session, settings, first, 1, "failed", error="boom")
+        released = admission.release(
+            session, settings, admission.Ended(first, 1, "failed", error="boom")
+        )
     assert released.status == "retrying"
     time.sleep(0.6)  # the backoff is over
     # When its retry rejoins the line behind the execution now holding the slot, and a sweep
     # runs the queue timeout over the line
     with db.unit_of_work(engine) as session:
         line = lines.lock_line_of(session, settings, first)
-        assert lines.requeue_due(session, line) == []
+        assert lines.requeue_due(session, line).grants == []
         expired = lines.expire(session, line)
     # Then the retry waits in line: it has waited milliseconds, not an hour
     assert expired == 0
@@ -306,7 +320,9 @@ def test_concurrent_clients_never_break_the_limit_or_fifo(
                         claimed = admission.claim(session, execution_id, 1, "t/1", 15)
                     if claimed:
                         with db.unit_of_work(engine) as session:
-                            admission.release(session, settings, execution_id, 1, "succeeded")
+                            admission.release(
+                                session, settings, admission.Ended(execution_id, 1, "succeeded")
+                            )
         except BaseException as error:  # pragma: no cover - reported below
             errors.append(error)
 
@@ -367,10 +383,18 @@ def test_finish_in_one_statement_resolves_the_limit_like_python(
     # When the single-statement finish ends two attempts on an autocommit connection
     hot = db.Hot(settings.database_url or "")
     try:
-        first = hot.run(lambda c: admission.finish(c, settings, ids[0], 1, "succeeded", {"ok": 1}))
-        again = hot.run(lambda c: admission.finish(c, settings, ids[0], 1, "succeeded"))
+        first = hot.run(
+            lambda c: admission.finish(
+                c, settings, admission.Ended(ids[0], 1, "succeeded", {"ok": 1})
+            )
+        )
+        again = hot.run(
+            lambda c: admission.finish(c, settings, admission.Ended(ids[0], 1, "succeeded"))
+        )
         second = hot.run(
-            lambda c: admission.finish(c, settings, ids[1], 1, "cancelled", None, "stop")
+            lambda c: admission.finish(
+                c, settings, admission.Ended(ids[1], 1, "cancelled", None, "stop")
+            )
         )
     finally:
         hot.close()
@@ -396,11 +420,13 @@ def test_finish_leaves_rate_limited_and_paused_lines_to_the_policy(
     first, second = submit(engine, settings, None, limited, [{}, {}])
     _claimed(engine, [first])
     with db.unit_of_work(engine) as session:
-        assert admission.finish(session, settings, first, 1, "succeeded") is None
+        assert admission.finish(session, settings, admission.Ended(first, 1, "succeeded")) is None
         # release takes the full path and still grants the next one
         assert [
             g.execution_id
-            for g in admission.release(session, settings, first, 1, "succeeded").grants
+            for g in admission.release(
+                session, settings, admission.Ended(first, 1, "succeeded")
+            ).grants
         ] == [second]
     # A paused line: the slot is freed, nothing is granted
     paused = _pack(engine, tmp_path, concurrency=1) + ".job"
@@ -409,7 +435,7 @@ def test_finish_leaves_rate_limited_and_paused_lines_to_the_policy(
     with db.unit_of_work(engine) as session:
         session.execute(text("UPDATE actions SET paused_at = now() WHERE ref = :r"), {"r": paused})
     with db.unit_of_work(engine) as session:
-        done = admission.finish(session, settings, one, 1, "succeeded")
+        done = admission.finish(session, settings, admission.Ended(one, 1, "succeeded"))
     assert done is not None and done.status == "succeeded" and done.grants == []
     with engine.connect() as conn:
         status = conn.execute(text("SELECT status FROM executions WHERE id = :i"), {"i": two})

@@ -208,7 +208,9 @@ def test_fifo_holds_across_single_and_batch_requests_and_partitions(
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, scheduled.id, 1, "w/1", 15)
     with db.unit_of_work(engine) as session:
-        released = admission.release(session, settings, scheduled.id, 1, "succeeded")
+        released = admission.release(
+            session, settings, admission.Ended(scheduled.id, 1, "succeeded")
+        )
     assert [g.execution_id for g in released.grants] == [
         next(r.id for r in rows if r.partition_key == "host=b" and r.seq == 2)
     ]

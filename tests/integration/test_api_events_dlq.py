@@ -81,11 +81,7 @@ def _dead(
         released = admission.release(
             session,
             settings,
-            enqueued.execution_id,
-            1,
-            "failed",
-            error="boom",
-            transient=False,
+            admission.Ended(enqueued.execution_id, 1, "failed", error="boom", transient=False),
         )
     assert released.status == "dead"
     return enqueued.execution_id

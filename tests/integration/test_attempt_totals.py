@@ -159,7 +159,9 @@ def test_totals_follow_inserts_updates_deletes_and_equal_a_recount(
             assert admission.claim(session, execution_id, 1, "w/1", 15)
         with db.unit_of_work(engine) as session:
             admission.release(
-                session, settings, execution_id, 1, outcome, error=outcome, transient=transient
+                session,
+                settings,
+                admission.Ended(execution_id, 1, outcome, error=outcome, transient=transient),
             )
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, b_id, 1, "w/1", 15)  # running: its wait counts live
@@ -215,7 +217,7 @@ def test_a_scrape_reads_no_history(
     with db.unit_of_work(engine) as session:
         admission.claim(session, execution_id, 1, "w/1", 15)
     with db.unit_of_work(engine) as session:
-        admission.release(session, settings, execution_id, 1, "succeeded")
+        admission.release(session, settings, admission.Ended(execution_id, 1, "succeeded"))
     app = web.create_app(settings, celery_app)
     seen: list[str] = []
 

@@ -38,7 +38,9 @@ def _finish(engine: Engine, settings: config.Settings, seq: int) -> list[lines.G
     with db.unit_of_work(engine) as session:
         admission.claim(session, execution_id, 1, "w/1", 15)
     with db.unit_of_work(engine) as session:
-        return admission.release(session, settings, execution_id, 1, "succeeded").grants
+        return admission.release(
+            session, settings, admission.Ended(execution_id, 1, "succeeded")
+        ).grants
 
 
 def test_a_paused_line_grants_nothing_and_resumes_in_order(

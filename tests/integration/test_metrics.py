@@ -70,7 +70,9 @@ def test_metrics_equal_a_recount(
             admission.claim(session, execution_id, 1, "w/1", 15)
         with db.unit_of_work(engine) as session:
             admission.release(
-                session, settings, execution_id, 1, outcome, error=outcome, transient=transient
+                session,
+                settings,
+                admission.Ended(execution_id, 1, outcome, error=outcome, transient=transient),
             )
     with db.unit_of_work(engine) as session:
         admission.cancel(session, settings, a_ids[5])
@@ -147,7 +149,9 @@ def test_grafana_and_alerts_use_only_metrics_that_exist(
     with db.unit_of_work(engine) as session:
         admission.claim(session, execution_id, 1, "w/1", 15)
     with db.unit_of_work(engine) as session:
-        admission.release(session, settings, execution_id, 1, "failed", transient=False)
+        admission.release(
+            session, settings, admission.Ended(execution_id, 1, "failed", transient=False)
+        )
     served = set(_scrape(settings, celery_app))
     docs = Path(__file__).resolve().parents[2] / "docs"
     used = set(

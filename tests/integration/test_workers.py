@@ -481,7 +481,9 @@ def test_a_runner_whose_attempt_was_given_away_is_stopped(
     # Given its attempt is given away while it runs (as the sweeper does past a lease)
     with db.unit_of_work(engine) as session:
         released = admission.release(
-            session, settings, stray, 1, "worker_lost", error="worker_lost: given away"
+            session,
+            settings,
+            admission.Ended(stray, 1, "worker_lost", error="worker_lost: given away"),
         )
     assert released.status == "dead"
     # When the worker's next heartbeat finds the attempt no longer its own, it stops the

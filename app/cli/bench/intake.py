@@ -307,12 +307,13 @@ def _grant_one(engine: Engine, settings: config.Settings, queue_id: int) -> floa
     began = time.perf_counter()
     with db.unit_of_work(engine) as session:
         line = replace(lines.lock_line(session, settings, queue_id), paused=False)
-        (grant,) = lines.admit(session, line)
+        (grant,) = lines.admit(session, line).grants
     seconds = time.perf_counter() - began
     with db.unit_of_work(engine) as session:
         admission.claim(session, grant.execution_id, grant.attempt, "bench", 60)
     with db.unit_of_work(engine) as session:
-        admission.release(session, settings, grant.execution_id, grant.attempt, "succeeded")
+        ended = admission.Ended(grant.execution_id, grant.attempt, "succeeded")
+        admission.release(session, settings, ended)
     return seconds
 
 

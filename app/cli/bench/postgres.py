@@ -30,13 +30,8 @@ def _client(url: str, settings: config.Settings, grants: list[tuple[int, int]], 
         )
         if hot.run(claim) is None:
             continue
-        finish = partial(
-            admission.finish,
-            settings=settings,
-            execution_id=execution_id,
-            attempt=attempt,
-            outcome="succeeded",
-        )
+        ended = admission.Ended(execution_id, attempt, "succeeded")
+        finish = partial(admission.finish, settings=settings, ended=ended)
         finished = hot.run(finish)
         assert finished is not None, "bench lines have no rate limit"
         todo.extend((g.execution_id, g.attempt) for g in finished.grants)
