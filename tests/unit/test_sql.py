@@ -40,3 +40,25 @@ def test_every_statement_the_product_names_exists_and_every_one_is_used() -> Non
     used = {name for path in product_sources() for name in USED.findall(path.read_text())}
     assert used - set(sql.QUERIES) == set(), "named in code but in no .sql file"
     assert set(sql.QUERIES) - used == set(), "in a .sql file but used nowhere"
+
+
+# A statement in a Python string: its verb and what must follow it (keywords upper case, as
+# every statement of ours is written).
+STATEMENT = re.compile(
+    r"""["'](?:\s|\\n)*(SELECT\s[^"']*\bFROM\b|UPDATE\s+\w+\s+SET\b|INSERT\s+INTO\b"""
+    r"""|DELETE\s+FROM\b|WITH\s+\w+\s+AS\b|SET\s+LOCAL\s+\w+\s*=|(?:CREATE|DROP)\s+"""
+    r"""(?:TABLE|DATABASE|INDEX|FUNCTION|TRIGGER)\b|VACUUM\s+ANALYZE\b)"""
+)
+# Identifiers cannot be bind parameters: the benchmark's scratch database is named with
+# psycopg.sql.Identifier, and its EXPLAIN prefixes statements the product recorded.
+COMPOSED = {"app/cli/bench/scratch.py": 2}
+
+
+def test_no_statement_is_written_in_python() -> None:
+    found = {}
+    for top in PRODUCT:
+        for path in (ROOT / top).rglob("*.py"):
+            hits = STATEMENT.findall(path.read_text())
+            if hits:
+                found[str(path.relative_to(ROOT))] = len(hits)
+    assert found == COMPOSED
