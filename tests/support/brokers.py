@@ -15,8 +15,8 @@ import contextlib
 import os
 import shutil
 import subprocess
+import sys
 import uuid
-import warnings
 from collections.abc import Iterator
 
 import kombu
@@ -37,7 +37,8 @@ def _rabbitmqctl(*args: str) -> None:
 @contextlib.contextmanager
 def _amqp_vhost(url: str) -> Iterator[str]:
     if shutil.which("rabbitmqctl") is None or os.geteuid() != 0:
-        warnings.warn(f"no rabbitmqctl here: tests share {maybe_sanitize_url(url)}", stacklevel=1)
+        # Not a warning: the suite turns warnings into errors, and a remote broker is allowed.
+        print(f"no rabbitmqctl here: this run shares {maybe_sanitize_url(url)}", file=sys.stderr)
         yield url
         return
     vhost = f"usher-test-{uuid.uuid4().hex[:10]}"
