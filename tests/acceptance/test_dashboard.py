@@ -63,9 +63,8 @@ def _run(
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, execution_id, attempt, WORKER, settings.lease_s)
     with db.unit_of_work(engine) as session:
-        released = admission.release(
-            session, settings, execution_id, attempt, outcome, error=error, transient=transient
-        )
+        ended = admission.Ended(execution_id, attempt, outcome, error=error, transient=transient)
+        released = admission.release(session, settings, ended)
     return released.status
 
 
@@ -501,7 +500,7 @@ def test_the_waiting_line_shows_when_each_execution_should_start(
         with app_db.unit_of_work(engine) as session:
             adm.claim(session, execution_id, 1, "w/1", 15)
         with app_db.unit_of_work(engine) as session:
-            adm.release(session, settings, execution_id, 1, "succeeded")
+            adm.release(session, settings, adm.Ended(execution_id, 1, "succeeded"))
     with engine.begin() as conn:  # spread the two starts over 10 s: a pace of 0.2/s
         conn.execute(
             text(
