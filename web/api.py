@@ -218,7 +218,7 @@ def list_executions(query: schemas.ExecutionsQuery) -> Any:
 def show_execution(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
         row = queries.execution(session, path.execution_id)
-        row.update(eta.estimate(session, path.execution_id))
+        row.update(eta.estimate(session, path.execution_id, settings()))
     return row
 
 

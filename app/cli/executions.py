@@ -103,7 +103,7 @@ def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str,
         while True:
             with db.unit_of_work(rt.engine) as session:
                 row = queries.execution(session, execution_id)
-                where = eta.estimate(session, execution_id)
+                where = eta.estimate(session, execution_id, rt.settings)
             if row["status"] in FINISHED:
                 return row
             text = _standing(execution_id, row, where)
@@ -119,11 +119,12 @@ def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str,
 
 def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> str:
     if row["status"] == "queued" and where["position"]:
-        when = (
-            f"ETA {datetime.fromisoformat(where['eta']).astimezone():%H:%M:%S}"
-            if where["eta"]
-            else "no ETA yet"
-        )
+        if where.get("paused"):
+            when = "the line is paused: `usher actions resume` to go on"
+        elif where["eta"]:
+            when = f"ETA {datetime.fromisoformat(where['eta']).astimezone():%H:%M:%S}"
+        else:
+            when = "no ETA yet"
         return f"execution {execution_id}: queued, position {where['position']} ({when})"
     if row["status"] == "running" and row["started_at"]:
         started = datetime.fromisoformat(row["started_at"])
@@ -225,7 +226,7 @@ def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
 
     with db.unit_of_work(rt.engine) as session:
         row = queries.execution(session, execution_id)
-        row.update(eta.estimate(session, execution_id))
+        row.update(eta.estimate(session, execution_id, rt.settings))
     if as_json:
         emit_json(row)
         return

@@ -202,6 +202,24 @@ SELECT count(*) AS started, min(s) AS first FROM (
     WHERE x.queue_id = :queue_id AND x.started_at > now() - make_interval(secs => :window)
 ) recent
 
+-- name: line_slots
+-- What an estimate needs of a line: its limit as stored (NULL: the settings' default),
+-- whether it is paused, how long its last 50 finished runs took on average (the
+-- (queue_id, started_at) index of attempts reads only those), and when its running
+-- executions started (read through the partial index of active ones, as line_pace does).
+WITH running AS MATERIALIZED (
+    SELECT queue_id, started_at FROM executions WHERE status = 'running'
+)
+SELECT a.resolved_concurrency, a.paused_at IS NOT NULL AS paused,
+       (SELECT avg(extract(epoch FROM r.finished_at - r.started_at)) FROM (
+            SELECT t.started_at, t.finished_at FROM attempts t
+            WHERE t.queue_id = q.id AND t.started_at IS NOT NULL
+            ORDER BY t.started_at DESC LIMIT 50) r) AS mean_run_s,
+       ARRAY(SELECT x.started_at FROM running x
+             WHERE x.queue_id = q.id AND x.started_at IS NOT NULL) AS running
+FROM queues q JOIN actions a ON a.id = q.action_id
+WHERE q.id = :queue_id
+
 -- name: waiting_position
 -- An execution's status, line and place in it (1 = next) in (priority DESC, seq) order.
 SELECT e.status, e.queue_id, (

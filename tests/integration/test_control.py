@@ -236,6 +236,64 @@ def test_the_eta_of_a_waiting_execution_under_a_steady_load(
     assert abs(actual - predicted) <= 0.35 * max(actual, 1.0), (predicted, actual)
 
 
+@pytest.mark.broker
+def test_the_eta_of_a_burst_after_an_idle_spell_is_not_pessimistic(
+    engine: Engine,
+    settings: config.Settings,
+    celery_app: Any,
+    worker_pool: Pool,
+    tmp_path: Path,
+) -> None:
+    # Given a line of 1 s runs, two at a time, that last ran four minutes ago
+    sleeper = {
+        "name": "burst",
+        "runner": "sleep",
+        "policy": {"concurrency": 2},
+        "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
+    }
+    ref = packs.load(engine, tmp_path, [sleeper]) + ".burst"
+    worker_pool.start(concurrency=2)
+    submit(engine, settings, celery_app, ref, [{"seconds": 1.0}])
+    wait_final(engine, [ref], timeout=60)
+    with engine.begin() as conn:
+        for table in ("attempts", "executions"):
+            conn.execute(
+                text(
+                    f"UPDATE {table} SET started_at = started_at - interval '4 minutes', "
+                    "finished_at = finished_at - interval '4 minutes'"
+                )
+            )
+    # When ten arrive at once and the last one's ETA is asked while the first two run
+    ids = submit(engine, settings, celery_app, ref, [{"seconds": 1.0}] * 10)
+    wait_until(lambda: status(engine, ids[1]) == "running", 30, what="the first two to run")
+    with db.unit_of_work(engine) as session:
+        guess = eta.estimate(session, ids[-1], settings)
+    asked = datetime.now().astimezone()
+    assert guess["position"] == 8 and guess["eta"] and not guess["paused"]
+    wait_final(engine, [ref], timeout=120)
+    # Then it started within 35 % of the predicted wait (the recent pace guessed ~6x too long)
+    with engine.connect() as conn:
+        started = conn.execute(
+            text("SELECT started_at FROM executions WHERE id = :i"), {"i": ids[-1]}
+        ).scalar_one()
+    predicted = (datetime.fromisoformat(guess["eta"]) - asked).total_seconds()
+    actual = (started - asked).total_seconds()
+    print(f"ETA error: predicted {predicted:.2f}s, actual {actual:.2f}s")
+    assert abs(actual - predicted) <= 0.35 * max(actual, 1.0), (predicted, actual)
+
+
+def test_a_paused_line_has_no_eta(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    ref = packs.load(engine, tmp_path, [{"name": "p", "runner": "noop"}]) + ".p"
+    with db.unit_of_work(engine) as session:
+        control.set_paused(session, settings, ref, True)
+    (waiting,) = submit(engine, settings, None, ref, [{}])
+    with db.unit_of_work(engine) as session:
+        guess = eta.estimate(session, waiting, settings)
+    assert guess == {"position": 1, "eta": None, "pace_per_s": None, "paused": True}
+
+
 def _grant_times(engine: Engine, ref: str) -> list[datetime]:
     with engine.connect() as conn:
         return sorted(
