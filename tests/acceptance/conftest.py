@@ -77,12 +77,22 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
-@pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context(viewport={"width": 1440, "height": 900}, locale="en-GB")
+def _page(browser: Any, width: int, height: int) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": width, "height": height}, locale="en-GB")
     context.set_default_timeout(10_000)
     yield context.new_page()
     context.close()
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    yield from _page(browser, 1440, 900)
+
+
+@pytest.fixture
+def laptop(browser: Any) -> Iterator[Any]:
+    """A page in a window of a common laptop's width, which every page must fit."""
+    yield from _page(browser, 1280, 800)
 
 
 @pytest.fixture(scope="session")

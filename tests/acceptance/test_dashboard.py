@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import re
 import stat
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
@@ -21,179 +19,13 @@ from werkzeug.test import TestResponse
 
 import web
 from app import config, db, tokens
-from policies import admission, events, lines, recovery
-from policies import packs as app_packs
 from tests.acceptance.conftest import TOKEN
+from tests.acceptance.seed import run, seed, status
 from tests.support import flow, packs
 
 pytestmark = pytest.mark.timeout(120)
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
-WORKER = "worker-1@ops-host"
-
-
-# --- data ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Seeded:
-    deploy: list[int]
-    dead: list[int]
-    retrying: int
-
-
-def _status(engine: Engine, execution_id: int) -> tuple[str, int]:
-    with engine.connect() as conn:
-        row = conn.execute(
-            text("SELECT status, attempt FROM executions WHERE id = :id"), {"id": execution_id}
-        ).one()
-    return str(row.status), int(row.attempt)
-
-
-def _run(
-    engine: Engine,
-    settings: config.Settings,
-    execution_id: int,
-    outcome: str = "succeeded",
-    error: str | None = None,
-    transient: bool = True,
-) -> str | None:
-    """What a worker does with a scheduled execution: claim it, then release it."""
-    _, attempt = _status(engine, execution_id)
-    with db.unit_of_work(engine) as session:
-        assert admission.claim(session, execution_id, attempt, WORKER, settings.lease_s)
-    with db.unit_of_work(engine) as session:
-        ended = admission.Ended(execution_id, attempt, outcome, error=error, transient=transient)
-        released = admission.release(session, settings, ended)
-    return released.status
-
-
-def _requeue_due(engine: Engine, settings: config.Settings, execution_id: int) -> bool:
-    """What the sweeper does once a retry falls due: put it back in its line (and admit);
-    True once the execution holds a slot again."""
-    with engine.connect() as conn:
-        queue_id = conn.execute(
-            text("SELECT queue_id FROM executions WHERE id = :id"), {"id": execution_id}
-        ).scalar_one()
-    with db.unit_of_work(engine) as session:
-        lines.requeue_due(session, lines.lock_line(session, settings, queue_id))
-    return _status(engine, execution_id)[0] == "scheduled"
-
-
-def _rules(root: Path) -> None:
-    (root / "rules").mkdir(exist_ok=True)
-    rules: list[dict[str, Any]] = [
-        {
-            "name": "restart_db_on_alert",
-            "trigger": "alert",
-            "criteria": {"payload.host": {"regex": "^db"}},
-            "action": "ops.restart_service",
-            "parameters": {"host": "{{ event.payload.host }}"},
-        },
-        {"name": "page_oncall", "trigger": "alert", "action": "ops.notify", "enabled": False},
-        {
-            "name": "deploy_on_merge",
-            "trigger": "merged",
-            "action": "ops.deploy",
-            "parameters": {"service": "{{ event.payload.service }}", "version": "main"},
-        },
-    ]
-    for rule in rules:
-        (root / "rules" / f"{rule['name']}.yaml").write_text(yaml.safe_dump(rule))
-
-
-def _samples(engine: Engine) -> None:
-    """An hour of history, as the sweeper samples it every 15 s, ending with the present."""
-    with db.unit_of_work(engine) as session:
-        recovery.sample_lines(session)
-        session.execute(
-            text("""
-                INSERT INTO queue_samples (action_id, sampled_at, queue_length, active_count,
-                                           oldest_wait_s, completed)
-                SELECT a.id, now() - make_interval(secs => 15 * k),
-                       greatest(0, round(4 + 3.5 * sin(k / 19.0 + a.id) + 1.5 * sin(k / 5.0)))::int,
-                       1, 40 + 30 * sin(k / 31.0 + a.id),
-                       greatest(0, (SELECT coalesce(sum(q.total_completed), 0) FROM queues q
-                                    WHERE q.action_id = a.id) - k)
-                FROM actions a CROSS JOIN generate_series(1, 239) k
-            """)
-        )
-
-
-def seed(engine: Engine, settings: config.Settings, directory: Path) -> Seeded:
-    """Four actions in states an operator meets: waiting, running, retrying, dead, events."""
-    name = packs.load(
-        engine,
-        directory,
-        [
-            {
-                "name": "deploy",
-                "description": "Roll a service out, one deploy at a time.",
-                "runner": "noop",
-                "timeout_s": 600,
-                "parameters": {
-                    "type": "object",
-                    "properties": {"service": {"type": "string"}, "version": {"type": "string"}},
-                },
-                "policy": {"concurrency": 1, "max_queue_length": 3},
-            },
-            {
-                "name": "restart_service",
-                "description": "Restart a service; one restart per host at a time.",
-                "runner": "noop",
-                "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
-                "policy": {"concurrency": 1, "partition_by": ["host"]},
-            },
-            {"name": "notify", "runner": "noop", "policy": {"concurrency": 3}},
-            {
-                "name": "validate_order",
-                "description": "Validate orders in strict order; bad ones end in the DLQ.",
-                "runner": "noop",
-                "policy": {
-                    "concurrency": 2,
-                    "retry": {"max_retries": 1, "initial_delay_ms": 10, "jitter": False},
-                },
-            },
-        ],
-        policy={"concurrency": 2, "queue_timeout_s": 3600},
-        name="ops",
-    )
-    _rules(directory / name)
-    with db.unit_of_work(engine) as session:
-        app_packs.load(session, directory / name)
-
-    def submit(action: str, parameters: list[dict[str, Any]], priority: int = 0) -> list[int]:
-        return flow.submit(engine, settings, None, f"ops.{action}", parameters, priority)
-
-    versions = ["2.4.0", "2.4.1", "2.5.0", "2.5.1"]
-    deploy = submit("deploy", [{"service": "api", "version": v} for v in versions])
-    _run(engine, settings, deploy[0])  # the first deploy is done; the second one is running
-    with db.unit_of_work(engine) as session:
-        assert admission.claim(session, deploy[1], 1, WORKER, settings.lease_s)
-    submit("restart_service", [{"host": h} for h in ["db1", "db1", "db1", "db2", "db2", "web1"]])
-    notify = submit("notify", [{"n": n} for n in range(8)])
-    for execution_id in notify[:5]:
-        _run(engine, settings, execution_id)
-    # Two orders die: one after a retry, one at once (a permanent error)
-    orders = submit("validate_order", [{"order": 101}, {"order": 102}])
-    assert _run(engine, settings, orders[0], "failed", "TimeoutError: ledger") == "retrying"
-    flow.wait_until(lambda: _requeue_due(engine, settings, orders[0]), 5.0, what="the retry")
-    assert _run(engine, settings, orders[0], "failed", "TimeoutError: ledger") == "dead"
-    assert _run(engine, settings, orders[1], "failed", "ValueError: bad amount", False) == "dead"
-    # Then one backs off to retry while a rush order overtakes the line
-    orders += submit("validate_order", [{"order": 103}, {"order": 104}])
-    orders += submit("validate_order", [{"order": 105, "rush": True}], priority=5)
-    assert _run(engine, settings, orders[3], "failed", "ConnectionError: db") == "retrying"
-    for trigger, payload in [
-        ("alert", {"host": "db1", "severity": "high"}),
-        ("alert", {"host": "web1", "severity": "low"}),
-        ("merged", {"service": "billing"}),
-        ("merged", {"service": "search"}),  # the deploy line is full by now: rejected
-    ]:
-        with db.unit_of_work(engine) as session:
-            events.process(session, settings, events.store(session, trigger, payload))
-    _samples(engine)
-    return Seeded(deploy=deploy, dead=[orders[1], orders[0]], retrying=orders[3])
 
 
 # --- the test client: sessions and CSRF ---------------------------------------------------
@@ -214,7 +46,7 @@ def queued_one(engine: Engine, settings: config.Settings, tmp_path: Path) -> tup
     """A line of one with one execution scheduled and one waiting: returns the waiting one."""
     name = packs.load(engine, tmp_path, [{"name": "job", "runner": "noop"}], {"concurrency": 1})
     ids = flow.submit(engine, settings, None, f"{name}.job", [{}, {}])
-    assert _status(engine, ids[1])[0] == "queued"
+    assert status(engine, ids[1])[0] == "queued"
     return f"{name}.job", ids[1]
 
 
@@ -268,7 +100,7 @@ def test_an_admin_session_cancels_through_the_form(
     done = client.post(f"/executions/{waiting}/cancel", data={"csrf_token": token, "next": back})
     # Then the execution is cancelled and the line's counters moved
     assert done.status_code == 303 and done.location == back
-    assert _status(engine, waiting)[0] == "cancelled"
+    assert status(engine, waiting)[0] == "cancelled"
     assert counters(engine, ref) == (0, 1)
     assert "cancelled (it was queued)" in client.get(back).get_data(as_text=True)
     # Cancelling it again says why on the page instead of failing
@@ -294,7 +126,7 @@ def test_a_read_only_session_reads_everything_and_gets_403_on_every_post(
     for path in [f"/executions/{waiting}/cancel", f"/dlq/{waiting}/replay", "/dlq/purge"]:
         refused = client.post(path, data={"csrf_token": token})
         assert refused.status_code == 403, path
-    assert _status(engine, waiting)[0] == "queued"
+    assert status(engine, waiting)[0] == "queued"
     assert counters(engine, ref) == (1, 0)
     # Logging out is the one thing a reader may post (a GET only asks)
     assert "Log out?" in client.get("/logout").get_data(as_text=True)
@@ -314,7 +146,7 @@ def test_a_form_post_without_the_csrf_token_is_refused_and_changes_nothing(
         assert refused.status_code == 400
         assert "CSRF" in refused.get_data(as_text=True)
     assert client.post("/dlq/purge").status_code == 400
-    assert _status(engine, waiting)[0] == "queued"
+    assert status(engine, waiting)[0] == "queued"
     assert counters(engine, ref) == (1, 0)
     # The REST API is exempt: it takes bearer tokens, not cookies
     api = client.post(
@@ -375,7 +207,7 @@ def test_dead_letters_replay_and_purge_through_the_forms(
     assert replayed.status_code == 303
     assert f"Execution {seeded.dead[0]} replayed as" in client.get("/dlq").get_data(as_text=True)
     assert client.post("/dlq/purge", data={"csrf_token": token}).status_code == 303
-    assert "Purged 1 item" in client.get("/dlq").get_data(as_text=True)
+    assert "Purged 2 item" in client.get("/dlq").get_data(as_text=True)
     assert client.get("/executions/999999").status_code == 404
     assert client.get("/actions/no.such").status_code == 404
 
@@ -423,7 +255,7 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     partitions = page.locator("table.lines td.partition a")
     expect(partitions).to_have_text(["host=db1", "host=db2", "host=web1"])
     expect(deploy.locator("svg[data-spark] path.line")).to_have_count(1)
-    expect(page.locator("[data-cell=dlq]")).to_have_text("2")
+    expect(page.locator("[data-cell=dlq]")).to_have_text("3")
     page.screenshot(path=artifacts / "dashboard-overview.png", full_page=True)
 
     # When they open the action, they see its policy, chart, line and history
@@ -461,14 +293,14 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
 
     # Dead letters: replay one, then purge the rest after confirming
     actions.goto(f"{live_server}/dlq")
-    expect(actions.get_by_test_id("dlq-total")).to_have_text("2")
+    expect(actions.get_by_test_id("dlq-total")).to_have_text("3")
     actions.screenshot(path=artifacts / "dashboard-dlq.png", full_page=True)
     actions.get_by_test_id(f"replay-{seeded.dead[0]}").click()
     expect(actions.get_by_role("status")).to_contain_text(f"{seeded.dead[0]} replayed as")
-    expect(actions.get_by_test_id("dlq-total")).to_have_text("1")
+    expect(actions.get_by_test_id("dlq-total")).to_have_text("2")
     actions.once("dialog", lambda dialog: dialog.accept())
     actions.get_by_role("button", name="Purge all…").click()
-    expect(actions.get_by_role("status")).to_contain_text("Purged 1 item")
+    expect(actions.get_by_role("status")).to_contain_text("Purged 2 item")
     expect(actions.locator("table.dlq td.empty")).to_be_visible()
 
     # Events, with what each rule did
@@ -481,26 +313,15 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
 
 
 def test_the_waiting_line_shows_when_each_execution_should_start(
-    settings: Any, engine: Any, celery_app: Any, tmp_path: Any
+    app: Flask, engine: Engine, settings: config.Settings, tmp_path: Path
 ) -> None:
     """With a pace on the line, every waiting row shows its estimated start."""
-    from app import db as app_db
-    from policies import admission as adm
-    from tests.support import packs as test_packs
-    from tests.support.flow import submit as flow_submit
-
-    ref = (
-        test_packs.load(
-            engine, tmp_path, [{"name": "paced", "runner": "noop", "policy": {"concurrency": 1}}]
-        )
-        + ".paced"
+    name = packs.load(
+        engine, tmp_path, [{"name": "paced", "runner": "noop", "policy": {"concurrency": 1}}]
     )
-    ids = flow_submit(engine, settings, None, ref, [{}] * 5)
+    ids = flow.submit(engine, settings, None, f"{name}.paced", [{}] * 5)
     for execution_id in ids[:2]:  # two starts make a pace
-        with app_db.unit_of_work(engine) as session:
-            adm.claim(session, execution_id, 1, "w/1", 15)
-        with app_db.unit_of_work(engine) as session:
-            adm.release(session, settings, adm.Ended(execution_id, 1, "succeeded"))
+        run(engine, settings, execution_id)
     with engine.begin() as conn:  # spread the two starts over 10 s: a pace of 0.2/s
         conn.execute(
             text(
@@ -509,11 +330,8 @@ def test_the_waiting_line_shows_when_each_execution_should_start(
             ),
             {"i": ids[0]},
         )
-    import web as web_app
-
-    app = web_app.create_app(settings.model_copy(update={"api_token": "eta-token"}), celery_app)
     client = app.test_client()
-    login(client, "eta-token")
-    page = client.get(f"/actions/{ref}").get_data(as_text=True)
+    assert login(client, TOKEN).status_code == 303
+    page = client.get(f"/actions/{name}.paced").get_data(as_text=True)
     assert "Starts in" in page
     assert page.count("~") >= 2  # every waiting row has an estimate

@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import secrets
 import tempfile
-from datetime import timedelta
+from datetime import UTC, timedelta
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -177,6 +177,13 @@ def template_globals() -> dict[str, Any]:
     return {"cancellable": models.CANCELLABLE, "refresh_ms": 2000}
 
 
+def clock(value: Any) -> str:
+    """The time of day to the millisecond (UTC): an attempt's steps, dated by its first."""
+    moment = formatting.as_datetime(value)
+    return "—" if moment is None else moment.astimezone(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
 # Display helpers live in web.formatting: the pages' filters and the JSON they refresh from.
 for _name in ("num", "duration", "when", "iso"):
     bp.add_app_template_filter(getattr(formatting, _name), _name)
+bp.add_app_template_filter(clock, "clock")

@@ -1,0 +1,78 @@
+"""The dashboard's pages in a 1280 x 800 window, as a new user meets them on a laptop.
+
+Headless chromium against the real app; the data is ``seed``'s, left as workers, the
+sweeper and the event processor leave it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine
+
+from app import config
+from tests.acceptance.conftest import TOKEN
+from tests.acceptance.seed import LEDGER, seed
+
+pytestmark = pytest.mark.timeout(120)
+
+# Every element that would cut its content or scroll it sideways, and the page itself.
+SIDEWAYS = """() => {
+  const root = document.documentElement, found = [];
+  if (root.scrollWidth > root.clientWidth) found.push(`page: ${root.scrollWidth}px`);
+  for (const el of document.querySelectorAll("main *")) {
+    if (getComputedStyle(el).overflowX !== "visible" && el.scrollWidth > el.clientWidth + 1) {
+      found.push(`${el.tagName.toLowerCase()}.${el.className}: ${el.scrollWidth}px`);
+    }
+  }
+  return found;
+}"""
+
+
+def log_in(page: Any, base: str) -> None:
+    from playwright.sync_api import expect
+
+    page.goto(f"{base}/login")
+    page.get_by_label("API token").fill(TOKEN)
+    page.get_by_role("button", name="Log in").click()
+    expect(page.locator("#live")).to_contain_text("live")
+
+
+def fits(page: Any) -> None:
+    """Nothing wider than the window: no sideways scrolling, nothing cut at the side."""
+    assert page.evaluate(SIDEWAYS) == [], page.url
+
+
+def test_every_page_fits_a_laptop_window(
+    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    seeded = seed(engine, settings, tmp_path)
+    laptop.goto(f"{live_server}/login")
+    fits(laptop)
+    log_in(laptop, live_server)
+    pages = [
+        "/",
+        "/actions/ops.restart_service",
+        f"/actions/{LEDGER}",
+        f"/executions/{seeded.retried}",
+        f"/executions/{seeded.ledger_dead}",
+        "/events",
+        "/dlq",
+    ]
+    for path in pages:
+        laptop.goto(f"{live_server}{path}")
+        expect(laptop.locator("main h1")).to_be_visible()
+        fits(laptop)
+    # The DLQ's last column, with its Replay buttons, is on screen and whole
+    replay = laptop.get_by_test_id(f"replay-{seeded.ledger_dead}")
+    expect(replay).to_have_text("Replay")
+    expect(replay).to_be_in_viewport(ratio=1)
+    assert replay.evaluate("b => b.scrollWidth <= b.clientWidth")
+    # A long error wraps to a few lines instead of being cut to one
+    error = laptop.locator("table.dlq .clamp").first
+    assert error.evaluate("e => e.getClientRects().length && e.offsetHeight") > 30
+    assert "psycopg.errors.SerializationFailure" in (error.get_attribute("title") or "")
