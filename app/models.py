@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     DateTime,
     Float,
     ForeignKey,
@@ -267,6 +268,62 @@ class Rule(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
+
+
+class Schedule(Base):
+    """A pack's schedule: when it fires (exactly one of cron, every_s, at, in its timezone)
+    and what (an action, or an event of a trigger). ``next_fire_at`` is the tick a beat
+    fires next (NULL: none left, a one-off that fired)."""
+
+    __tablename__ = "schedules"
+    __table_args__ = (
+        CheckConstraint("num_nonnulls(cron, every_s, at) = 1", name="one_timing"),
+        CheckConstraint("num_nonnulls(action_ref, trigger) = 1", name="one_target"),
+        CheckConstraint("missed IN ('skip', 'run_once')", name="missed"),
+        # What a beat looks for every second: only schedules that may fire.
+        Index(
+            "ix_schedules_due",
+            "next_fire_at",
+            postgresql_where=text("enabled AND paused_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pack_id: Mapped[int] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), index=True)
+    ref: Mapped[str] = mapped_column(String(401), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    cron: Mapped[str | None] = mapped_column(String(200))
+    every_s: Mapped[float | None] = mapped_column(Float)
+    at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    timezone: Mapped[str] = mapped_column(String(64), server_default="UTC")
+    action_ref: Mapped[str | None] = mapped_column(String(401))
+    trigger: Mapped[str | None] = mapped_column(String(200))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    missed: Mapped[str] = mapped_column(String(20), server_default="skip")
+    enabled: Mapped[bool] = mapped_column(Boolean, server_default=text("true"))
+    paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    next_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The latest tick fired (its fire time, not when a beat got to it).
+    last_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class ScheduleFire(Base):
+    """One tick fired. Its primary key is what makes a tick fire once, however many beats
+    run: a beat inserts it ``ON CONFLICT DO NOTHING`` and acts only on a row it inserted."""
+
+    __tablename__ = "schedule_fires"
+
+    schedule_id: Mapped[int] = mapped_column(
+        ForeignKey("schedules.id", ondelete="CASCADE"), primary_key=True
+    )
+    fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), primary_key=True)
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="SET NULL"), index=True
+    )
+    fired_at: Mapped[datetime] = _now()
 
 
 class Event(Base):

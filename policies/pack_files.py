@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 import stat
 from collections.abc import Generator
 from pathlib import Path
@@ -154,11 +155,23 @@ def parse(path: Path, raw: bytes) -> tuple[Any, yaml.Node | None]:
         mark = getattr(error, "problem_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         lead = "" if isinstance(error, _Refused) else "not valid YAML: "
-        raise InvalidPack(f"{where}: {lead}{getattr(error, 'problem', None) or error}") from None
+        problem = f"{getattr(error, 'problem', None) or error}{_hint(source, mark)}"
+        raise InvalidPack(f"{where}: {lead}{problem}") from None
     except RecursionError:
         raise InvalidPack(f"{path}: nested deeper than {parameters.MAX_DEPTH} levels") from None
     except ValueError as error:  # an integer of more than 4300 digits
         raise InvalidPack(f"{path}: not valid YAML: {error}") from None
+
+
+# A plain value that starts with "*" is a YAML alias: what an unquoted cron line reads as.
+_STAR_VALUE = re.compile(r"^\s*(?:-\s+)?[^\s:#][^:#]*:\s+\*")
+
+
+def _hint(source: str, mark: Any) -> str:
+    lines = source.splitlines()
+    if mark is None or mark.line >= len(lines) or not _STAR_VALUE.match(lines[mark.line]):
+        return ""
+    return " (a value starting with * reads as a YAML alias: quote it, cron: '* * * * *')"
 
 
 def _compose_and_construct(source: str) -> tuple[Any, yaml.Node | None]:

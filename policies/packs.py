@@ -1,8 +1,10 @@
-"""Load packs (pack.yaml, actions/*.yaml, rules/*.yaml) into Postgres, idempotently and
-all-or-nothing, after checking every file strictly against ``policies.pack_schema``.
+"""Load packs (pack.yaml, actions/*.yaml, rules/*.yaml, schedules/*.yaml) into Postgres,
+idempotently and all-or-nothing, after checking every file strictly against
+``policies.pack_schema``.
 
 Each file is read by ``policies.pack_files`` (plain files, plain YAML); this module checks
-what it holds (shapes, schemas, commands, templates, the actions rules name) and upserts.
+what it holds (shapes, schemas, commands, templates, timings, the actions rules and
+schedules name) and upserts.
 """
 
 from __future__ import annotations
@@ -24,7 +26,16 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app.models import Action, Pack, Rule
-from policies import commands, criteria, limits, pack_files, pack_schema, parameters, templates
+from policies import (
+    commands,
+    criteria,
+    limits,
+    pack_files,
+    pack_schema,
+    parameters,
+    schedules,
+    templates,
+)
 
 _TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _SECRETS = re.compile(r"(?<![\w.'\"])secrets\b")
@@ -50,8 +61,11 @@ class PackSpec:
     policy: dict[str, Any]
     actions: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
-    # Where each rule came from, to name the file and line of a cross-reference it breaks.
+    schedules: list[dict[str, Any]] = field(default_factory=list)
+    # Where each rule and schedule came from, to name the file and line of a
+    # cross-reference it breaks.
     rule_files: list[tuple[Path, yaml.Node | None]] = field(default_factory=list)
+    schedule_files: list[tuple[Path, yaml.Node | None]] = field(default_factory=list)
 
 
 def _shape_problem(document: Any) -> Problem | None:
@@ -165,6 +179,12 @@ def _rule_problem(rule: dict[str, Any]) -> Problem | None:
     return _template_problem(rule.get("parameters") or {}, ["parameters"], _RULE_NAMES)
 
 
+def _schedule_problem(schedule: dict[str, Any]) -> Problem | None:
+    return schedules.problem(schedule) or _template_problem(
+        schedule.get("parameters") or {}, ["parameters"], schedules.TEMPLATE_NAMES
+    )
+
+
 def _read(path: Path, raw: bytes, kind: str) -> tuple[dict[str, Any], yaml.Node | None]:
     """The checked document and its YAML node tree (to name lines in later errors)."""
     document, root = pack_files.parse(path, raw)
@@ -177,8 +197,12 @@ def _read(path: Path, raw: bytes, kind: str) -> tuple[dict[str, Any], yaml.Node 
 def read_pack(directory: Path) -> PackSpec:
     meta, _ = _read(directory / "pack.yaml", pack_files.content(directory / "pack.yaml"), "pack")
     spec = PackSpec(meta["name"], meta.get("description", ""), meta.get("policy") or {})
-    kinds = (("action", spec.actions, _action_problem), ("rule", spec.rules, _rule_problem))
-    for kind, documents, problem_of in kinds:
+    kinds = (
+        ("action", spec.actions, _action_problem, None),
+        ("rule", spec.rules, _rule_problem, spec.rule_files),
+        ("schedule", spec.schedules, _schedule_problem, spec.schedule_files),
+    )
+    for kind, documents, problem_of, origins in kinds:
         with closing(
             pack_files.files(directory / f"{kind}s")
         ) as files:  # the folder's fd, on error too
@@ -187,8 +211,14 @@ def read_pack(directory: Path) -> PackSpec:
                 if problem := problem_of(document):
                     raise pack_files.invalid(path, root, problem)
                 documents.append(document)
-                if kind == "rule":
-                    spec.rule_files.append((path, root))
+                if origins is not None:
+                    origins.append((path, root))
+    # A schedule's enforcements are recorded under its ref, as a rule's are under its own.
+    rules = {rule["name"] for rule in spec.rules}
+    for schedule, (path, root) in zip(spec.schedules, spec.schedule_files, strict=True):
+        if schedule["name"] in rules:
+            clash = "a rule of this pack has this name too; give the schedule another one"
+            raise pack_files.invalid(path, root, (["name"], clash))
     return spec
 
 
@@ -196,28 +226,44 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     """Validate every pack under ``path`` first, then upsert them; the caller commits."""
     specs = [read_pack(directory) for directory in pack_files.discover(path)]
     _check_references(session, specs)
-    for spec in specs:
-        _upsert(session, spec)
+    pack_ids = [_upsert(session, spec) for spec in specs]
+    # Every schedule before any rule: a beat firing a schedule holds it, then takes the rules
+    # of its event (KEY SHARE); a load that has deleted a rule must not wait for a schedule.
+    now = session.execute(select(func.now())).scalar_one()
+    for spec, pack_id in zip(specs, pack_ids, strict=True):
+        schedules.store(session, pack_id, spec.name, spec.schedules, now)
+    for spec, pack_id in zip(specs, pack_ids, strict=True):
+        _upsert_rules(session, spec, pack_id)
     return specs
 
 
 def _check_references(session: Session, specs: list[PackSpec]) -> None:
-    """Every rule names an action of these packs or one already loaded."""
+    """Every rule and schedule names an action of these packs or one already loaded."""
     refs = {f"{spec.name}.{action['name']}" for spec in specs for action in spec.actions}
-    named = {rule["action"] for spec in specs for rule in spec.rules} - refs
+    naming = [
+        (document, origin)
+        for spec in specs
+        for documents, origins in (
+            (spec.rules, spec.rule_files),
+            (spec.schedules, spec.schedule_files),
+        )
+        for document, origin in zip(documents, origins, strict=True)
+        if "action" in document
+    ]
+    named = {document["action"] for document, _ in naming} - refs
     if named:
         refs |= set(session.execute(select(Action.ref).where(Action.ref.in_(named))).scalars())
     known = sorted(refs)
-    for spec in specs:
-        for rule, (file, root) in zip(spec.rules, spec.rule_files, strict=True):
-            if rule["action"] not in refs:
-                close = difflib.get_close_matches(rule["action"], known, n=1)
-                hint = f"did you mean {close[0]}?" if close else "load the pack that defines it"
-                problem = f"no action {rule['action']} in these packs or loaded ({hint})"
-                raise pack_files.invalid(file, root, (["action"], problem))
+    for document, (file, root) in naming:
+        if document["action"] not in refs:
+            close = difflib.get_close_matches(document["action"], known, n=1)
+            hint = f"did you mean {close[0]}?" if close else "load the pack that defines it"
+            problem = f"no action {document['action']} in these packs or loaded ({hint})"
+            raise pack_files.invalid(file, root, (["action"], problem))
 
 
-def _upsert(session: Session, spec: PackSpec) -> None:
+def _upsert(session: Session, spec: PackSpec) -> int:
+    """The pack and its actions; returns the pack's id."""
     pack_id = session.execute(
         insert(Pack)
         .values(name=spec.name, description=spec.description, policy=spec.policy)
@@ -246,6 +292,10 @@ def _upsert(session: Session, spec: PackSpec) -> None:
             .on_conflict_do_update(index_elements=[Action.ref], set_=update)
         )
     limits.store(session, pack_id=pack_id)
+    return int(pack_id)
+
+
+def _upsert_rules(session: Session, spec: PackSpec, pack_id: int) -> None:
     refs = []
     for rule in spec.rules:
         values = {

@@ -26,7 +26,23 @@ MAX_TICKS = 1000
 
 
 class BadTiming(ValueError):
-    """A schedule whose timing cannot be computed (a bad cron field, an unknown timezone)."""
+    """A schedule whose timing cannot be computed (a bad cron field, an unknown timezone);
+    ``key`` names the setting at fault (None: how they are combined)."""
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def at_time(text: str) -> datetime:
+    """A one-off's ``at``: ISO 8601, with or without an offset (without: the schedule's
+    timezone)."""
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise BadTiming(
+            f"{text!r} is not an ISO 8601 time (e.g. 2026-07-01T09:00:00)", "at"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -42,18 +58,20 @@ class Timing:
         try:
             zone = ZoneInfo(self.timezone)
         except (ZoneInfoNotFoundError, ValueError):
-            raise BadTiming(f"{self.timezone!r} is not an IANA timezone name") from None
+            raise BadTiming(
+                f"{self.timezone!r} is not an IANA timezone name (e.g. Europe/Berlin)", "timezone"
+            ) from None
         if self.cron is not None:
             if len(self.cron.split()) != 5:
                 raise BadTiming(
-                    f"cron takes 5 fields (minute hour day month weekday): {self.cron!r}"
+                    f"cron takes 5 fields (minute hour day month weekday): {self.cron!r}", "cron"
                 )
             try:
                 CronSim(self.cron, datetime.now(zone))
             except CronSimError as error:
-                raise BadTiming(f"cron {self.cron!r}: {error}") from None
+                raise BadTiming(f"cron {self.cron!r}: {error}", "cron") from None
         if self.every_s is not None and not self.every_s >= 1:
-            raise BadTiming("every_s is at least 1")
+            raise BadTiming("every_s is at least 1", "every_s")
         if self.at is not None and self.at.tzinfo is None:
             object.__setattr__(self, "at", self.at.replace(tzinfo=zone))
 
