@@ -6,6 +6,7 @@ sweeper and the event processor leave it.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,8 @@ from sqlalchemy import Engine
 
 from app import config
 from tests.acceptance.conftest import TOKEN
-from tests.acceptance.seed import LEDGER, seed
+from tests.acceptance.seed import LEDGER, samples, seed
+from tests.support import flow, packs
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -76,3 +78,35 @@ def test_every_page_fits_a_laptop_window(
     error = laptop.locator("table.dlq .clamp").first
     assert error.evaluate("e => e.getClientRects().length && e.offsetHeight") > 30
     assert "psycopg.errors.SerializationFailure" in (error.get_attribute("title") or "")
+
+
+def test_a_fresh_system_charts_the_minutes_it_has(
+    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given an action that has been sampled for three minutes
+    name = packs.load(engine, tmp_path, [{"name": "job", "runner": "noop"}], {"concurrency": 1})
+    flow.submit(engine, settings, None, f"{name}.job", [{}] * 4)
+    samples(engine, minutes=3)
+    log_in(laptop, live_server)
+    # Then the overview's sparkline spans those minutes, at a readable height, mid-cell
+    spark = laptop.locator("svg[data-spark]")
+    expect(spark.locator("path.line")).to_have_count(1)
+    expect(laptop.locator("th[data-spark-window]")).to_have_text("Waiting, last 5 min")
+    expect(laptop.locator(".spark-peak")).to_have_text(re.compile(r"^max \d+$"))
+    box, cell = spark.bounding_box(), laptop.locator("td.spark-cell").bounding_box()
+    assert box["height"] >= 28
+    assert abs((box["y"] + box["height"] / 2) - (cell["y"] + cell["height"] / 2)) <= 2
+    drawn = spark.locator("path.line").bounding_box()
+    assert drawn["width"] > box["width"] / 2
+    # And the action's chart spans 5 minutes, not an hour with the data in its last pixels
+    laptop.goto(f"{live_server}/actions/{name}.job")
+    chart = laptop.locator("svg[data-chart]")
+    expect(chart.locator("path.depth-line")).to_have_count(1)
+    expect(laptop.locator("[data-chart-window]")).to_have_text("Last 5 min")
+    expect(chart.locator("text.axis.time")).to_have_text(
+        ["-5 min", "-4 min", "-3 min", "-2 min", "-1 min", "now"]
+    )
+    plot = chart.locator("line.grid-line").first.bounding_box()
+    assert chart.locator("path.depth-line").bounding_box()["width"] > plot["width"] / 2

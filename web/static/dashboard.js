@@ -8,7 +8,9 @@
   "use strict";
 
   var SVG = "http://www.w3.org/2000/svg";
-  var WINDOW_S = 3600;
+  var HOUR_S = 3600;
+  var MIN_WINDOW_S = 300;
+  var STEPS_S = [60, 120, 300, 600, 900];  // the time axis' step: at most 6 of them
 
   function node(name, attrs, parent, text) {
     var el = document.createElementNS(SVG, name);
@@ -20,6 +22,22 @@
 
   function clear(svg) {
     while (svg.firstChild) svg.removeChild(svg.firstChild);
+  }
+
+  /* The time the series span, back from now: the last hour once there is an hour of samples,
+   * else what there is (at least 5 minutes), in whole steps of the time axis. */
+  function timeWindow(series) {
+    var oldest = series.reduce(function (m, points) {
+      return points && points.length ? Math.max(m, -points[0][0]) : m;
+    }, 0);
+    var span = Math.min(Math.max(oldest, MIN_WINDOW_S), HOUR_S);
+    var step = STEPS_S.filter(function (s) { return span / s <= 6; })[0] || 900;
+    var seconds = Math.min(Math.ceil(span / step) * step, HOUR_S);
+    return { seconds: seconds, step: step };
+  }
+
+  function windowLabel(seconds) {
+    return seconds >= HOUR_S ? "last hour" : "last " + Math.round(seconds / 60) + " min";
   }
 
   var TICKS = 5;
@@ -55,29 +73,43 @@
     return points.reduce(function (m, p) { return Math.max(m, p[1]); }, 0);
   }
 
-  /* A sparkline of [[seconds ago (negative), value], ...] over the last hour. */
-  function spark(svg, points) {
+  /* A sparkline of [[seconds ago (negative), value], ...] over ``seconds`` back from now, its
+   * peak written beside it so that its height reads as a number. */
+  function spark(svg, points, seconds) {
     clear(svg);
     var box = svg.viewBox.baseVal, w = box.width, h = box.height;
+    var peak = svg.parentNode.querySelector(".spark-peak");
     if (!points || !points.length) {
-      node("text", { x: w / 2, y: h / 2 + 3, "text-anchor": "middle", "class": "empty" }, svg,
+      node("text", { x: w / 2, y: h / 2 + 4, "text-anchor": "middle", "class": "empty" }, svg,
         "no samples yet");
+      if (peak) peak.textContent = "";
       return;
     }
-    var top = Math.max(1, maxOf(points));
-    var x = function (t) { return 1 + (t + WINDOW_S) / WINDOW_S * (w - 4); };
-    var y = function (v) { return h - 2 - v / top * (h - 5); };
+    var most = maxOf(points), top = Math.max(1, most);
+    var x = function (t) { return 2 + (Math.max(t, -seconds) + seconds) / seconds * (w - 5); };
+    var y = function (v) { return h - 2 - v / top * (h - 6); };
     var line = pathOf(points, x, y);
     var first = points[0], last = points[points.length - 1];
+    node("line", { x1: 1, x2: w - 1, y1: h - 1.5, y2: h - 1.5, "class": "base" }, svg);
     node("path", {
-      d: line + "L" + x(last[0]).toFixed(1) + "," + (h - 1) + "L" + x(first[0]).toFixed(1) + "," +
-        (h - 1) + "Z",
+      d: line + "L" + x(last[0]).toFixed(1) + "," + (h - 2) + "L" + x(first[0]).toFixed(1) + "," +
+        (h - 2) + "Z",
       "class": "area"
     }, svg);
     node("path", { d: line, "class": "line" }, svg);
-    node("circle", { cx: x(last[0]).toFixed(1), cy: y(last[1]).toFixed(1), r: 2, "class": "dot" }, svg);
-    node("title", {}, svg, "now " + last[1] + " waiting; at most " + maxOf(points) +
-      " in the last hour");
+    node("circle", { cx: x(last[0]).toFixed(1), cy: y(last[1]).toFixed(1), r: 2.2, "class": "dot" }, svg);
+    node("title", {}, svg, "now " + last[1] + " waiting; at most " + most + " in the " +
+      windowLabel(seconds));
+    if (peak) peak.textContent = "max " + most.toLocaleString("en-US");
+  }
+
+  /* Every sparkline of the page on one time axis: ``series`` maps an svg to its points. */
+  function sparks(series) {
+    var span = timeWindow(series.map(function (s) { return s[1]; }));
+    series.forEach(function (s) { spark(s[0], s[1], span.seconds); });
+    document.querySelectorAll("[data-spark-window]").forEach(function (el) {
+      el.textContent = "Waiting, " + windowLabel(span.seconds);
+    });
   }
 
   /* The action chart: waiting executions (left axis) and oldest wait (right axis). */
@@ -87,8 +119,9 @@
     var m = { left: 44, right: 52, top: 10, bottom: 24 };
     var iw = w - m.left - m.right, ih = h - m.top - m.bottom;
     var depth = data.depth || [], wait = data.wait || [];
+    var span = timeWindow([depth, wait]), seconds = span.seconds;
     var depthAxis = scale(maxOf(depth), false), waitAxis = scale(maxOf(wait), true);
-    var x = function (t) { return m.left + (Math.max(t, -WINDOW_S) + WINDOW_S) / WINDOW_S * iw; };
+    var x = function (t) { return m.left + (Math.max(t, -seconds) + seconds) / seconds * iw; };
     var yDepth = function (v) { return m.top + ih - v / depthAxis.top * ih; };
     var yWait = function (v) { return m.top + ih - v / waitAxis.top * ih; };
     for (var i = 0; i <= TICKS; i++) {
@@ -98,12 +131,14 @@
         String(depthAxis.label(i)));
       node("text", { x: m.left + iw + 6, y: gy + 4, "class": "axis wait" }, svg, waitAxis.label(i));
     }
-    [-60, -45, -30, -15, 0].forEach(function (minutes) {
+    for (var t = -seconds; t <= 0; t += span.step) {
       node("text", {
-        x: x(minutes * 60), y: h - 6, "text-anchor": minutes === 0 ? "end" : "middle",
-        "class": "axis"
-      }, svg, minutes === 0 ? "now" : minutes + " min");
-    });
+        x: x(t), y: h - 6, "text-anchor": t === 0 ? "end" : t === -seconds ? "start" : "middle",
+        "class": "axis time"
+      }, svg, t === 0 ? "now" : t / 60 + " min");
+    }
+    var title = svg.closest(".card").querySelector("[data-chart-window]");
+    if (title) title.textContent = windowLabel(seconds).replace("last", "Last");
     if (depth.length) {
       var line = pathOf(depth, x, yDepth);
       var base = (m.top + ih).toFixed(1);
@@ -115,7 +150,7 @@
       node("path", { d: line, "class": "depth-line" }, svg);
     }
     if (wait.length) node("path", { d: pathOf(wait, x, yWait), "class": "wait-line" }, svg);
-    var age = depth.length ? -depth[depth.length - 1][0] : WINDOW_S;
+    var age = depth.length ? -depth[depth.length - 1][0] : HOUR_S;
     if (depth.length < 2) {
       node("text", { x: m.left + iw / 2, y: m.top + ih / 2, "text-anchor": "middle", "class": "empty" },
         svg, "samples appear as the sweeper runs (every 15 s)");
@@ -140,13 +175,15 @@
 
   function apply(scope, data) {
     fill(scope, data.cells, data.marks, false);
+    var series = [];
     (data.rows || []).forEach(function (row) {
       var tr = scope.querySelector('[data-key="' + CSS.escape(row.key) + '"]');
       if (!tr) return;
       fill(tr, row.cells, row.marks, true);
       var svg = tr.querySelector("svg[data-spark]");
-      if (svg && row.spark) spark(svg, row.spark);
+      if (svg && row.spark) series.push([svg, row.spark]);
     });
+    if (series.length) sparks(series);
     if (data.chart) {
       scope.querySelectorAll("svg[data-chart]").forEach(function (svg) { chart(svg, data.chart); });
     }
@@ -194,9 +231,11 @@
   });
 
   document.addEventListener("DOMContentLoaded", function () {
+    var series = [];
     document.querySelectorAll("svg[data-spark][data-points]").forEach(function (svg) {
-      try { spark(svg, JSON.parse(svg.getAttribute("data-points"))); } catch (e) { /* next tick */ }
+      try { series.push([svg, JSON.parse(svg.getAttribute("data-points"))]); } catch (e) { /* next tick */ }
     });
+    if (series.length) sparks(series);
     document.querySelectorAll("[data-live]").forEach(start);
   });
 })();
