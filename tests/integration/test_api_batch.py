@@ -390,8 +390,9 @@ def test_events_the_sweeper_publishes_again_keep_their_order(
     # When the sweeper publishes them again, and two worker processes take both messages
     assert sweeper.sweep()["events"] == len(ids)
     worker_pool.start(concurrency=2)
+    # Every event processed first: before any is, no execution exists and none is unfinished.
+    wait_until(lambda: not _unprocessed(engine), 120, what="every event processed")
     wait_until(lambda: invariants.unfinished(engine, f"{pack}.job") == 0, 90, what="executions")
-    wait_until(lambda: not _unprocessed(engine), 60, what="every event processed")
     # Then each event was enforced once, and the line holds them in the events' order
     rows = _rows(engine, f"{pack}.job")
     assert [r.parameters["n"] for r in rows] == list(range(60))
