@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app import config
 
 REPO = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 
 def environment(settings: config.Settings) -> dict[str, str]:
@@ -148,18 +153,77 @@ class Pool:
         self.workers.clear()
 
 
-def spawn(args: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
-    """``usher ARGS...`` as a child process (``usher up``)."""
-    return subprocess.Popen([sys.executable, "-m", "app.cli", *args], env=env)
+def spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    """``usher ARGS...`` for ``usher up``, its output appended to ``log``.
+
+    In its own session: a Ctrl-C in the terminal reaches ``usher up`` alone, which stops
+    each child once and in order (a worker that got the terminal's SIGINT and then a second
+    signal would cut its running executions short). On Linux it gets SIGTERM if ``usher up``
+    dies, so a killed ``usher up`` leaves no orphans.
+    """
+    on_parent_death = None
+    if sys.platform == "linux":
+        libc = ctypes.CDLL(None, use_errno=True)
+        on_parent_death = functools.partial(libc.prctl, PR_SET_PDEATHSIG, signal.SIGTERM)
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "app.cli", *args],
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=on_parent_death,
+        )
 
 
-def terminate_all(processes: list[subprocess.Popen[bytes]], grace_s: float = 15) -> None:
+def stop(
+    processes: list[subprocess.Popen[bytes]],
+    grace_s: float,
+    waiting: Callable[[], None] = lambda: None,
+) -> list[subprocess.Popen[bytes]]:
+    """SIGTERM each process once, wait up to ``grace_s`` (calling ``waiting`` meanwhile),
+    then SIGKILL the whole group of any still running; return those that were killed.
+
+    The signal goes to the main process only: a Celery worker's pool processes die of a
+    SIGTERM (they reset its handler), taking their running executions with them.
+    """
     for process in processes:
         if process.poll() is None:
             process.send_signal(signal.SIGTERM)
     deadline = time.monotonic() + grace_s
-    for process in processes:
+    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        waiting()
+        time.sleep(0.1)
+    killed = [p for p in processes if p.poll() is None]
+    for process in killed:
         try:
-            process.wait(timeout=max(deadline - time.monotonic(), 0.1))
-        except subprocess.TimeoutExpired:
-            process.kill()
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=10)
+    return killed
+
+
+def follow(logs: dict[str, Path], write: Callable[[str], None]) -> threading.Event:
+    """Pass the lines appended to ``logs`` from now on to ``write``, each prefixed with its
+    name, until the returned event is set (``usher up --verbose``)."""
+    done = threading.Event()
+    offsets = {name: path.stat().st_size if path.exists() else 0 for name, path in logs.items()}
+    partial = dict.fromkeys(logs, b"")
+
+    def tail() -> None:
+        while not done.wait(0.2):
+            for name, path in logs.items():
+                if not path.exists():
+                    continue
+                with path.open("rb") as log:
+                    log.seek(offsets[name])
+                    chunk = log.read()
+                offsets[name] += len(chunk)
+                *lines, partial[name] = (partial[name] + chunk).split(b"\n")
+                for line in lines:
+                    write(f"{name} | {line.decode(errors='replace')}")
+
+    threading.Thread(target=tail, name="usher-up-follow", daemon=True).start()
+    return done

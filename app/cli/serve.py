@@ -123,15 +123,26 @@ def web_cmd(rt: Runtime) -> None:
 
 
 @click.command("up")
-@click.option("--demo", is_flag=True, help="load examples/packs and run demo executions")
+@click.option("--demo", is_flag=True, help="load examples/packs and send the demo events")
+@click.option(
+    "--again",
+    is_flag=True,
+    help="with --demo: send the demo events even if this USHER_HOME had them",
+)
+@click.option("--verbose", is_flag=True, help="also stream the workers' logs to the console")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True)
 @click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True)
 @pass_runtime
-def up_cmd(rt: Runtime, demo: bool, workers: int, concurrency: int) -> None:
-    """Run web + worker(s) + beat on this machine (embedded Postgres and broker by default)."""
+def up_cmd(
+    rt: Runtime, demo: bool, again: bool, verbose: bool, workers: int, concurrency: int
+) -> None:
+    """Run web + worker(s) + beat on this machine (embedded Postgres and broker by default),
+    one `usher up` per USHER_HOME; logs in USHER_HOME/logs, Ctrl-C stops it all cleanly."""
     from app.cli import up
 
-    up.run(rt, demo=demo, workers=workers, concurrency=concurrency)
+    if again and not demo:
+        raise click.UsageError("--again sends the demo events again: use it with --demo")
+    up.run(rt, up.Options(demo, again, verbose, workers, concurrency))
 
 
 @click.command("bench")
