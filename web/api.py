@@ -2,7 +2,8 @@
 
 Each view declares its models (``path``, ``query``, ``body`` arguments; ``responses``):
 flask-openapi3 validates the request against them and builds the OpenAPI document from them
-(``web.apidoc``). The body models are ``policies.requests``, the rest ``web.schemas``.
+(``web.apidoc``). The body models are ``policies.requests``, the rest ``web.schemas`` (the
+schedules' ``web.schedule_schemas``).
 """
 
 from __future__ import annotations
@@ -18,8 +19,8 @@ import web
 from app import celery as usher_celery
 from app import queries, tokens
 from app.errors import Forbidden, Unauthorized
-from policies import admission, control, dlq, eta, events, intake, requests, stats
-from web import schemas, settings, unit_of_work
+from policies import admission, control, dlq, eta, events, intake, requests, schedules, stats
+from web import schedule_schemas, schemas, settings, unit_of_work
 
 bp = APIBlueprint(
     "api",
@@ -336,3 +337,33 @@ def replay_dlq(path: schemas.ExecutionPath) -> Any:
 def purge_dlq() -> Any:
     with unit_of_work() as session:
         return {"purged": dlq.purge(session)}
+
+
+@bp.get(
+    "/schedules",
+    summary="Every schedule: its timing, next and last tick, state",
+    responses={200: schedule_schemas.Schedules},
+)
+def list_schedules() -> Any:
+    with unit_of_work() as session:
+        return {"items": schedules.listing(session)}
+
+
+@bp.post(
+    "/schedules/<path:ref>/pause",
+    summary="Pause a schedule: no tick fires until it is resumed",
+    responses={200: schedule_schemas.Schedule, **WRITE_ONE},
+)
+def pause_schedule(path: schedule_schemas.SchedulePath) -> Any:
+    with unit_of_work() as session:
+        return schedules.set_paused(session, path.ref, True)
+
+
+@bp.post(
+    "/schedules/<path:ref>/resume",
+    summary="Resume a schedule from its next tick (the paused ones do not run)",
+    responses={200: schedule_schemas.Schedule, **WRITE_ONE},
+)
+def resume_schedule(path: schedule_schemas.SchedulePath) -> Any:
+    with unit_of_work() as session:
+        return schedules.set_paused(session, path.ref, False)

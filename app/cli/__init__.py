@@ -1,8 +1,8 @@
 """The ``usher`` command: the composition root that wires settings, Postgres, Celery and web.
 
 One module per command group: ``executions`` (run, queues, executions), ``events`` (events,
-the DLQ), ``serve`` (the processes and benchmarks), ``admin`` (tokens, live control); what
-all commands share (the runtime, tables, JSON) is in ``app.cli.common``.
+the DLQ), ``serve`` (the processes and benchmarks), ``admin`` (tokens, live control),
+``schedules``; what all commands share (the runtime, tables, JSON) is in ``app.cli.common``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from app import db
 from app.cli import admin as cli_admin
 from app.cli import events as cli_events
 from app.cli import executions as cli_executions
+from app.cli import schedules as cli_schedules
 from app.cli import serve as cli_serve
 from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime, table
 from app.errors import UsherError
@@ -76,6 +77,7 @@ for command in [
     *cli_events.COMMANDS,
     *cli_serve.COMMANDS,
     *cli_admin.GROUPS,
+    *cli_schedules.GROUPS,
 ]:
     main.add_command(command)
 

@@ -1,0 +1,114 @@
+"""The schedules' CLI (``usher schedules list|pause|resume``) and API (``GET /api/v1/schedules``,
+``POST /api/v1/schedules/<ref>/pause|resume``) against a real Postgres; no beat runs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from sqlalchemy import Engine
+
+import web
+from app import cli, config, db, tokens
+from app.errors import NotFound
+from tests.integration.test_schedules import load, write_pack
+from web import schedule_schemas
+
+pytestmark = pytest.mark.timeout(60)
+ADMIN = "admin-token-for-schedule-tests"
+PLAN = {
+    "nightly": {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "action": "w.a"},
+    "pulse": {"every_s": 30, "trigger": "w.pulse", "missed": "run_once"},
+}
+
+
+@pytest.fixture
+def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
+    return config.load(
+        database_url=db_url, broker_url=broker_url, home=tmp_path / "home", api_token=ADMIN
+    )
+
+
+@pytest.fixture
+def loaded(engine: Engine, tmp_path: Path) -> str:
+    return load(engine, write_pack(tmp_path, PLAN, name="w"))
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
+    """Point the command at this test's database and home, and nothing else."""
+    for name in list(os.environ):
+        if name.startswith("USHER_"):
+            monkeypatch.delenv(name)
+    assert settings.database_url
+    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("USHER_HOME", str(settings.home))
+
+
+def usher(*args: str) -> str:
+    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_usher_schedules_lists_pauses_and_resumes(loaded: str) -> None:
+    listed = json.loads(usher("schedules", "list", "--json"))
+    assert [(s["ref"], s["spec"], s["timezone"]) for s in listed] == [
+        ("w.nightly", "cron 0 3 * * *", "Europe/Berlin"),
+        ("w.pulse", "every 30s", "UTC"),
+    ]
+    assert [(s["action"], s["trigger"], s["missed"]) for s in listed] == [
+        ("w.a", None, "skip"),
+        (None, "w.pulse", "run_once"),
+    ]
+    assert all(s["enabled"] and not s["paused"] and s["next_fire_at"] for s in listed)
+    # The table: one aligned row per schedule
+    lines = [line for line in usher("schedules", "list").splitlines() if "w." in line]
+    assert len(lines) == 2 and "cron 0 3 * * *" in lines[0] and "Europe/Berlin" in lines[0]
+    assert lines[0].index("│", 2) == lines[1].index("│", 2)
+    assert "w.nightly: paused" in usher("schedules", "pause", "w.nightly")
+    assert "paused" in next(
+        line for line in usher("schedules", "list").splitlines() if "nightly" in line
+    )
+    assert "w.nightly: enabled, next fire" in usher("schedules", "resume", "w.nightly")
+    with pytest.raises(NotFound, match=r"no schedule named 'w\.nope'"):
+        CliRunner().invoke(cli.main, ["schedules", "pause", "w.nope"], catch_exceptions=False)
+
+
+@pytest.fixture
+def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
+    return web.create_app(settings, celery_app).test_client()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_api_lists_schedules_to_any_token_and_pauses_them_with_an_admin_one(
+    client: FlaskClient, engine: Engine, loaded: str
+) -> None:
+    with db.unit_of_work(engine) as session:
+        reader = tokens.create(session, "reader", True)
+    # Any valid token reads
+    response = client.get("/api/v1/schedules", headers=_bearer(reader))
+    assert response.status_code == 200
+    listed = schedule_schemas.Schedules.model_validate(response.get_json())
+    assert [s.ref for s in listed.items] == ["w.nightly", "w.pulse"]
+    assert client.get("/api/v1/schedules").status_code == 401
+    # A write needs an admin token
+    assert (
+        client.post("/api/v1/schedules/w.pulse/pause", headers=_bearer(reader)).status_code == 403
+    )
+    paused = client.post("/api/v1/schedules/w.pulse/pause", headers=_bearer(ADMIN))
+    assert paused.status_code == 200
+    assert schedule_schemas.Schedule.model_validate(paused.get_json()).paused
+    resumed = client.post("/api/v1/schedules/w.pulse/resume", headers=_bearer(ADMIN))
+    assert resumed.status_code == 200 and resumed.get_json()["paused"] is False
+    unknown = client.post("/api/v1/schedules/w.nope/resume", headers=_bearer(ADMIN))
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "not_found"
