@@ -43,10 +43,16 @@ def release_node(node: str) -> int:
     return released
 
 
+# The grace starts at the first warm-shutdown signal; another SIGTERM (or a Ctrl-C after
+# one) neither restarts it nor says so twice.
+_grace_started = threading.Event()
+
+
 @signals.worker_shutting_down.connect
 def on_shutting_down(sender: Any = None, how: str = "", **_: Any) -> None:
-    if how != "Warm" or not sender:
+    if how != "Warm" or not sender or _grace_started.is_set():
         return
+    _grace_started.set()
     grace = context.settings().shutdown_grace_s
 
     def give_up() -> None:
