@@ -40,10 +40,9 @@ def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
 @click.command("beat")
 @pass_runtime
 def beat_cmd(rt: Runtime) -> None:
-    """Celery beat: schedules the sweeper (leases, lost messages, queue timeouts)."""
-    schedule = rt.settings.home.resolve() / "celerybeat-schedule"
-    schedule.parent.mkdir(parents=True, exist_ok=True)
-    rt.celery.start(["beat", "--loglevel", "INFO", "--schedule", str(schedule)])
+    """Celery beat: fires the packs' schedules (each tick once, however many beats run) and
+    schedules the sweeper (leases, lost messages, queue timeouts)."""
+    rt.celery.start(["beat", "--loglevel", "INFO", "--scheduler", "tasks.beat:Scheduler"])
 
 
 @click.command("flower")

@@ -1,0 +1,86 @@
+"""``usher beat``'s scheduler: Celery's own (the sweeper's schedule), and the schedules of
+the packs, fired in the beat process itself (``policies.schedules.fire_due``).
+
+Each tick fires what is due in one transaction per batch, publishes the grants after the
+commit, and sleeps until the next schedule falls due by the database's clock, never more
+than ``MAX_WAIT_S``: a schedule loaded or resumed meanwhile is seen within a second. Any
+number of beats may run (two for high availability): the database makes each tick fire
+once. Celery's schedule is kept in memory, not in a shelve file, so that two beats may share
+one USHER_HOME; the sweeper's interval needs no memory across restarts.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from celery import beat
+
+from app import celery as usher_celery
+from app import db
+from app.config import Settings
+from policies import schedules
+
+log = logging.getLogger(__name__)
+
+MAX_WAIT_S = 1.0
+# Never less: a schedule another beat holds stays due until that beat commits, and a beat
+# that saw it due would otherwise spin on it.
+MIN_WAIT_S = 0.02
+
+
+def wait_s(next_due_s: float | None) -> float:
+    """How long to sleep when the next schedule falls due in ``next_due_s`` (None: none)."""
+    if next_due_s is None:
+        return MAX_WAIT_S
+    return min(max(next_due_s, MIN_WAIT_S), MAX_WAIT_S)
+
+
+class Scheduler(beat.Scheduler):
+    """Celery's in-memory scheduler, with the packs' schedules fired in ``tick``."""
+
+    max_interval = MAX_WAIT_S
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._fire_at = 0.0  # time.monotonic() of the next look at the schedules
+        self._failing = False
+        super().__init__(*args, **kwargs)
+
+    def tick(self, *args: Any, **kwargs: Any) -> float:
+        if time.monotonic() >= self._fire_at:
+            self._fire_at = self.fire()
+        celery_wait = super().tick(*args, **kwargs)
+        return max(min(celery_wait, self._fire_at - time.monotonic()), 0.0)
+
+    def fire(self) -> float:
+        """Fire every due schedule, a batch per transaction; returns when (on the monotonic
+        clock) to look again."""
+        settings: Settings = self.app.conf.usher_settings
+        engine = db.engine_for(db.database_url(settings))
+        try:
+            while True:
+                with db.unit_of_work(engine) as session:
+                    fired = schedules.fire_due(session, settings)
+                    following = schedules.next_due_s(session)
+                    again = time.monotonic() + wait_s(following)
+                usher_celery.publish(self.app, fired.grants)
+                if fired.skipped:
+                    log.info("schedules: %d missed tick(s) skipped", fired.skipped)
+                log.debug("schedules: fired %d tick(s)", len(fired.fires))
+                if fired.taken < schedules.BATCH:
+                    break
+        except Exception:
+            # The database is away (or a bug): try again in a second, and say so once.
+            log.log(
+                logging.DEBUG if self._failing else logging.ERROR,
+                "firing schedules failed; trying again every %gs",
+                MAX_WAIT_S,
+                exc_info=not self._failing,
+            )
+            self._failing = True
+            return time.monotonic() + MAX_WAIT_S
+        if self._failing:
+            log.info("firing schedules works again")
+            self._failing = False
+        return again
