@@ -7,7 +7,8 @@
 -- whole, comments too, and would take a colon-name there for a parameter.
 
 -- name: dashboard_lines
--- One page of lines (an action, or one partition of it) ordered by (ref, partition);
+-- One page of lines (an action, or one partition of it) ordered by (ref, partition), each
+-- with its action's policies and whether the action is paused;
 -- after_ref and after_key are the last (ref, partition) of the previous page (after_ref NULL
 -- for the first). The page is cut in the inner query and the oldest waiting execution
 -- (usher_oldest_queued: one index probe per priority) is read once per line of the page;
@@ -16,7 +17,7 @@ SELECT l.action_id, l.action_ref, l.partition, l.queue_id, l.queue_length, l.act
        l.total_enqueued, l.total_completed, l.total_failed, l.total_cancelled,
        l.total_expired, l.last_updated, l.oldest_enqueued_at,
        extract(epoch FROM clock_timestamp() - l.oldest_enqueued_at) AS oldest_wait_s,
-       l.action_policy, l.pack_policy
+       l.action_policy, l.pack_policy, l.paused
 FROM (
     SELECT a.id AS action_id, a.ref AS action_ref, coalesce(q.partition_key, '') AS partition,
            q.id AS queue_id, coalesce(q.queue_length, 0) AS queue_length,
@@ -27,7 +28,8 @@ FROM (
            coalesce(q.total_cancelled, 0) AS total_cancelled,
            coalesce(q.total_expired, 0) AS total_expired, q.last_updated,
            usher_oldest_queued(q.id) AS oldest_enqueued_at,
-           a.policy AS action_policy, p.policy AS pack_policy
+           a.policy AS action_policy, p.policy AS pack_policy,
+           a.paused_at IS NOT NULL AS paused
     FROM actions a JOIN packs p ON p.id = a.pack_id
     LEFT JOIN queues q ON q.action_id = a.id
     WHERE (:search = '' OR strpos(lower(a.ref), lower(:search)) > 0)
@@ -46,7 +48,7 @@ SELECT l.action_id, l.action_ref, l.partition, l.queue_id, l.queue_length, l.act
        l.total_enqueued, l.total_completed, l.total_failed, l.total_cancelled,
        l.total_expired, l.last_updated, l.oldest_enqueued_at,
        extract(epoch FROM clock_timestamp() - l.oldest_enqueued_at) AS oldest_wait_s,
-       l.action_policy, l.pack_policy
+       l.action_policy, l.pack_policy, l.paused
 FROM (
     SELECT a.id AS action_id, a.ref AS action_ref, coalesce(q.partition_key, '') AS partition,
            q.id AS queue_id, coalesce(q.queue_length, 0) AS queue_length,
@@ -57,7 +59,8 @@ FROM (
            coalesce(q.total_cancelled, 0) AS total_cancelled,
            coalesce(q.total_expired, 0) AS total_expired, q.last_updated,
            usher_oldest_queued(q.id) AS oldest_enqueued_at,
-           a.policy AS action_policy, p.policy AS pack_policy
+           a.policy AS action_policy, p.policy AS pack_policy,
+           a.paused_at IS NOT NULL AS paused
     FROM actions a JOIN packs p ON p.id = a.pack_id
     LEFT JOIN queues q ON q.action_id = a.id
     WHERE a.id = :action_id

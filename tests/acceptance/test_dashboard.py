@@ -19,6 +19,7 @@ from werkzeug.test import TestResponse
 
 import web
 from app import config, db, tokens
+from policies import control
 from tests.acceptance.conftest import TOKEN
 from tests.acceptance.seed import run, seed, status
 from tests.support import flow, packs
@@ -335,3 +336,29 @@ def test_the_waiting_line_shows_when_each_execution_should_start(
     page = client.get(f"/actions/{name}.paced").get_data(as_text=True)
     assert "Starts in" in page
     assert page.count("~") >= 2  # every waiting row has an estimate
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="the schema does not record which keys a live change set (needs actions.live_policy,"
+    " written by policies.control.update_policy, cleared by a pack load, read by action_by_ref)",
+)
+def test_a_live_limit_change_reads_as_a_live_override(
+    app: Flask, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    name = packs.load(
+        engine, tmp_path, [{"name": "job", "runner": "noop", "policy": {"concurrency": 1}}]
+    )
+    with db.unit_of_work(engine) as session:  # what `usher actions set` does
+        control.update_policy(session, settings, f"{name}.job", {"max_queue_length": 5})
+    client = app.test_client()
+    assert login(client, TOKEN).status_code == 303
+    page = client.get(f"/actions/{name}.job").get_data(as_text=True)
+
+    def source(key: str) -> str:
+        found = re.search(rf"<code>{key}</code></td><td>([^<]*)</td><td><span[^>]*>([^<]*)", page)
+        assert found, key
+        return f"{found.group(1)} {found.group(2)}"
+
+    assert source("concurrency") == "1 action"  # from the action's file
+    assert source("max_queue_length") == "5 live override"

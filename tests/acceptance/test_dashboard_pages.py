@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine
 
-from app import config
+from app import config, db
+from policies import admission, control
 from tests.acceptance.conftest import TOKEN
 from tests.acceptance.seed import LEDGER, samples, seed
 from tests.support import flow, packs
@@ -85,10 +86,10 @@ def test_a_fresh_system_charts_the_minutes_it_has(
 ) -> None:
     from playwright.sync_api import expect
 
-    # Given an action that has been sampled for three minutes
+    # Given an action that has been sampled for four minutes
     name = packs.load(engine, tmp_path, [{"name": "job", "runner": "noop"}], {"concurrency": 1})
     flow.submit(engine, settings, None, f"{name}.job", [{}] * 4)
-    samples(engine, minutes=3)
+    samples(engine, minutes=4)
     log_in(laptop, live_server)
     # Then the overview's sparkline spans those minutes, at a readable height, mid-cell
     spark = laptop.locator("svg[data-spark]")
@@ -98,8 +99,8 @@ def test_a_fresh_system_charts_the_minutes_it_has(
     box, cell = spark.bounding_box(), laptop.locator("td.spark-cell").bounding_box()
     assert box["height"] >= 28
     assert abs((box["y"] + box["height"] / 2) - (cell["y"] + cell["height"] / 2)) <= 2
-    drawn = spark.locator("path.line").bounding_box()
-    assert drawn["width"] > box["width"] / 2
+    # (its points are each minute's highest: they start up to a minute after the samples)
+    assert spark.locator("path.line").bounding_box()["width"] > box["width"] / 3
     # And the action's chart spans 5 minutes, not an hour with the data in its last pixels
     laptop.goto(f"{live_server}/actions/{name}.job")
     chart = laptop.locator("svg[data-chart]")
@@ -110,3 +111,80 @@ def test_a_fresh_system_charts_the_minutes_it_has(
     )
     plot = chart.locator("line.grid-line").first.bounding_box()
     assert chart.locator("path.depth-line").bounding_box()["width"] > plot["width"] / 2
+
+
+def test_the_action_page_follows_the_line_live(
+    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    seeded = seed(engine, settings, tmp_path)
+    log_in(laptop, live_server)
+    laptop.goto(f"{live_server}/actions/ops.deploy")
+    waiting = laptop.locator("#waiting tbody tr")
+    expect(waiting).to_have_count(3)
+    expect(laptop.locator(".tiles [data-cell=queue_length]")).to_have_text("3")
+    # When the first one waiting is cancelled elsewhere (the API, the CLI, another operator)
+    first = seeded.deploy[2]
+    with db.unit_of_work(engine) as session:
+        admission.cancel(session, settings, first)
+    # Then the tiles, the waiting line and the recent executions follow without a reload
+    expect(laptop.locator(".tiles [data-cell=queue_length]")).to_have_text("2", timeout=8_000)
+    expect(waiting).to_have_count(2, timeout=8_000)
+    expect(laptop.get_by_test_id(f"cancel-{first}")).to_have_count(0)
+    expect(waiting.first.locator("td").first).to_have_text("1")
+    recent = laptop.locator("#recent tbody tr").filter(has_text=f"#{first}")
+    expect(recent.locator(".badge")).to_have_text("cancelled", timeout=8_000)
+    # And a new arrival joins the line on screen
+    [arrived] = flow.submit(engine, settings, None, "ops.deploy", [{"service": "web"}])
+    expect(laptop.get_by_test_id(f"cancel-{arrived}")).to_have_count(2, timeout=8_000)
+    expect(waiting).to_have_count(3)
+    fits(laptop)
+
+
+def test_a_partitioned_action_shows_its_limit_per_partition(
+    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    seed(engine, settings, tmp_path)
+    log_in(laptop, live_server)
+    laptop.goto(f"{live_server}/actions/ops.restart_service")
+    tile = laptop.locator(".tile").filter(has=laptop.get_by_test_id("partition-limit"))
+    expect(tile.locator(".label")).to_have_text("Active")
+    expect(tile.locator(".value")).to_have_text("3")
+    expect(tile.get_by_test_id("partition-limit")).to_have_text(
+        "limit 1 per partition, 3 partitions"
+    )
+    expect(laptop.locator("table.policy tr").filter(has_text="concurrency")).to_contain_text("1")
+
+
+def test_a_paused_action_says_so_everywhere(
+    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    seed(engine, settings, tmp_path)  # ops.notify is paused
+    log_in(laptop, live_server)
+    paused = laptop.locator("table.lines .badge.s-paused:visible")
+    expect(paused).to_have_count(1)
+    expect(row_of(laptop, "ops.notify").locator(".badge.s-paused")).to_be_visible()
+    laptop.goto(f"{live_server}/actions/ops.notify")
+    expect(laptop.locator(".page-head .badge.s-paused")).to_have_text("paused")
+    # When an operator pauses a partitioned action while its page is open
+    laptop.goto(f"{live_server}/actions/ops.restart_service")
+    expect(laptop.locator(".page-head .badge.s-paused")).to_be_hidden()
+    with db.unit_of_work(engine) as session:
+        control.set_paused(session, settings, "ops.restart_service", True)
+    # Then the page and each of its lines say so on the next refresh
+    expect(laptop.locator(".page-head .badge.s-paused")).to_be_visible(timeout=8_000)
+    expect(laptop.locator("[data-fragment=lines] .badge.s-paused:visible")).to_have_count(3)
+    laptop.goto(f"{live_server}/")
+    expect(paused).to_have_count(4)  # notify, and each line of restart_service
+    fits(laptop)
+
+
+def row_of(page: Any, ref: str) -> Any:
+    return page.locator("table.lines tbody tr").filter(
+        has=page.get_by_role("link", name=ref, exact=True)
+    )

@@ -5,14 +5,23 @@ writes take the same path as the REST API: a unit of work, then publish after co
 ``/ui/*.json`` feed the 2-second live refresh of ``static/dashboard.js``.
 
 One blueprint, ``bp`` (endpoints ``dashboard.*``), made in ``base`` with what every page
-shares; its views by concept: ``login``, ``lines`` (the overview and an action's page),
-``executions`` (an execution, the dead-letter queue) and ``events``.
+shares; its views by concept: ``login``, ``lines`` (the overview), ``actions`` (an action's
+page), ``executions`` (an execution, the dead-letter queue) and ``events``.
 """
 
 from __future__ import annotations
 
 # Importing the views' modules adds their routes to the blueprint.
-from web.dashboard import events, executions, lines, login
+from web.dashboard import actions, events, executions, lines, login
 from web.dashboard.base import SESSION_LIFETIME, bp, secret_key
 
-__all__ = ["SESSION_LIFETIME", "bp", "events", "executions", "lines", "login", "secret_key"]
+__all__ = [
+    "SESSION_LIFETIME",
+    "actions",
+    "bp",
+    "events",
+    "executions",
+    "lines",
+    "login",
+    "secret_key",
+]

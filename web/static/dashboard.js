@@ -1,8 +1,10 @@
 /* Usher dashboard: live refresh (every 2 s) and charts as inline SVG. No dependencies.
  *
  * An element with data-live="URL" is refreshed from that JSON: {cells, marks} fill the
- * [data-cell] elements outside rows, {rows: [{key, cells, marks, spark}]} the rows
- * [data-key], and {chart} the svg[data-chart]. All text arrives formatted by the server.
+ * [data-cell] elements outside rows and {flags} show or hide its [data-flag] badges,
+ * {rows: [{key, cells, marks, flags, spark}]} do the same in the rows [data-key], {html}
+ * replaces its [data-fragment] tables, and {chart} redraws the svg[data-chart]. All text
+ * arrives formatted, and all HTML rendered, by the server.
  */
 (function () {
   "use strict";
@@ -173,17 +175,42 @@
     });
   }
 
+  /* Shows or hides each [data-flag] element: a badge such as "paused". */
+  function flag(scope, flags, inRows) {
+    if (!flags) return;
+    scope.querySelectorAll("[data-flag]").forEach(function (el) {
+      if (!inRows && el.closest("[data-key]")) return;
+      var name = el.getAttribute("data-flag");
+      if (Object.prototype.hasOwnProperty.call(flags, name)) el.hidden = !flags[name];
+    });
+  }
+
+  /* The tables the server rendered again: each [data-fragment] of ``html`` replaces the
+   * page's element of that name, unless the keyboard is in it (a focused button stays). */
+  function swap(scope, html) {
+    var fresh = new DOMParser().parseFromString(html, "text/html");
+    fresh.querySelectorAll("[data-fragment]").forEach(function (el) {
+      var name = el.getAttribute("data-fragment");
+      var old = scope.querySelector('[data-fragment="' + CSS.escape(name) + '"]');
+      if (!old || old.contains(document.activeElement) || old.innerHTML === el.innerHTML) return;
+      old.replaceWith(document.importNode(el, true));
+    });
+  }
+
   function apply(scope, data) {
     fill(scope, data.cells, data.marks, false);
+    flag(scope, data.flags, false);
     var series = [];
     (data.rows || []).forEach(function (row) {
       var tr = scope.querySelector('[data-key="' + CSS.escape(row.key) + '"]');
       if (!tr) return;
       fill(tr, row.cells, row.marks, true);
+      flag(tr, row.flags, true);
       var svg = tr.querySelector("svg[data-spark]");
       if (svg && row.spark) series.push([svg, row.spark]);
     });
     if (series.length) sparks(series);
+    if (data.html) swap(scope, data.html);
     if (data.chart) {
       scope.querySelectorAll("svg[data-chart]").forEach(function (svg) { chart(svg, data.chart); });
     }
