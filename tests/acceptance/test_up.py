@@ -212,10 +212,9 @@ def test_ctrl_c_lets_a_running_execution_finish_once(
         "SELECT string_agg(attempt || ' ' || outcome, ',') FROM attempts WHERE execution_id = :id"
     )
     assert scalar(engine, attempts, id=execution) == "1 succeeded"
-    left = (
-        "SELECT string_agg(id || ' ' || status, ', ') FROM executions "
-        "WHERE status IN ('running', 'scheduled')"
-    )
+    # Granted but not started (the demo's 30 s heartbeat may fire just before beat stops)
+    # is no harm: it runs at the next start. A running one left would run twice.
+    left = "SELECT string_agg(id || ' ' || status, ', ') FROM executions WHERE status = 'running'"
     assert scalar(engine, left) is None
     # ... and the console stayed quiet: the grace said once, no banner, no tracebacks
     console = up.output()

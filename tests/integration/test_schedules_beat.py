@@ -91,7 +91,7 @@ def _sleep_to_half_second() -> None:
     "run_s",
     [
         pytest.param(20, marks=pytest.mark.timeout(120), id="20s"),
-        pytest.param(60, marks=[pytest.mark.bench, pytest.mark.timeout(180)], id="60s"),
+        pytest.param(60, marks=[pytest.mark.slow, pytest.mark.timeout(180)], id="60s"),
     ],
 )
 def test_two_beats_fire_each_tick_once_on_time_and_one_may_die(
