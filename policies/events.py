@@ -137,7 +137,7 @@ def process_many(
             try:
                 params = templates.render(rule.parameters, {"event": document})
             except (UsherError, InvalidParameters) as error:
-                planned.append((event.id, rule, "rejected", _reason(error), None))
+                planned.append((event.id, rule, "rejected", refusal(error), None))
                 continue
             planned.append((event.id, rule, "executed", None, len(requests)))
             requests.append(
@@ -150,7 +150,7 @@ def process_many(
         if intake_result is not None and index is not None:
             item = intake_result[index]
             if item.error is not None:
-                status, reason = "rejected", _reason(item.error)
+                status, reason = "rejected", refusal(item.error)
             execution_id = item.execution_id
         rows.append(
             {
@@ -162,16 +162,17 @@ def process_many(
                 "x": execution_id,
             }
         )
-    enforced = _record(session, rows)
+    enforced = record(session, rows)
     session.execute(sql.query("mark_events_processed"), {"ids": ids})
     return Processed(enforced, intake_result.grants if intake_result is not None else [])
 
 
-def _reason(error: UsherError) -> str:
+def refusal(error: UsherError) -> str:
+    """An enforcement's reason for a refused request: the error's kind and message."""
     return f"{type(error).__name__}: {error.message}"
 
 
-def _record(session: Session, rows: list[dict[str, Any]]) -> list[Enforcement]:
+def record(session: Session, rows: list[dict[str, Any]]) -> list[Enforcement]:
     """Insert the enforcements with one statement, in order."""
     if not rows:
         return []

@@ -255,7 +255,7 @@ def _enforce(
         try:
             params = templates.render(row.parameters, {"schedule": body})
         except UsherError as error:
-            planned.append((event_id, row, _reason(error), None))
+            planned.append((event_id, row, events.refusal(error), None))
             continue
         planned.append((event_id, row, None, len(requests)))
         requests.append(intake.Request(row.action_ref, params))
@@ -266,7 +266,7 @@ def _enforce(
     for event_id, row, reason, index in planned:
         item = result[index] if result is not None and index is not None else None
         if item is not None and item.error is not None:
-            reason = _reason(item.error)
+            reason = events.refusal(item.error)
         records.append(
             {
                 "e": event_id,
@@ -279,12 +279,8 @@ def _enforce(
         )
     # events' own recording (one statement, in order): an enforcement is one thing, whoever
     # made it.
-    enforced = events._record(session, records)
+    enforced = events.record(session, records)
     return events.Processed(enforced, result.grants if result is not None else [])
-
-
-def _reason(error: UsherError) -> str:
-    return f"{type(error).__name__}: {error.message}"
 
 
 def next_due_s(session: Session) -> float | None:
