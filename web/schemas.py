@@ -150,6 +150,9 @@ class Line(BaseModel):
     total_expired: int
     oldest_enqueued_at: datetime | None
     last_updated: datetime | None
+    paused: bool = Field(
+        description="nothing is granted while paused; waiting work keeps its place"
+    )
 
 
 class Partition(Line):
@@ -166,8 +169,9 @@ class QueueStats(Line):
     )
 
 
-class Control(QueueStats):
-    paused: bool
+# The pause and resume answers are the stats, which say whether the action is paused; the
+# name web.api declares them by.
+Control = QueueStats
 
 
 class Action(BaseModel):
