@@ -351,7 +351,14 @@ class Enforcement(Base):
     """One rule matching one event: executed, rejected (with the reason) or skipped."""
 
     __tablename__ = "enforcements"
-    __table_args__ = (UniqueConstraint("event_id", "rule_ref"),)
+    __table_args__ = (
+        UniqueConstraint("event_id", "rule_ref"),
+        Index(
+            "ix_enforcements_execution_id",
+            "execution_id",
+            postgresql_where=text("execution_id IS NOT NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))

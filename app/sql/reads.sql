@@ -50,11 +50,23 @@ WHERE a.ref = :ref
 ORDER BY a.ref, q.partition_key
 
 -- name: execution_by_id
--- One execution, its values whole.
+-- One execution, its values whole, and what started it: the enforcement that made it (a
+-- rule's ref and its event; for a schedule, the schedule's ref and the tick it fired).
 SELECT e.id, a.ref AS action_ref, e.status, e.parameters, e.priority, e.seq, e.attempt,
        e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
-       q.partition_key, e.not_before, e.replay_of
+       q.partition_key, e.not_before, e.replay_of,
+       cause.event_id, cause.rule,
+       CASE WHEN cause.trigger = 'usher.schedule' THEN cause.payload ->> 'schedule' END
+           AS schedule,
+       CASE WHEN cause.trigger = 'usher.schedule' THEN cause.payload ->> 'fire_at' END
+           AS fire_at
 FROM executions e JOIN actions a ON a.id = e.action_id JOIN queues q ON q.id = e.queue_id
+LEFT JOIN LATERAL (
+    SELECT f.event_id, f.rule_ref AS rule, ev.trigger, ev.payload
+    FROM enforcements f JOIN events ev ON ev.id = f.event_id
+    WHERE f.execution_id = e.id
+    ORDER BY f.id LIMIT 1
+) cause ON true
 WHERE e.id = :id
 
 -- name: attempts_of_execution

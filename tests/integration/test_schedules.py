@@ -15,9 +15,9 @@ import pytest
 import yaml
 from sqlalchemy import Engine, text
 
-from app import config, db
+from app import config, db, queries
 from app.errors import InvalidPack, NotFound
-from policies import packs, schedules
+from policies import admission, packs, schedules
 from tests.support import invariants
 
 pytestmark = pytest.mark.timeout(60)
@@ -157,6 +157,28 @@ def test_a_busy_line_makes_ticks_wait_in_order_and_a_full_one_rejects_them(
     ids = invariants.queue_ids(engine, "y.a")
     assert invariants.fifo_violations(engine, ids) == 0 and invariants.max_active(engine, ids) == 1
     assert invariants.counter_mismatches(engine) == []
+
+
+def test_an_execution_a_schedule_started_shows_the_schedule_and_its_tick(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given an execution a schedule's tick made, and one a request made
+    pack = load(engine, write_pack(tmp_path, {"every": {"every_s": 5, "action": "z.a"}}, name="z"))
+    fire(engine, settings, next_fire_at(engine, f"{pack}.every"))
+    (tick,) = fired(engine, f"{pack}.every")
+    with db.unit_of_work(engine) as session:
+        requested = admission.enqueue(session, settings, "z.a", {}).execution_id
+    # Then the first names its schedule, the tick and its event; the other none of them
+    with db.unit_of_work(engine) as session:
+        shown = queries.execution(session, tick.execution_id)
+        plain = queries.execution(session, requested)
+    assert (shown["schedule"], shown["rule"], shown["event_id"]) == (
+        f"{pack}.every",
+        f"{pack}.every",
+        tick.event_id,
+    )
+    assert shown["fire_at"] == tick.payload["fire_at"]
+    assert [plain[k] for k in ("schedule", "fire_at", "rule", "event_id")] == [None] * 4
 
 
 def test_rules_on_a_schedules_event_act_in_the_same_transaction(
