@@ -16,7 +16,7 @@ from sqlalchemy import Engine
 from app import config, db
 from policies import admission, control
 from tests.acceptance.conftest import TOKEN
-from tests.acceptance.seed import LEDGER, samples, seed
+from tests.acceptance.seed import BACKOFF_MS, LEDGER, samples, seed
 from tests.support import flow, packs
 
 pytestmark = pytest.mark.timeout(120)
@@ -67,7 +67,7 @@ def test_every_page_fits_a_laptop_window(
         "/dlq",
     ]
     for path in pages:
-        laptop.goto(f"{live_server}{path}")
+        assert laptop.goto(f"{live_server}{path}").ok, path
         expect(laptop.locator("main h1")).to_be_visible()
         fits(laptop)
     # The DLQ's last column, with its Replay buttons, is on screen and whole
@@ -188,3 +188,31 @@ def row_of(page: Any, ref: str) -> Any:
     return page.locator("table.lines tbody tr").filter(
         has=page.get_by_role("link", name=ref, exact=True)
     )
+
+
+def test_a_retry_shows_its_backoff(
+    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    # Given a sync that failed, backed off 500 ms (fixed), and succeeded on its second try
+    seeded = seed(engine, settings, tmp_path)
+    log_in(laptop, live_server)
+    laptop.goto(f"{live_server}/executions/{seeded.retried}")
+    # Then its second attempt's bar starts with a labelled backoff segment
+    bars = laptop.locator("svg.tl-bar")
+    expect(bars).to_have_count(2)
+    expect(bars.first.locator("rect.seg.backoff")).to_have_count(0)
+    backoff = bars.nth(1).locator("rect.seg.backoff")
+    expect(backoff.locator("title")).to_have_text(f"backoff {BACKOFF_MS} ms")
+    expect(bars.nth(1).locator("text.seg-label")).to_have_text(f"backoff {BACKOFF_MS} ms")
+    expect(bars.nth(1).locator("rect.seg.wait")).to_have_count(1)
+    # And the attempts table says the same: the backoff apart from the wait in line
+    expect(laptop.get_by_test_id("backoff-1")).to_have_text("—")
+    expect(laptop.get_by_test_id("backoff-2")).to_have_text(f"{BACKOFF_MS} ms")
+    expect(laptop.locator("table.attempts th").filter(has_text="Waited in line")).to_have_count(1)
+    # And the big result wraps in its box
+    result = laptop.locator("pre.json").nth(1)
+    expect(result).to_contain_text("s3://inventory-exports/")
+    assert result.evaluate("e => e.scrollWidth <= e.clientWidth")
+    fits(laptop)

@@ -9,8 +9,8 @@ from flask import current_app, flash, redirect, render_template, url_for
 from app import celery as usher_celery
 from app import queries
 from policies import admission, dlq, eta
-from web import formatting, settings, unit_of_work, views_data
-from web.dashboard import base
+from web import settings, unit_of_work, views_data
+from web.dashboard import base, timeline
 
 
 @base.bp.get("/executions/<int:execution_id>")
@@ -25,7 +25,7 @@ def execution_page(execution_id: int) -> Any:
         extra=extra,
         position=standing["position"],
         eta_at=standing["eta"],
-        timeline=formatting.timeline(execution, extra),
+        timeline=timeline.steps(execution, extra),
     )
 
 
