@@ -97,6 +97,7 @@ def laptop(browser: Any) -> Iterator[Any]:
 
 @pytest.fixture(scope="session")
 def artifacts() -> Path:
-    """Where screenshots go (git-ignored); the best are copied to docs/img by hand."""
+    """Where screenshots go (git-ignored); the laptop-sized ``dashboard-*.png`` of
+    test_dashboard_pages are copied to docs/images by hand when the pages change."""
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS

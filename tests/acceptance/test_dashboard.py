@@ -242,7 +242,7 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     page.get_by_label("API token").fill("wrong")
     page.get_by_role("button", name="Log in").click()
     expect(page.get_by_role("status")).to_contain_text("not valid")
-    page.screenshot(path=artifacts / "dashboard-login.png")
+    page.screenshot(path=artifacts / "wide-login.png")
     page.get_by_label("API token").fill(TOKEN)
     page.get_by_role("button", name="Log in").click()
     # Then the overview lists every line with its counters, refreshing live
@@ -257,7 +257,7 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     expect(partitions).to_have_text(["host=db1", "host=db2", "host=web1"])
     expect(deploy.locator("svg[data-spark] path.line")).to_have_count(1)
     expect(page.locator("[data-cell=dlq]")).to_have_text("3")
-    page.screenshot(path=artifacts / "dashboard-overview.png", full_page=True)
+    page.screenshot(path=artifacts / "wide-overview.png", full_page=True)
 
     # When they open the action, they see its policy, chart, line and history
     actions = page.context.new_page()
@@ -268,7 +268,7 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     expect(waiting.first.locator("td").first).to_have_text("1")
     expect(actions.locator("table.policy")).to_contain_text("concurrency")
     expect(actions.locator("#recent .badge.s-running")).to_have_count(1)
-    actions.screenshot(path=artifacts / "dashboard-action.png", full_page=True)
+    actions.screenshot(path=artifacts / "wide-action.png", full_page=True)
 
     # And cancel the first one waiting: the overview (still open) follows within seconds
     first_waiting = seeded.deploy[2]
@@ -280,14 +280,14 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     expect(actions.locator("[data-cell=cancelled]")).to_have_text("1")
     expect(deploy.locator("[data-cell=queue_length]")).to_have_text("2", timeout=8_000)
     expect(deploy.locator("[data-cell=cancelled]")).to_have_text("1", timeout=8_000)
-    page.screenshot(path=artifacts / "dashboard-overview-after-cancel.png", full_page=True)
+    page.screenshot(path=artifacts / "wide-overview-after-cancel.png", full_page=True)
 
     # The execution page shows the attempts and their timeline
     actions.goto(f"{live_server}/executions/{seeded.dead[1]}")
     expect(actions.get_by_test_id("status")).to_contain_text("dead")
     expect(actions.locator("table.attempts tbody tr")).to_have_count(2)
     expect(actions.locator("svg.tl-bar")).to_have_count(2)
-    actions.screenshot(path=artifacts / "dashboard-execution.png", full_page=True)
+    actions.screenshot(path=artifacts / "wide-execution.png", full_page=True)
     actions.goto(f"{live_server}/executions/{seeded.retrying}")
     expect(actions.get_by_test_id("status")).to_contain_text("retrying")
     expect(actions.get_by_role("button", name="Cancel")).to_be_enabled()
@@ -295,7 +295,7 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     # Dead letters: replay one, then purge the rest after confirming
     actions.goto(f"{live_server}/dlq")
     expect(actions.get_by_test_id("dlq-total")).to_have_text("3")
-    actions.screenshot(path=artifacts / "dashboard-dlq.png", full_page=True)
+    actions.screenshot(path=artifacts / "wide-dlq.png", full_page=True)
     actions.get_by_test_id(f"replay-{seeded.dead[0]}").click()
     expect(actions.get_by_role("status")).to_contain_text(f"{seeded.dead[0]} replayed as")
     expect(actions.get_by_test_id("dlq-total")).to_have_text("2")
@@ -309,7 +309,7 @@ def test_an_operator_watches_lines_and_cancels_in_the_browser(
     expect(actions.locator(".enforcement .e-executed")).to_have_count(2)
     expect(actions.locator(".enforcement .e-rejected")).to_have_count(1)
     expect(actions.locator(".enforcement .e-skipped")).to_have_count(2)
-    actions.screenshot(path=artifacts / "dashboard-events.png", full_page=True)
+    actions.screenshot(path=artifacts / "wide-events.png", full_page=True)
     assert [p for p in problems if "401" not in p] == []  # the wrong token's answer
 
 

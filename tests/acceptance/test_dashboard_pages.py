@@ -49,27 +49,41 @@ def fits(page: Any) -> None:
 
 
 def test_every_page_fits_a_laptop_window(
-    laptop: Any, live_server: str, engine: Engine, settings: config.Settings, tmp_path: Path
+    laptop: Any,
+    live_server: str,
+    engine: Engine,
+    settings: config.Settings,
+    tmp_path: Path,
+    artifacts: Path,
 ) -> None:
     from playwright.sync_api import expect
 
     seeded = seed(engine, settings, tmp_path)
     laptop.goto(f"{live_server}/login")
+    laptop.get_by_label("API token").fill("wrong")
+    laptop.get_by_role("button", name="Log in").click()
+    expect(laptop.get_by_role("status")).to_contain_text("not valid")
     fits(laptop)
+    laptop.screenshot(path=artifacts / "dashboard-login.png")
     log_in(laptop, live_server)
+    # (path, what shows it is drawn, screenshot name or None)
     pages = [
-        "/",
-        "/actions/ops.restart_service",
-        f"/actions/{LEDGER}",
-        f"/executions/{seeded.retried}",
-        f"/executions/{seeded.ledger_dead}",
-        "/events",
-        "/dlq",
+        ("/", "svg[data-spark] path.line >> nth=0", "overview"),
+        ("/actions/ops.restart_service", "svg[data-chart] path.depth-line", "action"),
+        (f"/actions/{LEDGER}", "svg[data-chart] path.depth-line", None),
+        (f"/executions/{seeded.retried}", "rect.seg.backoff", "execution"),
+        (f"/executions/{seeded.ledger_dead}", "table.attempts", None),
+        ("/events", "table.events", "events"),
+        ("/dlq", "table.dlq", "dlq"),
     ]
-    for path in pages:
+    for path, drawn, name in pages:
         assert laptop.goto(f"{live_server}{path}").ok, path
-        expect(laptop.locator("main h1")).to_be_visible()
+        expect(laptop.locator(drawn)).to_be_visible()
         fits(laptop)
+        if name == "execution":  # its timeline and attempts, under the summary
+            laptop.locator(".timeline").evaluate("e => window.scrollTo(0, e.offsetTop - 400)")
+        if name:
+            laptop.screenshot(path=artifacts / f"dashboard-{name}.png")
     # The DLQ's last column, with its Replay buttons, is on screen and whole
     replay = laptop.get_by_test_id(f"replay-{seeded.ledger_dead}")
     expect(replay).to_have_text("Replay")

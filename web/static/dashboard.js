@@ -109,6 +109,7 @@
   function sparks(series) {
     var span = timeWindow(series.map(function (s) { return s[1]; }));
     series.forEach(function (s) { spark(s[0], s[1], span.seconds); });
+    if (!series.some(function (s) { return s[1] && s[1].length; })) return;  // no window yet
     document.querySelectorAll("[data-spark-window]").forEach(function (el) {
       el.textContent = "Waiting, " + windowLabel(span.seconds);
     });
