@@ -115,6 +115,8 @@ class Action(Base):
     )
     timeout_s: Mapped[int | None] = mapped_column(Integer)
     policy: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    # The keys of ``policy`` a live change set (shown as a live override); a pack load clears it.
+    live_policy: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     # The limits that policy and the pack's policy give, written by policies.limits.store
     # wherever a policy is written, read by usher_finish (NULL: the settings' default).
     resolved_concurrency: Mapped[int | None] = mapped_column(Integer)

@@ -284,6 +284,7 @@ def _upsert(session: Session, spec: PackSpec) -> int:
             "parameters_schema": action.get("parameters") or {},
             "timeout_s": action.get("timeout_s"),
             "policy": action.get("policy") or {},
+            "live_policy": {},  # the files' policy again: no live change holds any more
         }
         update = {k: v for k, v in values.items() if k != "ref"} | {"updated_at": func.now()}
         session.execute(

@@ -88,23 +88,23 @@ def queue_stats(path: schemas.ActionPath) -> Any:
 @bp.post(
     "/actions/<path:ref>/pause",
     summary="Pause the action's lines: nothing granted, waiting keeps its place",
-    responses={200: schemas.Control, **WRITE_ONE},
+    responses={200: schemas.QueueStats, **WRITE_ONE},
 )
 def pause_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
         control.set_paused(session, settings(), path.ref, True)
-        return stats.action_stats(session, settings(), path.ref) | {"paused": True}
+        return stats.action_stats(session, settings(), path.ref)
 
 
 @bp.post(
     "/actions/<path:ref>/resume",
     summary="Resume the action's lines; what fits is granted at once",
-    responses={200: schemas.Control, **WRITE_ONE},
+    responses={200: schemas.QueueStats, **WRITE_ONE},
 )
 def resume_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
         grants = control.set_paused(session, settings(), path.ref, False)
-        answer = stats.action_stats(session, settings(), path.ref) | {"paused": False}
+        answer = stats.action_stats(session, settings(), path.ref)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
     return answer
 

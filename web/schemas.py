@@ -169,11 +169,6 @@ class QueueStats(Line):
     )
 
 
-# The pause and resume answers are the stats, which say whether the action is paused; the
-# name web.api declares them by.
-Control = QueueStats
-
-
 class Action(BaseModel):
     ref: str
     name: str
@@ -192,6 +187,9 @@ class Actions(BaseModel):
 
 class ActionDetail(Action):
     parameters: dict[str, Any] = Field(description="the JSON Schema of its parameters")
+    live_policy: dict[str, Any] = Field(
+        description="the keys of policy a live change set, until the pack is loaded again"
+    )
     paused: bool
 
 

@@ -131,7 +131,9 @@ UPDATE actions SET paused_at = CASE WHEN :paused THEN coalesce(paused_at, now())
 WHERE id = :id
 
 -- name: merge_action_policy
-UPDATE actions SET policy = policy || CAST(:changes AS jsonb), updated_at = now()
+-- Until the next pack load, which writes policy from the files and clears live_policy.
+UPDATE actions SET policy = policy || CAST(:changes AS jsonb),
+    live_policy = live_policy || CAST(:changes AS jsonb), updated_at = now()
 WHERE id = :id
 
 -- name: action_policies

@@ -9,7 +9,7 @@
 -- One action with its pack's policy, for the API's and the dashboard's action pages.
 SELECT a.ref, a.name, p.name AS pack, a.description, a.runner, a.timeout_s,
        a.parameters_schema AS parameters, a.policy, p.policy AS pack_policy,
-       a.paused_at IS NOT NULL AS paused
+       a.live_policy, a.paused_at IS NOT NULL AS paused
 FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = :ref
 
 -- name: actions_by_ref

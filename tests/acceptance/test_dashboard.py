@@ -338,11 +338,6 @@ def test_the_waiting_line_shows_when_each_execution_should_start(
     assert page.count("~") >= 2  # every waiting row has an estimate
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the schema does not record which keys a live change set (needs actions.live_policy,"
-    " written by policies.control.update_policy, cleared by a pack load, read by action_by_ref)",
-)
 def test_a_live_limit_change_reads_as_a_live_override(
     app: Flask, engine: Engine, settings: config.Settings, tmp_path: Path
 ) -> None:
@@ -362,3 +357,12 @@ def test_a_live_limit_change_reads_as_a_live_override(
 
     assert source("concurrency") == "1 action"  # from the action's file
     assert source("max_queue_length") == "5 live override"
+    # and a pack load of the files ends the override
+    packs.load(
+        engine,
+        tmp_path,
+        [{"name": "job", "runner": "noop", "policy": {"concurrency": 1}}],
+        name=name,
+    )
+    page = client.get(f"/actions/{name}.job").get_data(as_text=True)
+    assert "live override" not in page
