@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -22,10 +23,20 @@ def iso_row(row: Mapping[Any, Any]) -> dict[str, Any]:
     return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in row.items()}
 
 
+def unknown_action(session: Session, ref: object, refs: list[str] | None = None) -> UnknownAction:
+    """The refusal of a request for an action that does not exist, naming the close ones
+    (``refs``: every action's ref, when the caller has them already)."""
+    if refs is None:
+        refs = list(session.execute(sql.query("action_refs")).scalars())
+    close = difflib.get_close_matches(str(ref), refs, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}?" if close else "see `usher packs load`"
+    return UnknownAction(f"no action named {ref!r}; {hint}")
+
+
 def action_row(session: Session, ref: str) -> dict[str, Any]:
     row = session.execute(sql.query("action_by_ref"), {"ref": ref}).mappings().one_or_none()
     if row is None:
-        raise UnknownAction(f"no action named {ref!r}")
+        raise unknown_action(session, ref)
     return dict(row)
 
 

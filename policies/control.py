@@ -7,9 +7,8 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import sql
+from app import queries, sql
 from app.config import Settings
-from app.errors import UnknownAction
 from policies import limits, lines, requests
 
 
@@ -17,7 +16,7 @@ def _action_id(session: Session, ref: str) -> int:
     """Lock the action's row against other live changes (see ``lock_action``)."""
     found = session.execute(sql.query("lock_action"), {"ref": ref}).scalar_one_or_none()
     if found is None:
-        raise UnknownAction(f"no action named {ref!r}")
+        raise queries.unknown_action(session, ref)
     return int(found)
 
 

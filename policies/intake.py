@@ -19,9 +19,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import sql
+from app import queries, sql
 from app.config import Settings
-from app.errors import InvalidParameters, UnknownAction, UsherError
+from app.errors import InvalidParameters, UsherError
 from policies import actions, limits, lines, requests
 
 # Items per batch request (API): enough to amortise the round trips, small enough for one
@@ -110,12 +110,13 @@ def _validated(
             errors[index] = error
     known = actions.find(session, settings, {r.action for _, r in checked}) if checked else {}
     items = []
+    refs: list[str] | None = None  # every action's ref, read once for the first unknown one
     for index, request in checked:
         action = known.get(request.action)
         if action is None:
-            errors[index] = UnknownAction(
-                f"no action named {request.action!r}; see `usher packs load`"
-            )
+            if refs is None:
+                refs = list(session.execute(sql.query("action_refs")).scalars())
+            errors[index] = queries.unknown_action(session, request.action, refs)
             continue
         try:
             items.append(_Item(index, action, action.validate(request.parameters), request))

@@ -9,7 +9,6 @@ from sqlalchemy.orm import Session
 
 from app import models, queries
 from app.config import Settings
-from app.errors import UnknownAction
 from policies import limits
 
 COUNTERS = models.COUNTERS
@@ -40,7 +39,7 @@ def action_stats(session: Session, settings: Settings, ref: str) -> dict[str, An
     """The action's totals over all its lines; ``partitions`` lists each line when partitioned."""
     parts = lines(session, settings, ref)
     if not parts:
-        raise UnknownAction(f"no action named {ref!r}")
+        raise queries.unknown_action(session, ref)
     return _totals(ref, parts)
 
 

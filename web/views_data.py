@@ -13,7 +13,6 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from app import queries, sql
-from app.errors import UnknownAction
 
 
 def lines(
@@ -71,7 +70,7 @@ def summary(session: Session) -> dict[str, int]:
 def action_id(session: Session, ref: str) -> int:
     found = session.execute(sql.query("dashboard_action_id"), {"ref": ref}).scalar_one_or_none()
     if found is None:
-        raise UnknownAction(f"no action named {ref!r}")
+        raise queries.unknown_action(session, ref)
     return int(found)
 
 

@@ -443,3 +443,19 @@ def test_cli_pause_resume_and_set(
     assert [r["paused"] for r in json.loads(listed.output)] == [False]
     assert _scheduled(engine) == [1, 2]
     assert invariants.counter_mismatches(engine) == []
+
+
+def test_an_unknown_action_names_the_close_ones(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    from app.errors import UnknownAction
+
+    name = packs.load(engine, tmp_path, [{"name": "hello", "runner": "noop"}])
+    with pytest.raises(
+        UnknownAction, match=rf"no action named '{name}.helo'; did you mean {name}.hello\?"
+    ):
+        with db.unit_of_work(engine) as session:
+            admission.enqueue(session, settings, f"{name}.helo", {})
+    with pytest.raises(UnknownAction, match=r"no action named 'zzz'; see `usher packs load`"):
+        with db.unit_of_work(engine) as session:
+            control.set_paused(session, settings, "zzz", True)
