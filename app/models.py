@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime
 from decimal import Decimal
-from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -28,6 +27,11 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+# The vocabulary, here too: ``models.Status``, ``models.FINISHED``... read as one would expect.
+from app.statuses import ACTIVE, CANCELLABLE, COUNTERS, FINISHED, STATUSES, Status
+
+__all__ = ["ACTIVE", "CANCELLABLE", "COUNTERS", "FINISHED", "STATUSES", "Status"]
+
 NAMING = {
     "ix": "ix_%(column_0_label)s",
     "uq": "uq_%(table_name)s_%(column_0_name)s",
@@ -35,48 +39,6 @@ NAMING = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
-
-
-# A line's counters (columns of ``queues``), in the order every listing shows them.
-COUNTERS = (
-    "queue_length",
-    "active_count",
-    "total_enqueued",
-    "total_completed",
-    "total_failed",
-    "total_cancelled",
-    "total_expired",
-)
-
-
-class Status(StrEnum):
-    """An execution's status (docs/architecture.md, "Execution statuses")."""
-
-    queued = "queued"
-    scheduled = "scheduled"
-    running = "running"
-    retrying = "retrying"
-    succeeded = "succeeded"
-    failed = "failed"
-    timed_out = "timed_out"
-    dead = "dead"
-    cancelled = "cancelled"
-    expired = "expired"
-
-
-# Statuses that hold a concurrency slot (and so does ``retrying`` with ``holds_slot``).
-ACTIVE = (Status.scheduled, Status.running)
-FINISHED = (
-    Status.succeeded,
-    Status.failed,
-    Status.timed_out,
-    Status.dead,
-    Status.cancelled,
-    Status.expired,
-)
-STATUSES = tuple(Status)
-# What a cancel takes: every status but the final ones.
-CANCELLABLE = tuple(s for s in Status if s not in FINISHED)
 
 
 class Base(DeclarativeBase):
