@@ -2,11 +2,13 @@
 
 RabbitMQ: a vhost made for the run with ``rabbitmqctl`` (the server runs on this machine)
 and deleted with everything in it at the end; between tests the queues every deployment
-shares (``usher.default``, ``usher.events``) are deleted, so no sweep, event batch or wake-up
-a test left behind reaches the next test's workers (action queues are per test already:
-every test's pack has its own name). Redis: a database of its own for the run, claimed with
-SETNX, flushed between tests and at the end. Where the vhost cannot be made (no
-``rabbitmqctl`` here: a remote broker) the URL is used as given.
+shares (``usher.default``, ``usher.events``) are purged, kept with their bindings (a test
+may publish before its workers declare anything), so no sweep, event batch or wake-up a
+test left behind reaches the next test's workers (action queues are per test already:
+every test's pack has its own name). Redis: a database of its own for the run, claimed
+with SETNX, flushed at the end; between tests its shared queues and unacked messages are
+emptied, its bindings kept. Where the vhost cannot be made (no ``rabbitmqctl`` here: a
+remote broker) the URL is used as given.
 """
 
 from __future__ import annotations
@@ -78,16 +80,25 @@ def namespace(url: str) -> Iterator[str]:
 
 
 def clean(url: str) -> None:
-    """Empty what deployments share, between two tests."""
+    """Empty what deployments share, between two tests: the messages, never the queues or
+    their bindings (a test may publish before its workers declare anything)."""
     if url.split("://", 1)[0].startswith("redis"):
         client = redis.Redis.from_url(url)
-        claim = client.get(CLAIM)
-        client.flushdb()
-        if claim is not None:
-            client.set(CLAIM, claim)
+        # A queue's list and its priority lists; the unacked messages a killed worker left,
+        # which the next worker would restore. The exchange bindings stay.
+        keys = [k for name in SHARED_QUEUES for k in client.scan_iter(match=f"{name}*")]
+        keys += [k for k in ("unacked", "unacked_index", "unacked_mutex") if client.exists(k)]
+        if keys:
+            client.delete(*keys)
         client.close()
         return
     with kombu.Connection(url, connect_timeout=5) as connection:
-        channel = connection.default_channel
         for name in SHARED_QUEUES:
-            channel.queue_delete(name)
+            channel = connection.channel()
+            try:
+                channel.queue_purge(name)
+            except connection.channel_errors:
+                pass  # not declared in this vhost yet
+            finally:
+                with contextlib.suppress(Exception):
+                    channel.close()
