@@ -38,3 +38,6 @@ MAX_RETRIES = Range(0, 100)
 INITIAL_DELAY_MS = Range(10, 10_000)
 MAX_DELAY_MS = Range(100, 300_000)
 PRIORITY = Range(-1000, 1000)
+# A page of the events list (GET /api/v1/events, usher events list): its size and default.
+EVENTS_PAGE = Range(1, 500)
+EVENTS_PAGE_DEFAULT = 50

@@ -298,6 +298,8 @@ class Event(Base):
             "id",
             postgresql_where=text("processed_at IS NULL AND failed_at IS NULL"),
         ),
+        # GET /api/v1/events?trigger=: a page of one trigger's events, newest first.
+        Index("ix_events_trigger_id", "trigger", "id"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)

@@ -103,3 +103,38 @@ def executions(
         {"action": action, "status": status, "before": before, "limit": limit},
     ).mappings()
     return [iso_row(dict(r)) for r in rows]
+
+
+def event_state(event: Mapping[str, Any]) -> str:
+    """``processed``, ``failed`` (for good: replayable) or ``pending`` (not processed yet)."""
+    if event["processed_at"] is not None:
+        return "processed"
+    return "failed" if event["failed_at"] is not None else "pending"
+
+
+def events(
+    session: Session, trigger: str | None = None, limit: int = 50, before: int | None = None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """A page of events, newest first, each with its enforcements and state; and the cursor
+    of the next page (None: this is the last). Big payloads and errors are shown truncated
+    (``LIST_VALUE_BYTES``); the trigger, when given, matches exactly."""
+    rows = [
+        iso_row(r)
+        for r in session.execute(
+            sql.query("events_newest_first"),
+            {"trigger": trigger, "before": before, "limit": limit + 1},
+        ).mappings()
+    ]
+    following = rows[limit - 1]["id"] if len(rows) > limit else None
+    page = rows[:limit]
+    found: dict[int, list[dict[str, Any]]] = {row["id"]: [] for row in page}
+    if page:
+        for r in session.execute(
+            sql.query("enforcements_of_events"), {"ids": list(found)}
+        ).mappings():
+            enforcement = iso_row(r)
+            found[enforcement.pop("event_id")].append(enforcement)
+    for row in page:
+        row["state"] = event_state(row)
+        row["enforcements"] = found[row["id"]]
+    return page, following

@@ -367,3 +367,17 @@ def pause_schedule(path: schedule_schemas.SchedulePath) -> Any:
 def resume_schedule(path: schedule_schemas.SchedulePath) -> Any:
     with unit_of_work() as session:
         return schedules.set_paused(session, path.ref, False)
+
+
+# --- the events list ----------------------------------------------------------------------
+
+
+@bp.get(
+    "/events",
+    summary="Events, newest first, with their enforcements (`?trigger=` exactly), by cursor",
+    responses={200: schemas.Events},
+)
+def list_events(query: schemas.EventsQuery) -> Any:
+    with unit_of_work() as session:
+        items, following = queries.events(session, query.trigger, query.limit, query.before)
+    return {"items": items, "next": following}

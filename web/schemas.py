@@ -13,6 +13,7 @@ from pydantic import BaseModel, BeforeValidator, Field
 from pydantic_core import PydanticCustomError, PydanticUseDefault
 
 import web
+from app import bounds
 from app.models import Status
 from policies import pack_schema, requests
 
@@ -325,3 +326,34 @@ class Replayed(BaseModel):
 
 class Purged(BaseModel):
     purged: int
+
+
+# --- the events list (GET /api/v1/events) -----------------------------------------------------
+
+
+class EventsQuery(Query):
+    trigger: Annotated[str, Field(description="exactly this trigger"), Blank] = requests.absent()
+    limit: Annotated[int, Field(**bounds.EVENTS_PAGE.field()), Digits, Blank] = (
+        bounds.EVENTS_PAGE_DEFAULT
+    )
+    before: Annotated[Cursor, Blank] = requests.absent()
+
+
+class ListedEvent(BaseModel):
+    id: int
+    trigger: str
+    payload: Value
+    received_at: datetime
+    state: Literal["processed", "failed", "pending"] = Field(
+        description="failed: for good, after USHER_EVENT_MAX_FAILURES tries (replayable)"
+    )
+    processed_at: datetime | None
+    failed_at: datetime | None
+    failures: int = Field(description="tries that did not finish")
+    error: str | None
+    enforcements: list[Enforcement] = Field(description="what each matching rule did")
+
+
+class Events(BaseModel):
+    items: list[ListedEvent] = Field(description="newest first")
+    next: int | None = Field(description="pass it as `before` for the next page; null: no more")

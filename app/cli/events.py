@@ -5,16 +5,19 @@ from __future__ import annotations
 import json
 import sys
 import time
+from collections import Counter
+from typing import Any
 
 import click
 
+from app import bounds, db
 from app import celery as usher_celery
-from app import db
 from app.cli.common import (
     Runtime,
     console,
     emit_json,
     err_console,
+    int_range,
     pass_runtime,
     table,
 )
@@ -74,6 +77,44 @@ def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json
         [[f["id"], f["rule"], f["status"], f["execution_id"], f["reason"]] for f in found],
         f"event {event_id}",
     )
+
+
+@events_group.command("list")
+@click.option("--trigger", help="only the events of exactly this trigger")
+@click.option(
+    "--limit",
+    type=int_range(bounds.EVENTS_PAGE),
+    default=bounds.EVENTS_PAGE_DEFAULT,
+    show_default=True,
+)
+@click.option("--before", type=click.IntRange(1), help="older than this event id (a page's next)")
+@click.option("--json", "as_json", is_flag=True)
+@pass_runtime
+def events_list(
+    rt: Runtime, trigger: str | None, limit: int, before: int | None, as_json: bool
+) -> None:
+    """Events, newest first, with what their rules did and whether they were processed."""
+    from app import queries
+
+    with db.unit_of_work(rt.engine) as session:
+        items, following = queries.events(session, trigger, limit, before)
+    if as_json:
+        emit_json({"items": items, "next": following})
+        return
+    table(
+        ["id", "received", "trigger", "enforcements", "state"],
+        [[e["id"], e["received_at"], e["trigger"], summary(e), e["state"]] for e in items],
+    )
+    if following is not None:
+        console.print(f"older: --before {following}", highlight=False)
+
+
+def summary(event: dict[str, Any]) -> str:
+    """What the event's enforcements did, e.g. '2 executed, 1 rejected'."""
+    counts = Counter(f["status"] for f in event["enforcements"])
+    if not counts:
+        return "no rule matched" if event["state"] == "processed" else ""
+    return ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
 
 
 @events_group.command("replay")

@@ -90,3 +90,23 @@ WHERE (CAST(:action AS text) IS NULL
   AND (CAST(:status AS text) IS NULL OR e.status = :status)
   AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
 ORDER BY e.id DESC LIMIT :limit
+
+-- name: events_newest_first
+-- One page of events, newest first, for GET /api/v1/events and usher events list; before is
+-- the cursor (an event id) and the caller asks for one row more than the page to learn
+-- whether there is a next one. With a trigger the planner walks ix_events_trigger_id
+-- (trigger, id) backwards from before, without one the primary key: either way a page reads
+-- its own rows only, as in executions_newest_first (which says why the NULL tests fold).
+-- A payload or error over 4096 bytes stays in Postgres (usher_capped_json/_text).
+SELECT id, trigger, usher_capped_json(payload) AS payload, received_at, processed_at,
+       failed_at, failures, usher_capped_text(error) AS error
+FROM events
+WHERE (CAST(:trigger AS text) IS NULL OR trigger = :trigger)
+  AND (CAST(:before AS bigint) IS NULL OR id < :before)
+ORDER BY id DESC LIMIT :limit
+
+-- name: enforcements_of_events
+-- The enforcements of a page of events, on their unique key (event_id, rule_ref).
+SELECT event_id, id, rule_ref AS rule, status, execution_id, usher_capped_text(reason) AS reason,
+       created_at
+FROM enforcements WHERE event_id = ANY(:ids) ORDER BY event_id, id
