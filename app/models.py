@@ -392,3 +392,55 @@ class QueueSample(Base):
     active_count: Mapped[int] = mapped_column(Integer)
     oldest_wait_s: Mapped[float | None] = mapped_column(Float)
     completed: Mapped[int] = mapped_column(BigInteger)
+
+
+class Webhook(Base):
+    """A pack's webhook (``POST /hooks/<ref>``): the trigger of its events, how a request is
+    authenticated, and the name of its secret (the value is resolved by the web process at
+    request time, never stored)."""
+
+    __tablename__ = "webhooks"
+    __table_args__ = (CheckConstraint("kind IN ('hmac_sha256', 'token')", name="kind"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pack_id: Mapped[int] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"), index=True)
+    ref: Mapped[str] = mapped_column(String(401), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, server_default="")
+    trigger: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20))
+    secret_name: Mapped[str] = mapped_column(String(128))
+    header: Mapped[str] = mapped_column(String(100))
+    prefix: Mapped[str] = mapped_column(String(100), server_default="")
+    delivery_header: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = _now()
+    updated_at: Mapped[datetime] = _now()
+
+
+class WebhookDelivery(Base):
+    """A delivery id a webhook took. The primary key is what makes a delivery sent twice
+    (or by two requests at once) one event: the claim is an ``INSERT ... ON CONFLICT DO
+    NOTHING``. It goes with its event when the sweeper prunes that."""
+
+    __tablename__ = "webhook_deliveries"
+
+    webhook_id: Mapped[int] = mapped_column(
+        ForeignKey("webhooks.id", ondelete="CASCADE"), primary_key=True
+    )
+    delivery_id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    # NULL only inside the transaction that claims it, until its event is stored.
+    event_id: Mapped[int | None] = mapped_column(
+        ForeignKey("events.id", ondelete="CASCADE"), index=True
+    )
+    received_at: Mapped[datetime] = _now()
+
+
+class WebhookRequests(Base):
+    """Requests to /hooks by webhook ref ("" for none known) and outcome, for
+    ``usher_webhook_requests_total``: counted in Postgres, like every metric."""
+
+    __tablename__ = "webhook_requests"
+
+    webhook: Mapped[str] = mapped_column(String(401), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
+    count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

@@ -245,9 +245,41 @@ SCHEDULE = closed(
     required=["name"],
 )
 
+# A header name as HTTP allows it (RFC 9110 token characters).
+HEADER = {"type": "string", "pattern": r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]{1,100}$"}
+# A {{ secrets.NAME }} reference, checked by policies.webhooks: a schema's message would
+# quote a literal secret, its message does not.
+WEBHOOK_SECRET: dict[str, Any] = {}
+WEBHOOK = closed(
+    {
+        "name": NAME,
+        "description": STRING,
+        "trigger": TRIGGER,
+        # Exactly one kind, checked by policies.webhooks (naming the second one given).
+        "auth": closed(
+            {
+                "hmac_sha256": closed(
+                    {
+                        "secret": WEBHOOK_SECRET,
+                        "header": HEADER,
+                        "prefix": {"type": "string", "maxLength": 100},
+                    },
+                    required=["secret", "header"],
+                ),
+                "token": closed(
+                    {"secret": WEBHOOK_SECRET, "header": HEADER}, required=["secret", "header"]
+                ),
+            }
+        ),
+        "delivery_header": HEADER,
+    },
+    required=["name", "auth"],
+)
+
 SCHEMAS: dict[str, dict[str, Any]] = {
     "pack": PACK,
     "action": ACTION,
     "rule": RULE,
     "schedule": SCHEDULE,
+    "webhook": WEBHOOK,
 }

@@ -1,5 +1,5 @@
-"""Load packs (pack.yaml, actions/*.yaml, rules/*.yaml, schedules/*.yaml) into Postgres,
-idempotently and all-or-nothing, after checking every file strictly against
+"""Load packs (pack.yaml, actions/*.yaml, rules/*.yaml, schedules/*.yaml, webhooks/*.yaml)
+into Postgres, idempotently and all-or-nothing, after checking every file strictly against
 ``policies.pack_schema``.
 
 Each file is read by ``policies.pack_files`` (plain files, plain YAML); this module checks
@@ -35,6 +35,7 @@ from policies import (
     parameters,
     schedules,
     templates,
+    webhooks,
 )
 
 _TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
@@ -62,6 +63,7 @@ class PackSpec:
     actions: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     schedules: list[dict[str, Any]] = field(default_factory=list)
+    webhooks: list[dict[str, Any]] = field(default_factory=list)
     # Where each rule and schedule came from, to name the file and line of a
     # cross-reference it breaks.
     rule_files: list[tuple[Path, yaml.Node | None]] = field(default_factory=list)
@@ -201,6 +203,7 @@ def read_pack(directory: Path) -> PackSpec:
         ("action", spec.actions, _action_problem, None),
         ("rule", spec.rules, _rule_problem, spec.rule_files),
         ("schedule", spec.schedules, _schedule_problem, spec.schedule_files),
+        ("webhook", spec.webhooks, webhooks.problem, None),
     )
     for kind, documents, problem_of, origins in kinds:
         with closing(
@@ -232,6 +235,7 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     now = session.execute(select(func.now())).scalar_one()
     for spec, pack_id in zip(specs, pack_ids, strict=True):
         schedules.store(session, pack_id, spec.name, spec.schedules, now)
+        webhooks.store(session, pack_id, spec.name, spec.webhooks)
     for spec, pack_id in zip(specs, pack_ids, strict=True):
         _upsert_rules(session, spec, pack_id)
     return specs

@@ -54,7 +54,7 @@ def unit_of_work() -> Iterator[Session]:
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
     settings = settings or config.load()
-    from web import api, apidoc, dashboard
+    from web import api, apidoc, dashboard, hooks
     from web import metrics as prometheus
 
     flask_app = apidoc.application(__name__)
@@ -87,6 +87,7 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     csrf = CSRFProtect(flask_app)
     csrf.exempt(api.bp)  # bearer tokens, no cookies: nothing for a forged form to ride on
     _throttle(flask_app, settings)
+    hooks.register(flask_app)  # POST /hooks/<ref>: a webhook's own secret, no bearer token
     flask_app.register_api(api.bp)
     flask_app.register_blueprint(dashboard.bp)
 

@@ -169,11 +169,16 @@ def render(engine: Engine) -> bytes:
         totals = conn.execute(sql.query("metrics_totals")).all()
         running = conn.execute(sql.query("metrics_running_waits"), {"bounds": WAIT_BOUNDS}).all()
         dlq = conn.execute(sql.query("metrics_dlq")).scalar_one()
+        hooks = conn.execute(sql.query("metrics_webhook_requests")).all()
     out = Text()
     _lines(out, lines)
     _history(out, totals, running)
     out.family("usher_dlq_items", "gauge", "Executions in the dead-letter queue.")
     out.parts.append(f"usher_dlq_items {_number(dlq)}\n")
+    name = "usher_webhook_requests_total"
+    out.family(name, "counter", 'Requests to /hooks by outcome (webhook="": none known).')
+    for row in hooks:
+        out.sample(name, f'outcome="{row.outcome}",webhook="{_label(row.webhook)}"', row.count)
     return out.encoded()
 
 
