@@ -249,6 +249,21 @@ def terminate(app: Celery, execution_id: int, attempt: int, previous_status: str
         log.exception("could not send revoke for execution %s", execution_id)
 
 
+def after_cancel(
+    app: Celery,
+    execution_id: int,
+    attempt: int,
+    previous_status: str,
+    grants: Iterable[Grant],
+    events: Iterable[int],
+) -> None:
+    """After a cancel committed: stop its worker, send the grants of the slot it freed, and
+    the execution events it emitted."""
+    terminate(app, execution_id, attempt, previous_status)
+    publish(app, grants)
+    send_events(app, list(events))
+
+
 def wake_line(app: Celery, queue_id: int, at: datetime | None) -> None:
     """Ask a worker to re-admit a line at ``at`` (a retry falls due).
 

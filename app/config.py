@@ -55,9 +55,13 @@ class Settings(BaseSettings):
     # Event processing: a time limit per try, and the tries before an event ends failed.
     event_time_limit_s: Annotated[int, Field(ge=1, le=3600)] = 30
     event_max_failures: Annotated[int, Field(ge=1, le=100)] = 5
+    # Chains of usher.execution events: past this many steps an enforcement is rejected.
+    max_chain_depth: Annotated[int, Field(ge=0, le=1000)] = 10
     # A schedule's tick that a beat reaches later than this is missed (the schedule's
     # `missed` decides); beats look every second at most, so at least that.
     schedule_grace_s: Annotated[float, Field(ge=1, le=86_400)] = 5.0
+    # An Idempotency-Key is remembered this long (per action, or per trigger for events).
+    idempotency_ttl_s: Annotated[int, Field(**bounds.IDEMPOTENCY_TTL_S.field())] = 86_400
     # Where ``{{ secrets.NAME }}`` looks after USHER_SECRET_<NAME>: one file per secret.
     secrets_dir: Path | None = None
     # Session cookies are Secure (HTTPS only) unless this is set for plain-HTTP development.

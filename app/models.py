@@ -140,13 +140,21 @@ class Execution(Base):
             text("id DESC"),
             postgresql_where=text("status = 'dead' AND dlq_cleared_at IS NULL"),
         ),
+        # What beat looks for every second: delayed executions in (run_at, id) order.
+        Index(
+            "ix_executions_delayed",
+            "run_at",
+            "id",
+            postgresql_where=text("status = 'delayed'"),
+        ),
         UniqueConstraint("queue_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
     queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
-    seq: Mapped[int] = mapped_column(BigInteger)
+    # Taken when it joins its line: NULL while delayed (and for one that never joined).
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     priority: Mapped[int] = mapped_column(Integer, server_default="0")
     status: Mapped[str] = mapped_column(String(20))
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
@@ -167,6 +175,8 @@ class Execution(Base):
     replay_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
     # Set when a dead execution leaves the dead-letter queue (replayed or purged).
     dlq_cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A delayed run's time: it joins its line then (and keeps it as a record afterwards).
+    run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
 
     action: Mapped[Action] = relationship()
 
@@ -311,6 +321,8 @@ class Event(Base):
     failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     failed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     error: Mapped[str | None] = mapped_column(Text)
+    # Steps of a chain: 0 from outside, one more than its cause for an usher.execution event.
+    depth: Mapped[int] = mapped_column(Integer, server_default=text("0"))
 
 
 class Enforcement(Base):
@@ -444,3 +456,18 @@ class WebhookRequests(Base):
     webhook: Mapped[str] = mapped_column(String(401), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(20), primary_key=True)
     count: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class IdempotencyKey(Base):
+    """A request's ``Idempotency-Key``, per scope (``execution:<action>``, ``event:<trigger>``):
+    what the request was (``fingerprint``) and what it was answered. Its primary key makes
+    two racing requests one: the second waits on the first's insert, then reads its answer."""
+
+    __tablename__ = "idempotency_keys"
+    __table_args__ = (Index("ix_idempotency_keys_created_at", "created_at"),)
+
+    scope: Mapped[str] = mapped_column(String(420), primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), primary_key=True)
+    fingerprint: Mapped[str] = mapped_column(String(64))
+    response: Mapped[Any | None] = mapped_column(JSONB)
+    created_at: Mapped[datetime] = _now()

@@ -20,7 +20,7 @@ from sqlalchemy.orm import Session
 from app import db, models, sql
 from app.config import Settings
 from app.errors import AlreadyFinished
-from policies import intake, lines
+from policies import emitted, intake, lines
 
 # Outcomes whose release needs no retry policy: ``finish`` takes them in one statement.
 FINISHES = ("succeeded", "cancelled")
@@ -70,20 +70,23 @@ class Ended:
 
 @dataclass(frozen=True)
 class Released:
-    """What a release did: the final status (or ``retrying``), the grants it made, and for a
-    retry the queue and time at which the line should be woken."""
+    """What a release did: the final status (or ``retrying``), the grants it made, for a
+    retry the queue and time at which the line should be woken, and the execution events
+    its transaction emitted (to publish after commit)."""
 
     status: str | None
     grants: list[lines.Grant]
     queue_id: int | None = None
     retry_at: Any = None
     rate_wake_at: Any = None
+    events: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
 class Cancelled:
     previous_status: str
     grants: list[lines.Grant]
+    events: tuple[int, ...] = ()
 
 
 def enqueue(
@@ -193,7 +196,12 @@ def release(
         return Released(None, [])
     admitted = lines.Admitted([]) if hold else lines.admit(session, line)
     return Released(
-        status, admitted.grants, released.queue_id, released.not_before, admitted.wake_at
+        status,
+        admitted.grants,
+        released.queue_id,
+        released.not_before,
+        admitted.wake_at,
+        emitted.parse(released.emitted),
     )
 
 
@@ -226,7 +234,7 @@ def finish(executor: db.Executor, settings: Settings, ended: Ended) -> Released 
         lines.Grant(grant_id, grant_attempt, row.action_ref, row.timeout_s)
         for grant_id, grant_attempt in zip(row.grant_ids, row.grant_attempts, strict=True)
     ]
-    return Released(ended.outcome, grants, row.queue_id)
+    return Released(ended.outcome, grants, row.queue_id, events=emitted.parse(row.emitted))
 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
@@ -245,7 +253,7 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
     freed = {counter: -1} if counter else {}
     lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
     grants = lines.admit(session, line).grants if counter == "active_count" else []
-    return Cancelled(previous, grants)
+    return Cancelled(previous, grants, emitted.read(session))
 
 
 def position(session: Session, execution_id: int) -> int | None:

@@ -131,8 +131,9 @@ def process_many(
         for rule in rules.get(event.trigger, []):
             if (event.id, rule.ref) in done or not criteria.matches(rule.criteria, document):
                 continue
-            if not rule.enabled:
-                planned.append((event.id, rule, "skipped", "the rule is disabled", None))
+            refused = _refused(settings, event, rule)
+            if refused is not None:
+                planned.append((event.id, rule, *refused, None))
                 continue
             try:
                 params = templates.render(rule.parameters, {"event": document})
@@ -165,6 +166,20 @@ def process_many(
     enforced = record(session, rows)
     session.execute(sql.query("mark_events_processed"), {"ids": ids})
     return Processed(enforced, intake_result.grants if intake_result is not None else [])
+
+
+def _refused(settings: Settings, event: Any, rule: Any) -> tuple[str, str] | None:
+    """(status, reason) of a matching rule that is not enforced: a disabled rule, or an
+    event of a chain already past USHER_MAX_CHAIN_DEPTH steps (a rule that re-triggers its
+    own action stops there)."""
+    if not rule.enabled:
+        return "skipped", "the rule is disabled"
+    if event.depth > settings.max_chain_depth:
+        return "rejected", (
+            f"ChainTooDeep: this {event.trigger} event is step {event.depth} of a chain, past "
+            f"USHER_MAX_CHAIN_DEPTH ({settings.max_chain_depth})"
+        )
+    return None
 
 
 def refusal(error: UsherError) -> str:

@@ -25,6 +25,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
+from app import sql
 from app.models import Action, Pack, Rule
 from policies import (
     commands,
@@ -38,6 +39,8 @@ from policies import (
     webhooks,
 )
 
+# The trigger of the events a final status emits (app/sql/functions.sql).
+EXECUTION_TRIGGER = "usher.execution"
 _TEMPLATE_PART = re.compile(r"\{\{.*?\}\}|\{%.*?%\}", re.DOTALL)
 _SECRETS = re.compile(r"(?<![\w.'\"])secrets\b")
 _VALIDATORS = {
@@ -229,6 +232,7 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     """Validate every pack under ``path`` first, then upsert them; the caller commits."""
     specs = [read_pack(directory) for directory in pack_files.discover(path)]
     _check_references(session, specs)
+    _prepare_execution_events(session, specs)
     pack_ids = [_upsert(session, spec) for spec in specs]
     # Every schedule before any rule: a beat firing a schedule holds it, then takes the rules
     # of its event (KEY SHARE); a load that has deleted a rule must not wait for a schedule.
@@ -239,6 +243,21 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     for spec, pack_id in zip(specs, pack_ids, strict=True):
         _upsert_rules(session, spec, pack_id)
     return specs
+
+
+def _prepare_execution_events(session: Session, specs: list[PackSpec]) -> None:
+    """A load that will switch execution events on or off (its rules are the first, or the
+    last, enabled ones on ``usher.execution``) locks executions before anything else."""
+    listens = any(
+        rule["trigger"] == EXECUTION_TRIGGER and rule.get("enabled", True)
+        for spec in specs
+        for rule in spec.rules
+    )
+    state = session.execute(
+        sql.query("execution_events_state"), {"packs": [spec.name for spec in specs]}
+    ).one()
+    if (listens or state.others) != state.enabled:
+        session.execute(sql.query("lock_executions_for_trigger"))
 
 
 def _check_references(session: Session, specs: list[PackSpec]) -> None:

@@ -69,8 +69,10 @@ def _record(
 def publish_release(
     app: Any, released: admission.Released, publisher: usher_celery.Publisher | None = None
 ) -> None:
-    """After the release committed: send its grants, and for a retry the line's wake-up."""
+    """After the release committed: send its grants, its execution events, and for a retry
+    the line's wake-up."""
     usher_celery.publish(app, released.grants, publisher)
+    usher_celery.send_events(app, list(released.events))
     if released.queue_id is None:
         return
     if released.status == "retrying":

@@ -9,8 +9,9 @@ from celery import current_app, shared_task
 
 from app import celery as usher_celery
 from app import db, sql
-from policies import admission, lines, recovery
+from policies import admission, emitted, idempotency, lines, recovery
 from tasks import context, signals
+from tasks import delayed as delayed_runs
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +46,16 @@ def sweep() -> dict[str, int]:
                     # Due retries rejoin the line; a raised limit (pack reload) is granted
                     # here even on a line where nothing else happens.
                     admitted = lines.requeue_due(session, line)
+                    expired_events = emitted.read(session)
                 counts["granted"] += usher_celery.publish(current_app, admitted.grants)
+                usher_celery.send_events(current_app, list(expired_events))
                 if admitted.wake_at is not None:  # a full rate-limit window
                     usher_celery.wake_line(current_app, queue_id, admitted.wake_at)
+            # Beat joins them as they fall due; this is the fallback (a beat held up, or none).
+            counts["delayed_joined"] = delayed_runs.join_due(current_app, engine, settings)
+            counts["idempotency_keys_pruned"] = _in_tx(
+                lambda s: idempotency.prune(s, settings.idempotency_ttl_s)
+            )
             counts["samples"] = _in_tx(recovery.sample_lines)
             if not settings.broker_url:
                 counts["event_files_pruned"] = usher_celery.prune_event_files(settings.home)

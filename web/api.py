@@ -233,8 +233,14 @@ def cancel_execution(path: schemas.ExecutionPath) -> Any:
         cancelled = admission.cancel(session, settings(), path.execution_id)
         row = queries.execution(session, path.execution_id)
     celery_app = current_app.config["USHER_CELERY"]
-    usher_celery.terminate(celery_app, path.execution_id, row["attempt"], cancelled.previous_status)
-    usher_celery.publish(celery_app, cancelled.grants)
+    usher_celery.after_cancel(
+        celery_app,
+        path.execution_id,
+        row["attempt"],
+        cancelled.previous_status,
+        cancelled.grants,
+        cancelled.events,
+    )
     return row
 
 

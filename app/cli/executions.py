@@ -249,8 +249,14 @@ def executions_cancel(rt: Runtime, execution_id: int) -> None:
     with db.unit_of_work(rt.engine) as session:
         cancelled = admission.cancel(session, rt.settings, execution_id)
         attempt = queries.execution(session, execution_id)["attempt"]
-    usher_celery.terminate(rt.celery, execution_id, attempt, cancelled.previous_status)
-    usher_celery.publish(rt.celery, cancelled.grants)
+    usher_celery.after_cancel(
+        rt.celery,
+        execution_id,
+        attempt,
+        cancelled.previous_status,
+        cancelled.grants,
+        cancelled.events,
+    )
     console.print(f"execution {execution_id}: cancelled (was {cancelled.previous_status})")
 
 

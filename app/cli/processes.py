@@ -34,6 +34,7 @@ def environment(settings: config.Settings) -> dict[str, str]:
         USHER_DURABLE_TRANSITIONS=str(settings.durable_transitions).lower(),
         USHER_EVENT_TIME_LIMIT_S=str(settings.event_time_limit_s),
         USHER_EVENT_MAX_FAILURES=str(settings.event_max_failures),
+        USHER_MAX_CHAIN_DEPTH=str(settings.max_chain_depth),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
     if settings.broker_url:

@@ -1,6 +1,6 @@
 -- Usher's PL/pgSQL, as it stands now: the one copy.
 --
--- Version 8 (migration 0008 loads this file; 0006 created the first versions). Every
+-- Version 9 (migrations 0008 and 0013 load this file; 0006 created the first versions). Every
 -- statement is CREATE OR REPLACE, so loading the file again changes nothing. To change a
 -- function: edit it here, bump the version, and add a migration that loads this file again
 -- (dropping first any function whose arguments or result change).
@@ -295,4 +295,67 @@ BEGIN
     FROM usher_admit(line_id, coalesce(info.resolved_concurrency, p_default_limit), NULL)
         WITH ORDINALITY AS g(execution_id, attempt, n);
 END
+$$;
+
+-- Execution events (migration 0013): a final status emits an usher.execution event in the
+-- transaction that set it, whichever statement set it (usher_release, a cancel, an expiry).
+-- The trigger executions_emit runs this; it is enabled only while an enabled rule listens
+-- (usher_execution_events_sync), so with none the hot path runs no trigger at all.
+-- The new event's id is added to the transaction's setting usher.emitted: the writer reads
+-- it before commit (the finish and release statements select it) and publishes the event
+-- after; one it misses is found by the sweeper as an unprocessed event.
+CREATE OR REPLACE FUNCTION usher_execution_event() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    cause record;
+    ref text;
+    line text;
+    new_id bigint;
+BEGIN
+    -- The enforcement that made it, if a rule did; its event's depth is the chain's so far.
+    SELECT en.rule_ref, en.event_id, ev.depth INTO cause
+    FROM enforcements en JOIN events ev ON ev.id = en.event_id
+    WHERE en.execution_id = NEW.id
+    ORDER BY en.id LIMIT 1;
+    SELECT a.ref, nullif(q.partition_key, '') INTO ref, line
+    FROM actions a JOIN queues q ON q.id = NEW.queue_id WHERE a.id = NEW.action_id;
+    INSERT INTO events (trigger, payload, depth)
+    VALUES ('usher.execution', jsonb_build_object(
+        'execution_id', NEW.id, 'action', ref, 'status', NEW.status,
+        'attempt', NEW.attempt, 'parameters', NEW.parameters,
+        -- Whole: a result and an error are bounded where they are written (tasks.signals).
+        'result', NEW.result, 'error', NEW.error,
+        'line', line, 'rule', cause.rule_ref, 'event_id', cause.event_id
+    ), coalesce(cause.depth, 0) + 1)
+    RETURNING id INTO new_id;
+    PERFORM set_config('usher.emitted', concat_ws(',',
+        nullif(current_setting('usher.emitted', true), ''), new_id::text), true);
+    RETURN NULL;
+END
+$$;
+
+-- After every statement that writes rules (a pack load): the trigger executions_emit is
+-- enabled exactly while an enabled rule is on usher.execution. ALTER TABLE takes a lock
+-- that waits for the writers of executions in flight; a pack load that flips the state
+-- takes it first (policies.packs), before any row lock a writer could wait on.
+CREATE OR REPLACE FUNCTION usher_execution_events_sync() RETURNS trigger
+LANGUAGE plpgsql AS $$
+DECLARE
+    wanted boolean := EXISTS (
+        SELECT 1 FROM rules WHERE trigger = 'usher.execution' AND enabled);
+    enabled boolean := usher_execution_events_enabled();
+BEGIN
+    IF wanted AND NOT enabled THEN
+        EXECUTE 'ALTER TABLE executions ENABLE TRIGGER executions_emit';
+    ELSIF enabled AND NOT wanted THEN
+        EXECUTE 'ALTER TABLE executions DISABLE TRIGGER executions_emit';
+    END IF;
+    RETURN NULL;
+END
+$$;
+
+CREATE OR REPLACE FUNCTION usher_execution_events_enabled() RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce((SELECT t.tgenabled <> 'D' FROM pg_trigger t
+                     WHERE t.tgrelid = 'executions'::regclass AND t.tgname = 'executions_emit'),
+                    false)
 $$;

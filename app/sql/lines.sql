@@ -89,14 +89,22 @@ RETURNING e.id, e.attempt
 
 -- name: finish
 -- The workers' fast path: release and admit in one round trip (app/sql/functions.sql).
-SELECT kind, queue_id, action_ref, timeout_s, grant_ids, grant_attempts
+-- emitted: the execution events this statement made (policies/emitted.py); the function
+-- runs whole before the select list is evaluated.
+SELECT kind, queue_id, action_ref, timeout_s, grant_ids, grant_attempts,
+       current_setting('usher.emitted', true) AS emitted
 FROM usher_finish(%(id)s, %(attempt)s, %(status)s, CAST(%(result)s AS jsonb),
                   %(error)s, %(limit)s)
 
 -- name: release
-SELECT queue_id, not_before FROM usher_release(
+SELECT queue_id, not_before, current_setting('usher.emitted', true) AS emitted
+FROM usher_release(
     :id, :attempt, :status, :outcome, :hold, :delay_s, CAST(:result AS jsonb),
     :error, :lease_expired)
+
+-- name: emitted_events
+-- The execution events this transaction emitted so far (policies/emitted.py).
+SELECT current_setting('usher.emitted', true) AS emitted
 
 -- name: lock_execution
 SELECT status, holds_slot FROM executions WHERE id = :id FOR UPDATE

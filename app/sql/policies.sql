@@ -115,6 +115,19 @@ UPDATE executions e SET dlq_cleared_at = clock_timestamp()
 WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
 RETURNING e.id
 
+-- name: execution_events_state
+-- Before a pack load writes its rules: whether executions_emit is enabled now, and whether
+-- an enabled rule of a pack not being loaded listens on usher.execution.
+SELECT usher_execution_events_enabled() AS enabled,
+       EXISTS (SELECT 1 FROM rules r JOIN packs p ON p.id = r.pack_id
+               WHERE r.trigger = 'usher.execution' AND r.enabled
+                 AND p.name <> ALL(CAST(:packs AS text[]))) AS others
+
+-- name: lock_executions_for_trigger
+-- The lock ALTER TABLE ... ENABLE TRIGGER takes, taken first: it waits for the writers of
+-- executions in flight before this transaction holds any row they could wait on.
+LOCK TABLE executions IN SHARE ROW EXCLUSIVE MODE
+
 -- name: store_event
 INSERT INTO events (trigger, payload) VALUES (:t, CAST(:p AS jsonb))
 RETURNING id
@@ -135,7 +148,7 @@ SELECT array_agg(id ORDER BY n) FROM r
 -- republished one) is skipped, not waited for: that processor enforces it, or leaves it
 -- unprocessed for the sweeper. A wait would hold this try past its time limit and count it
 -- as a failure of a healthy event.
-SELECT id, trigger, payload FROM events WHERE id = ANY(:ids)
+SELECT id, trigger, payload, depth FROM events WHERE id = ANY(:ids)
 ORDER BY id FOR UPDATE SKIP LOCKED
 
 -- name: rules_of_triggers

@@ -36,8 +36,14 @@ def cancel(execution_id: int) -> Any:
         cancelled = admission.cancel(db_session, settings(), execution_id)
         attempt = queries.execution(db_session, execution_id)["attempt"]
     celery_app = current_app.config["USHER_CELERY"]
-    usher_celery.terminate(celery_app, execution_id, attempt, cancelled.previous_status)
-    usher_celery.publish(celery_app, cancelled.grants)
+    usher_celery.after_cancel(
+        celery_app,
+        execution_id,
+        attempt,
+        cancelled.previous_status,
+        cancelled.grants,
+        cancelled.events,
+    )
     flash(f"Execution {execution_id} cancelled (it was {cancelled.previous_status}).", "info")
     return base.back(url_for("dashboard.execution_page", execution_id=execution_id))
 
