@@ -176,6 +176,12 @@ def up_cmd(
     help="spread plain Celery's tasks over N queues (N = --actions routes them as Usher does)",
 )
 @click.option(
+    "--execution-events",
+    "listen",
+    is_flag=True,
+    help="with a rule on usher.execution: every end writes its event (what chaining costs)",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -193,6 +199,7 @@ def bench_cmd(
     intake: bool,
     clients: int | None,
     plain_queues: int,
+    listen: bool,
     plot: Path | None,
     as_json: bool,
 ) -> None:
@@ -205,18 +212,29 @@ def bench_cmd(
         from app.cli.bench import postgres as bench_postgres
 
         with err_console.status(f"{clients} clients claiming and finishing {executions:,}"):
-            figures = bench_postgres.measure(rt.settings, executions, actions, limit, clients)
+            figures = bench_postgres.measure(
+                rt.settings, executions, actions, limit, clients, listen
+            )
         if as_json:
             emit_json(figures)
         else:
             console.print(
                 f"Postgres alone: {figures['lifecycles_per_s']:,.1f} lifecycles/s "
-                f"(claim + finish; {clients} clients, {actions} lines of limit {limit})"
+                f"(claim + finish; {clients} clients, {actions} lines of limit {limit}"
+                f"{'; execution events on' if listen else ''})"
             )
         return
 
     report = bench.run(
-        rt.settings, executions, actions, limit, workers, concurrency, err_console, plain_queues
+        rt.settings,
+        executions,
+        actions,
+        limit,
+        workers,
+        concurrency,
+        err_console,
+        plain_queues,
+        listen,
     )
     if intake:
         from app.cli.bench import intake as bench_intake

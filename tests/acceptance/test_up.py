@@ -126,6 +126,12 @@ def own_home() -> Iterator[Path]:
     shutil.rmtree(home, ignore_errors=True)
 
 
+# The demo's own events: the heartbeat schedule and every execution's end make more.
+OUTSIDE_EVENTS = (
+    "SELECT count(*) FROM events WHERE trigger NOT IN ('usher.schedule', 'usher.execution')"
+)
+
+
 def free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -238,8 +244,7 @@ def test_a_second_up_on_the_same_home_is_refused_and_leaves_the_first_alone(
     token = first.wait_for(TOKEN)[1]
     kept = {name: (home / name).read_text() for name in ("admin-token", "demo-sent")}
     engine = db.engine_for(db.embedded_url(home))  # joins the running server
-    # the demo events (the demo heartbeat schedule makes its own, every 30 s)
-    events = "SELECT count(*) FROM events WHERE trigger <> 'usher.schedule'"
+    events = OUTSIDE_EVENTS
     assert scalar(engine, events) == 11
 
     # When a second one starts on the same directory
@@ -276,8 +281,7 @@ def test_a_restart_keeps_the_token_and_sends_the_demo_once(
     settings: config.Settings, engine: Engine, start_up: Callable[..., Up]
 ) -> None:
     env = up_env(settings.home, settings.database_url, settings.broker_url)
-    # the demo events (the demo heartbeat schedule makes its own, every 30 s)
-    events = "SELECT count(*) FROM events WHERE trigger <> 'usher.schedule'"
+    events = OUTSIDE_EVENTS
 
     def one_run(*args: str) -> tuple[str, str]:
         up = start_up(env, *args)

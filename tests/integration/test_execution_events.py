@@ -253,3 +253,43 @@ def test_with_no_rule_listening_no_trigger_runs_and_a_cancel_emits_in_its_transa
     # The last rule gone: the trigger is off again
     _rules(engine, tmp_path / name, [])
     assert not _enabled(engine)
+
+
+DEMO = Path(__file__).resolve().parents[2] / "examples" / "packs" / "demo"
+
+
+def test_the_demo_notifies_a_dead_order_and_not_its_own_notifier(
+    engine: Engine, settings: config.Settings
+) -> None:
+    # Given the demo pack, whose rule notify_on_dead listens on usher.execution
+    with db.unit_of_work(engine) as session:
+        app_packs.load(session, DEMO)
+    (order,) = submit(
+        engine, settings, None, "demo.validate_order", [{"order_id": 7, "amount": -1}]
+    )
+    # When the order ends dead (a permanent failure of its first attempt, no worker needed)
+    with db.unit_of_work(engine) as session:
+        assert admission.claim(session, order, 1, "test-worker", 30) is not None
+    with db.unit_of_work(engine) as session:
+        ended = admission.Ended(order, 1, "failed", error="negative amount", transient=False)
+        released = admission.release(session, settings, ended)
+    assert released.status == "dead"
+    (emitted,) = released.events
+    # Then its event enforces the notifier with the dead execution's id, action and error
+    with db.unit_of_work(engine) as session:
+        (enforced,) = events.process(session, settings, emitted).enforcements
+    assert enforced.rule == "demo.notify_on_dead" and enforced.status == "executed"
+    (notify,) = _executions(engine, "demo.notify")
+    assert notify.parameters == {
+        "execution_id": order,
+        "action": "demo.validate_order",
+        "error": "negative amount",
+    }
+    # And the notifier's own dead end notifies nobody (the criteria leave it out)
+    with db.unit_of_work(engine) as session:
+        admission.claim(session, notify.id, 1, "test-worker", 30)
+    with db.unit_of_work(engine) as session:
+        ended = admission.Ended(notify.id, 1, "failed", error="sink down", transient=False)
+        (again,) = admission.release(session, settings, ended).events
+    with db.unit_of_work(engine) as session:
+        assert events.process(session, settings, again).enforcements == []

@@ -56,6 +56,7 @@ def run(
     concurrency: int = 2,
     console: Console | None = None,
     plain_queues: int = 1,
+    listen: bool = False,
 ) -> Report:
     """Both systems on the scratch database, one after the other on the same workers."""
     console = console or Console(stderr=True)
@@ -71,7 +72,7 @@ def run(
         try:
             # A line with fewer slots than worker processes: every grant finds an idle one.
             handoff_limit = max(workers * concurrency // 2, 1)
-            pack = load_pack(engine, folder, actions, limit, handoff_limit)
+            pack = load_pack(engine, folder, actions, limit, handoff_limit, listen)
             refs = [f"{pack}.noop{i}" for i in range(actions)]
             with measures.progress(console) as progress:
                 task = progress.add_task("starting workers", total=workers)

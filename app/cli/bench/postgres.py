@@ -46,13 +46,15 @@ def measure(
     actions: int = 10,
     limit: int = 5,
     clients: int = 4,
-) -> dict[str, float]:
-    """{"lifecycles_per_s", "clients", "actions", "limit"} for one run."""
+    listen: bool = False,
+) -> dict[str, Any]:
+    """{"lifecycles_per_s", "clients", "actions", "limit", "execution_events"} for one run
+    (``listen``: with a rule on usher.execution, so each finish writes an event)."""
 
     with scratch.scratch(settings) as (url, folder):
         engine = db.make_engine(url)
         try:
-            pack = scratch.load_pack(engine, folder, actions, limit)
+            pack = scratch.load_pack(engine, folder, actions, limit, listen=listen)
             local = settings.model_copy(update={"database_url": url})
             grants: list[tuple[int, int]] = []
             for offset in range(0, executions, 1000):
@@ -85,4 +87,5 @@ def measure(
         "clients": clients,
         "actions": actions,
         "limit": limit,
+        "execution_events": listen,
     }

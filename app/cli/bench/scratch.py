@@ -54,9 +54,16 @@ def scratch(settings: config.Settings) -> Iterator[tuple[str, Path]]:
 
 
 def load_pack(
-    engine: Engine, folder: Path, actions: int, limit: int, handoff_limit: int = 0
+    engine: Engine,
+    folder: Path,
+    actions: int,
+    limit: int,
+    handoff_limit: int = 0,
+    listen: bool = False,
 ) -> str:
-    """Actions ``noop0``.. of concurrency ``limit``; with ``handoff_limit``, also ``handoff``."""
+    """Actions ``noop0``.. of concurrency ``limit``; with ``handoff_limit``, also ``handoff``.
+    ``listen``: a rule on ``usher.execution`` that matches no event, so every end writes its
+    execution event (the trigger on) and nothing more runs: what execution events cost."""
     pack = f"bench{uuid.uuid4().hex[:6]}"
     root = folder / "packs" / pack
     (root / "actions").mkdir(parents=True)
@@ -67,6 +74,12 @@ def load_pack(
     for name, concurrency in limits.items():
         (root / "actions" / f"{name}.yaml").write_text(
             f"name: {name}\nrunner: noop\npolicy: {{concurrency: {concurrency}}}\n"
+        )
+    if listen:
+        (root / "rules").mkdir()
+        (root / "rules" / "listen.yaml").write_text(
+            "name: listen\ntrigger: usher.execution\ncriteria: {payload.status: never}\n"
+            f"action: {pack}.noop0\n"
         )
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
