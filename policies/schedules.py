@@ -311,6 +311,26 @@ def one(session: Session, ref: str) -> dict[str, Any]:
     return _listed(row)
 
 
+def upcoming(schedule: Mapping[str, Any], count: int, now: datetime) -> list[datetime]:
+    """The next ``count`` ticks of a listed schedule (``listing``'s item), in UTC: from its
+    next tick while it runs, from ``now`` while it is paused (a resume goes on from the next
+    tick after it), none while it is disabled or its timing cannot be computed here."""
+    if not schedule["enabled"]:
+        return []
+    try:
+        timing = _timing_of({**schedule, "at": _moment(schedule["at"])})
+    except ticks.BadTiming:  # a timezone this host's tz database lacks
+        return []
+    if schedule["paused"]:
+        return timing.upcoming(now, count)
+    first = _moment(schedule["next_fire_at"])
+    return [] if first is None else [first, *timing.upcoming(first, count - 1)]
+
+
+def _moment(value: Any) -> datetime | None:
+    return datetime.fromisoformat(value) if isinstance(value, str) else value
+
+
 def set_paused(session: Session, ref: str, paused: bool) -> dict[str, Any]:
     """Pause (no tick fires) or resume (from the next tick after now: the ticks that fell in
     the pause were not missed, they were not wanted); returns the schedule."""

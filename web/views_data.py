@@ -180,3 +180,10 @@ def enforcements(session: Session, event_ids: Sequence[int]) -> dict[int, list[d
     for row in rows:
         found.setdefault(row["event_id"], []).append(dict(row))
     return found
+
+
+def schedule_fires(session: Session) -> dict[str, dict[str, Any]]:
+    """Each schedule's latest fired tick by ref: its event and, for an action schedule, the
+    enforcement and the execution it made (one index probe per schedule)."""
+    rows = session.execute(sql.query("dashboard_schedule_fires")).mappings()
+    return {row["ref"]: dict(row) for row in rows}

@@ -192,6 +192,20 @@ SELECT f.event_id, f.id, f.rule_ref, f.status, f.reason, f.execution_id,
 FROM enforcements f LEFT JOIN executions e ON e.id = f.execution_id
 WHERE f.event_id = ANY(:ids) ORDER BY f.event_id, f.id
 
+-- name: dashboard_schedule_fires
+-- Each schedule's latest fired tick, its event and, for an action schedule, the enforcement
+-- recorded under the schedule's ref and the execution it made. The LATERAL walks the primary
+-- key (schedule_id, fire_at) backwards: one probe per schedule, however many ticks it fired.
+SELECT s.ref, f.fire_at, f.fired_at, f.event_id, n.status AS enforcement,
+       usher_capped_text(n.reason) AS reason, n.execution_id, x.status AS execution_status
+FROM schedules s
+CROSS JOIN LATERAL (
+    SELECT fire_at, fired_at, event_id FROM schedule_fires
+    WHERE schedule_id = s.id ORDER BY fire_at DESC LIMIT 1
+) f
+LEFT JOIN enforcements n ON n.event_id = f.event_id AND n.rule_ref = s.ref
+LEFT JOIN executions x ON x.id = n.execution_id
+
 -- name: metrics_lines
 -- Each action's counters summed over its lines; an action never used yet has NULL sums.
 SELECT a.ref AS action, sum(q.total_enqueued) AS enqueued,
