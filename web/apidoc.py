@@ -56,6 +56,8 @@ def markdown(document: dict[str, Any]) -> str:
         "create NAME`): 401 without a valid token, 403 with a read-only one. Errors are",
         '`{"error": {"code": "...", "message": "..."}}` with a 4xx status (503 while Postgres',
         "is unreachable). `GET /healthz`, `GET /metrics` and the OpenAPI document are open.",
+        "`POST /hooks/<ref>`, a pack's webhook, is not part of this API: it takes no bearer",
+        "token, the webhook's own secret authenticates it ([triggers](triggers.md#webhooks)).",
         "",
         "Limits, on every route:",
         "",

@@ -2,7 +2,8 @@
 
 One module per command group: ``executions`` (run, queues, executions), ``events`` (events,
 the DLQ), ``serve`` (the processes and benchmarks), ``admin`` (tokens, live control),
-``schedules``; what all commands share (the runtime, tables, JSON) is in ``app.cli.common``.
+``schedules``, ``webhooks``; what all commands share (the runtime, tables, JSON) is in
+``app.cli.common``.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.cli import events as cli_events
 from app.cli import executions as cli_executions
 from app.cli import schedules as cli_schedules
 from app.cli import serve as cli_serve
+from app.cli import webhooks as cli_webhooks
 from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime, table
 from app.errors import UsherError
 from policies import packs
@@ -78,6 +80,7 @@ for command in [
     *cli_serve.COMMANDS,
     *cli_admin.GROUPS,
     *cli_schedules.GROUPS,
+    *cli_webhooks.GROUPS,
 ]:
     main.add_command(command)
 

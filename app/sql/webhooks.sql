@@ -30,10 +30,10 @@ ON CONFLICT (webhook, outcome) DO UPDATE SET count = webhook_requests.count + 1
 -- name: list_webhooks
 SELECT w.ref, p.name AS pack, w.name, w.description, w.trigger, w.kind,
        w.secret_name AS secret, w.header, w.prefix, w.delivery_header,
-       coalesce(sum(r.count) FILTER (WHERE r.outcome IN ('accepted', 'duplicate')), 0)
-           AS accepted,
-       coalesce(sum(r.count) FILTER (WHERE r.outcome NOT IN ('accepted', 'duplicate')), 0)
-           AS refused
+       CAST(coalesce(sum(r.count) FILTER (WHERE r.outcome IN ('accepted', 'duplicate')), 0)
+            AS bigint) AS accepted,
+       CAST(coalesce(sum(r.count) FILTER (WHERE r.outcome NOT IN ('accepted', 'duplicate')), 0)
+            AS bigint) AS refused
 FROM webhooks w
 JOIN packs p ON p.id = w.pack_id
 LEFT JOIN webhook_requests r ON r.webhook = w.ref

@@ -10,7 +10,10 @@ import hmac
 import io
 import json
 import logging
+import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -19,12 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 import web
-from app import config, db
+from app import cli, config, db
 from app.cli import serve as cli_serve
 from policies import events, packs, webhooks
 from tests.support.flow import status, wait_until
@@ -533,3 +537,91 @@ def test_a_pack_load_updates_and_removes_its_webhooks(
     )
     assert _push(client, pack, PUSH, "x", _signed(PUSH)).status_code == 202
     assert [e.trigger for e in _events(engine)] == ["github.any"]
+
+
+def test_usher_webhooks_lists_them_with_their_counts(
+    settings: config.Settings, client: FlaskClient, pack: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _push(client, pack, PUSH, "c1", _signed(PUSH))
+    _push(client, pack, PUSH, "c2", "sha256=00")
+    assert settings.database_url
+    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("USHER_HOME", str(settings.home))
+    result = CliRunner().invoke(cli.main, ["webhooks", "list", "--json"], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    listed = {w["ref"]: w for w in json.loads(result.stdout)}
+    assert set(listed) == {f"{pack}.{n}" for n in ("github_push", "tokened", "unset")}
+    github = listed[f"{pack}.github_push"]
+    assert (github["trigger"], github["kind"], github["secret"]) == (
+        "github.push",
+        "hmac_sha256",
+        "WH_TEST_GITHUB",
+    )
+    assert (github["header"], github["prefix"], github["delivery_header"]) == (
+        "X-Hub-Signature-256",
+        "sha256=",
+        "X-GitHub-Delivery",
+    )
+    assert (github["accepted"], github["refused"]) == (1, 1)
+    assert listed[f"{pack}.tokened"]["delivery_header"] == "X-Usher-Delivery"
+    assert GITHUB_SECRET not in result.stdout
+    table = CliRunner().invoke(cli.main, ["webhooks", "list"], catch_exceptions=False).stdout
+    assert f"/hooks/{pack}.github_push" in table
+
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "triggers.md"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "packs"
+
+
+def _docs_curl() -> str:
+    """The shell block of docs/triggers.md that signs and sends a push with curl."""
+    text = DOCS.read_text()
+    blocks = text.split("```sh\n")[1:]
+    found = [b.split("```", 1)[0] for b in blocks if "openssl dgst" in b]
+    assert len(found) == 1, "docs/triggers.md: one ```sh block signs a push with openssl"
+    return found[0]
+
+
+@pytest.mark.skipif(
+    not (shutil.which("openssl") and shutil.which("curl")), reason="needs openssl and curl"
+)
+def test_the_docs_curl_command_delivers_a_push_to_the_demos_webhook_and_its_rule_matches(
+    engine: Engine,
+    settings: config.Settings,
+    app: Flask,
+    served: int,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Given the demo pack loaded and its secret set in the web process
+    with db.unit_of_work(engine) as session:
+        packs.load(session, EXAMPLES)
+    secret = "a-long-random-string-for-the-docs"
+    monkeypatch.setenv("USHER_SECRET_GITHUB_HOOK", secret)
+    script = _docs_curl().replace("http://127.0.0.1:5000", f"http://127.0.0.1:{served}")
+    env = {"PATH": os.environ["PATH"], "USHER_SECRET_GITHUB_HOOK": secret}
+    # When the documented commands run, twice (a redelivery)
+    answers = [
+        subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout
+        for _ in range(2)
+    ]
+    # Then one event, answered twice, and the demo's rule enforces it
+    first, second = (json.loads(a.strip().splitlines()[-1]) for a in answers)
+    assert first == second and set(first) == {"event_id"}
+    with db.unit_of_work(engine) as session:
+        processed = events.process(session, settings, first["event_id"])
+    assert [(e.rule, e.status) for e in processed.enforcements] == [
+        ("demo.hello_on_push", "executed")
+    ]
+    with engine.connect() as conn:
+        who = conn.execute(
+            text("SELECT parameters->>'who' FROM executions WHERE id = :i"),
+            {"i": processed.enforcements[0].execution_id},
+        ).scalar_one()
+    assert who.startswith("octocat, who pushed ")
