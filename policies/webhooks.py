@@ -22,6 +22,7 @@ import logging
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 from sqlalchemy import delete, func
@@ -184,18 +185,25 @@ def listing(session: Session) -> list[dict[str, Any]]:
 def find(session: Session, ref: str) -> Hook:
     row = session.execute(sql.query("webhook_by_ref"), {"ref": ref}).one_or_none()
     if row is None:
-        raise Unknown(f"no webhook named {ref!r}")
+        raise Unknown(f"no webhook named {ref[:200]!r}")
     return Hook(**row._asdict())
 
 
-def secret(hook: Hook, secrets_dir: Any) -> str:
+def secret(hook: Hook, secrets_dir: Path | None) -> str:
     """The webhook's secret, resolved now (Unavailable when it is not configured; the
-    reason, naming the variable or file but never a value, is the one logged)."""
+    reason, naming the variable or file but never a value, is the one logged). An empty
+    one is not configured: an empty token header would match it."""
     try:
-        return str(secretstore.resolve(hook.secret_name, secrets_dir))
+        value = str(secretstore.resolve(hook.secret_name, secrets_dir))
     except secretstore.MissingSecret as error:
         log.error("webhook %s cannot check requests: %s", hook.ref, error.message)
         raise Unavailable() from None
+    if not value.strip():
+        log.error(
+            "webhook %s cannot check requests: secret %s is empty", hook.ref, hook.secret_name
+        )
+        raise Unavailable()
+    return value
 
 
 def signature(secret_value: str, body: bytes, prefix: str = "") -> str:

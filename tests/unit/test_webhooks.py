@@ -187,3 +187,20 @@ def test_the_delivery_id_is_optional_and_bounded() -> None:
     assert webhooks.delivery_id(_hook(), Headers({})) is None
     with pytest.raises(InvalidRequest, match="longer than 200"):
         webhooks.delivery_id(_hook(), Headers({"X-GitHub-Delivery": "x" * 201}))
+
+
+def test_an_unset_or_empty_secret_makes_the_webhook_unavailable(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    hook = webhooks.Hook(1, "p.t", "p.t", "token", "WH_UNIT_SECRET", "X-T", "", "X-D")
+    monkeypatch.delenv("USHER_SECRET_WH_UNIT_SECRET", raising=False)
+    with pytest.raises(webhooks.Unavailable) as caught:
+        webhooks.secret(hook, tmp_path)
+    assert "WH_UNIT_SECRET" not in caught.value.message
+    (tmp_path / "WH_UNIT_SECRET").write_text("\n")
+    with pytest.raises(webhooks.Unavailable):
+        webhooks.secret(hook, tmp_path)
+    (tmp_path / "WH_UNIT_SECRET").write_text("from-the-file-1234\n")
+    assert webhooks.secret(hook, tmp_path) == "from-the-file-1234"
+    monkeypatch.setenv("USHER_SECRET_WH_UNIT_SECRET", "from-the-environment")
+    assert webhooks.secret(hook, tmp_path) == "from-the-environment"
