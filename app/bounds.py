@@ -41,3 +41,8 @@ PRIORITY = Range(-1000, 1000)
 # A page of the events list (GET /api/v1/events, usher events list): its size and default.
 EVENTS_PAGE = Range(1, 500)
 EVENTS_PAGE_DEFAULT = 50
+# A delayed run (delay_s, or run_at from now): at most 30 days ahead.
+DELAY_S = Range(0.0, 2_592_000.0)
+# An idempotency key: 1..200 printable ASCII characters; how long a key is remembered.
+IDEMPOTENCY_KEY_LENGTH = Range(1, 200)
+IDEMPOTENCY_TTL_S = Range(1, 2_592_000)

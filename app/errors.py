@@ -77,6 +77,13 @@ class AlreadyFinished(UsherError):
     status = 409
 
 
+class IdempotencyConflict(UsherError):
+    """This Idempotency-Key was used for a different request; use a new key."""
+
+    code = "idempotency_conflict"
+    status = 409
+
+
 class InvalidPack(UsherError):
     """A pack file is invalid."""
 

@@ -20,6 +20,8 @@ COUNTERS = (
 class Status(StrEnum):
     """An execution's status (docs/architecture.md, "Execution statuses")."""
 
+    # Asked to run later (run_at): holds no place in line (no seq) until it falls due.
+    delayed = "delayed"
     queued = "queued"
     scheduled = "scheduled"
     running = "running"
@@ -30,6 +32,8 @@ class Status(StrEnum):
     dead = "dead"
     cancelled = "cancelled"
     expired = "expired"
+    # A delayed execution whose line was full when it fell due (a request would get 429).
+    rejected = "rejected"
 
 
 # Statuses that hold a concurrency slot (and so does ``retrying`` with ``holds_slot``).
@@ -41,6 +45,7 @@ FINISHED = (
     Status.dead,
     Status.cancelled,
     Status.expired,
+    Status.rejected,
 )
 STATUSES = tuple(Status)
 # What a cancel takes: every status but the final ones.

@@ -13,6 +13,7 @@ an autocommit connection, one round trip each (the workers' hot path).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -31,8 +32,9 @@ OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "cancelled")
 @dataclass(frozen=True)
 class Enqueued:
     execution_id: int
-    seq: int
+    seq: int | None  # None while delayed (until run_at)
     grants: list[lines.Grant]
+    run_at: datetime | None = None
 
     @property
     def granted(self) -> bool:
@@ -96,18 +98,22 @@ def enqueue(
     params: Any,
     priority: int = 0,
     replay_of: int | None = None,
+    run_at: datetime | None = None,
+    delay_s: float | None = None,
 ) -> Enqueued:
-    """Put a new execution at the tail of its line and admit what fits: the batch of one
-    (``intake.enqueue_many``), its error raised (QueueFull past the cap, UnknownAction,
-    InvalidParameters)."""
+    """Put a new execution at the tail of its line and admit what fits (or, with a time
+    ahead, store it ``delayed`` until then): the batch of one (``intake.enqueue_many``), its
+    error raised (QueueFull past the cap, UnknownAction, InvalidParameters)."""
     taken = intake.enqueue_many(
-        session, settings, [intake.Request(action_ref, params, priority, replay_of)]
+        session,
+        settings,
+        [intake.Request(action_ref, params, priority, replay_of, run_at, delay_s)],
     )
     (item,) = taken
     if item.error is not None:
         raise item.error
-    assert item.execution_id is not None and item.seq is not None
-    return Enqueued(item.execution_id, item.seq, taken.grants)
+    assert item.execution_id is not None
+    return Enqueued(item.execution_id, item.seq, taken.grants, item.run_at)
 
 
 def claim(
@@ -238,12 +244,14 @@ def finish(executor: db.Executor, settings: Settings, ended: Ended) -> Released 
 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
-    """Cancel a queued, scheduled or running execution; a freed slot goes to the next in line."""
+    """Cancel a delayed, queued, scheduled or running execution; a freed slot goes to the next
+    in line."""
     line = lines.lock_line_of(session, settings, execution_id)
     previous, held = session.execute(sql.query("lock_execution"), {"id": execution_id}).one()
     if previous not in models.CANCELLABLE:
         raise AlreadyFinished(f"execution {execution_id} is already {previous}")
     counter = {
+        "delayed": None,  # it holds no place yet: only its own row changes
         "queued": "queue_length",
         "scheduled": "active_count",
         "running": "active_count",
@@ -251,7 +259,8 @@ def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled
     }[previous]
     session.execute(sql.query("cancel_execution"), {"id": execution_id})
     freed = {counter: -1} if counter else {}
-    lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
+    if previous != "delayed":  # the line counts what joined it
+        lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
     grants = lines.admit(session, line).grants if counter == "active_count" else []
     return Cancelled(previous, grants, emitted.read(session))
 

@@ -9,19 +9,25 @@ never deadlock on each other); under those locks each group takes its seq number
 order, one statement counts them on the lines and one inserts every execution.
 ``lines.admit`` then runs once per line. This never commits: the caller owns the transaction
 and publishes ``grants`` after it.
+
+A request with ``run_at`` (or ``delay_s``) still ahead by the database's clock is inserted
+``delayed``: no seq, no place in line, not counted; ``policies.delayed`` makes it join its
+line when it falls due. Its line is locked all the same (with the others, in the one order),
+since it is created there. A time already passed joins at once, as a request without one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import queries, sql
+from app import bounds, queries, sql
 from app.config import Settings
-from app.errors import InvalidParameters, UsherError
+from app.errors import InvalidParameters, InvalidRequest, UsherError
 from policies import actions, limits, lines, requests
 
 # Items per batch request (API): enough to amortise the round trips, small enough for one
@@ -38,17 +44,21 @@ class Request:
     parameters: Any
     priority: int = 0
     replay_of: int | None = None
+    run_at: datetime | None = None  # join the line then (``delayed`` until)
+    delay_s: float | None = None  # or this many seconds from now, by the database's clock
 
 
 @dataclass(frozen=True)
 class ItemResult:
-    """One request's outcome: an execution (``queued`` or ``scheduled``) or the error."""
+    """One request's outcome: an execution (``queued``, ``scheduled``, or ``delayed`` until
+    ``run_at``) or the error."""
 
     index: int
     execution_id: int | None = None
     seq: int | None = None
     status: str | None = None
     error: UsherError | None = None
+    run_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -79,11 +89,13 @@ class _Item:
     request: Request
 
 
-def fields(request: Any) -> tuple[str, Any, int]:
-    """(action, parameters, priority) of one request body, or InvalidRequest: the API's own
-    request model, so a batch item and ``usher run`` are checked as a single request is."""
+def fields(request: Any) -> Request:
+    """One request body as a ``Request``, or InvalidRequest: the API's own request model, so
+    a batch item and ``usher run`` are checked as a single request is."""
     body = requests.parse(requests.ExecutionRequest, request)
-    return body.action, body.parameters, body.priority
+    return Request(
+        body.action, body.parameters, body.priority, run_at=body.run_at, delay_s=body.delay_s
+    )
 
 
 def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, int], int]:
@@ -103,9 +115,7 @@ def _validated(
     checked: list[tuple[int, Request]] = []
     for index, request in enumerate(requests):
         try:
-            checked.append(
-                (index, request if isinstance(request, Request) else Request(*fields(request)))
-            )
+            checked.append((index, request if isinstance(request, Request) else fields(request)))
         except UsherError as error:
             errors[index] = error
     known = actions.find(session, settings, {r.action for _, r in checked}) if checked else {}
@@ -135,9 +145,18 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
     """
     errors: dict[int, UsherError] = {}
     groups: dict[tuple[int, str], list[_Item]] = {}
-    for item in _validated(session, settings, requests, errors):
+    later: dict[tuple[int, str], list[tuple[_Item, datetime]]] = {}
+    items = _validated(session, settings, requests, errors)
+    due = _due_times(session, items, errors)
+    for item in items:
+        if item.index in errors:
+            continue
         key = limits.partition_key(item.action.limits.partition_by, item.params)
-        groups.setdefault((item.action.id, key), []).append(item)
+        if item.index in due:
+            later.setdefault((item.action.id, key), []).append((item, due[item.index]))
+        else:
+            groups.setdefault((item.action.id, key), []).append(item)
+    delayed = _delay(session, groups, later) if later else {}
     placed: dict[int, tuple[int, int]] = {}  # index -> (execution id, seq)
     grants: list[lines.Grant] = []
     pending = sorted(groups)
@@ -154,11 +173,69 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
     for index in range(len(requests)):
         if index in errors:
             results.append(ItemResult(index, error=errors[index]))
+        elif index in delayed:
+            execution_id, run_at = delayed[index]
+            results.append(ItemResult(index, execution_id, None, "delayed", run_at=run_at))
         else:
             execution_id, seq = placed[index]
             status = "scheduled" if execution_id in scheduled else "queued"
             results.append(ItemResult(index, execution_id, seq, status))
     return Intake(results, grants)
+
+
+def _due_times(
+    session: Session, items: list[_Item], errors: dict[int, UsherError]
+) -> dict[int, datetime]:
+    """When each item with a time still ahead falls due (by the database's clock, read once,
+    so the items of one batch asking for the same delay share one time); a time further
+    ahead than ``bounds.DELAY_S`` is the item's error."""
+    timed = [i for i in items if i.request.run_at is not None or i.request.delay_s]
+    if not timed:
+        return {}
+    now: datetime = session.execute(sql.query("database_now")).scalar_one()
+    most = now + timedelta(seconds=bounds.DELAY_S.high)
+    due = {}
+    for item in timed:
+        at = item.request.run_at or now + timedelta(seconds=item.request.delay_s or 0)
+        if at > most:
+            errors[item.index] = InvalidRequest(
+                f"run_at: at most {bounds.DELAY_S.high / 86_400:g} days ahead "
+                f"({most.isoformat(timespec='seconds')})"
+            )
+        elif at > now:
+            due[item.index] = at
+    return due
+
+
+def _delay(
+    session: Session,
+    groups: dict[tuple[int, str], list[_Item]],
+    later: dict[tuple[int, str], list[tuple[_Item, datetime]]],
+) -> dict[int, tuple[int, datetime]]:
+    """Insert the delayed items (no seq, not counted) and lock every line of the batch at
+    once, in the one order; returns index -> (execution id, run_at). Their ids are taken
+    first in request order, so that requests due at the same time join in that order."""
+    located = lines.lock_lines(session, sorted(set(groups) | set(later)))
+    wanted = [(key, item, at) for key, pairs in later.items() for item, at in pairs]
+    wanted.sort(key=lambda w: w[1].index)
+    ids = sorted(session.execute(sql.query("execution_ids"), {"n": len(wanted)}).scalars().all())
+    rows = [
+        {
+            "i": execution_id,
+            "a": item.action.id,
+            "q": located[key].id,
+            "p": item.request.priority,
+            "d": item.params,
+            "t": at.isoformat(),
+            "r": item.request.replay_of,
+        }
+        for execution_id, (key, item, at) in zip(ids, wanted, strict=True)
+    ]
+    session.execute(sql.query("insert_delayed"), {"rows": sql.jsonb(rows)})
+    return {
+        item.index: (execution_id, at)
+        for execution_id, (_, item, at) in zip(ids, wanted, strict=True)
+    }
 
 
 def _round(

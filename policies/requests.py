@@ -8,11 +8,14 @@ checked where the settings and the action are known: ``events`` and ``parameters
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, TypeVar
 
 from pydantic import (
     AfterValidator,
+    AwareDatetime,
     BaseModel,
+    BeforeValidator,
     Field,
     SkipValidation,
     ValidationError,
@@ -48,8 +51,58 @@ Parameters = Annotated[
 ]
 
 
-class ExecutionRequest(BaseModel):
-    """A request to run an action."""
+def absent() -> Any:
+    """The default of a key that may be left out but is never null: None, which pydantic does
+    not validate (a null given is refused like any other wrong type), so the field's type
+    stays one type and no null shows in the document. Read the attribute as ``T | None``."""
+    return Field(default=None)
+
+
+def no_null_defaults(schema: dict[str, Any]) -> None:
+    """A ``json_schema_extra``: an optional key that is never null shows no ``default: null``."""
+    for field in schema.get("properties", {}).values():
+        if "default" in field and field["default"] is None:
+            del field["default"]
+
+
+def _iso_text(value: Any) -> Any:
+    """A time is ISO 8601 text here (pydantic alone would also take a number of seconds)."""
+    if not isinstance(value, str | datetime):
+        raise PydanticCustomError("datetime_type", "Input should be an ISO 8601 time")
+    return value
+
+
+# A delayed run's time, with its offset (a time without one names no instant).
+RunAt = Annotated[
+    AwareDatetime,
+    BeforeValidator(_iso_text),
+    Field(description="ISO 8601 with a timezone: wait as `delayed` until then (30 days at most)"),
+]
+DelayS = Annotated[
+    float,
+    Field(
+        strict=True,
+        allow_inf_nan=False,
+        description="seconds from now: wait as `delayed` until then",
+        **bounds.DELAY_S.field(),
+    ),
+]
+# An Idempotency-Key (the header) or a batch item's key: printable ASCII.
+Key = Annotated[
+    str,
+    Field(
+        strict=True,
+        min_length=bounds.IDEMPOTENCY_KEY_LENGTH.low,
+        max_length=bounds.IDEMPOTENCY_KEY_LENGTH.high,
+        pattern=r"^[ -~]+$",
+        description="the same key again (same action, or trigger) within "
+        "USHER_IDEMPOTENCY_TTL_S answers the first request's answer and creates nothing",
+    ),
+]
+
+
+class ExecutionRequest(BaseModel, json_schema_extra=no_null_defaults):
+    """A request to run an action (now, or at ``run_at`` / after ``delay_s``)."""
 
     action: Annotated[
         str,
@@ -58,6 +111,20 @@ class ExecutionRequest(BaseModel):
     ]
     parameters: Parameters = Field(default_factory=dict)
     priority: Annotated[int, _bounded(bounds.PRIORITY, "higher first within the action's line")] = 0
+    run_at: RunAt = absent()
+    delay_s: DelayS = absent()
+
+    @model_validator(mode="after")
+    def _one_timing(self) -> ExecutionRequest:
+        if self.run_at is not None and self.delay_s is not None:
+            raise PydanticCustomError("timing", "give run_at or delay_s, not both")
+        return self
+
+
+class ExecutionItem(ExecutionRequest):
+    """One item of a batch: a request, and its idempotency key."""
+
+    key: Key = absent()
 
 
 class ExecutionBatch(BaseModel):
@@ -65,9 +132,13 @@ class ExecutionBatch(BaseModel):
 
     # Each item is validated where it is enqueued (a bad one is that item's error), so the
     # items stay the JSON values they came as.
-    items: Annotated[
-        list[SkipValidation[ExecutionRequest]], Field(min_length=1, max_length=MAX_BATCH)
-    ]
+    items: Annotated[list[SkipValidation[ExecutionItem]], Field(min_length=1, max_length=MAX_BATCH)]
+
+
+class IdempotencyHeader(BaseModel):
+    """The request headers Usher reads (any other is ignored)."""
+
+    idempotency_key: Key = Field(default=None, alias="Idempotency-Key")  # type: ignore[assignment]
 
 
 class Event(BaseModel):
@@ -81,31 +152,23 @@ class Event(BaseModel):
     )
 
 
+class EventItem(Event, json_schema_extra=no_null_defaults):
+    """One event of a batch, and its idempotency key."""
+
+    key: Key = absent()
+
+
 class EventBatch(BaseModel):
     """Many events at once, stored all or none."""
 
     # Each event is validated where it is stored, which names the first bad one (events[i]);
     # the items stay the JSON values they came as.
-    events: Annotated[list[SkipValidation[Event]], Field(min_length=1, max_length=MAX_BATCH)]
+    events: Annotated[list[SkipValidation[EventItem]], Field(min_length=1, max_length=MAX_BATCH)]
 
 
 Concurrency = Annotated[int, _bounded(bounds.CONCURRENCY, "at most this many at once")]
 QueueLength = Annotated[int, _bounded(bounds.QUEUE_LENGTH, "more waiting: 429")]
 QueueTimeout = Annotated[int, _bounded(bounds.TIMEOUT_S, "waiting longer: expired")]
-
-
-def absent() -> Any:
-    """The default of a key that may be left out but is never null: None, which pydantic does
-    not validate (a null given is refused like any other wrong type), so the field's type
-    stays one type and no null shows in the document. Read the attribute as ``T | None``."""
-    return Field(default=None)
-
-
-def no_null_defaults(schema: dict[str, Any]) -> None:
-    """A ``json_schema_extra``: an optional key that is never null shows no ``default: null``."""
-    for field in schema.get("properties", {}).values():
-        if "default" in field and field["default"] is None:
-            del field["default"]
 
 
 def _one_or_more(schema: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
 """``usher beat``'s scheduler: Celery's own (the sweeper's schedule), and the schedules of
-the packs, fired in the beat process itself (``policies.schedules.fire_due``).
+the packs, fired in the beat process itself (``policies.schedules.fire_due``), and the
+delayed runs that fell due joining their lines (``tasks.delayed``).
 
 Each tick fires what is due in one transaction per batch, publishes the grants after the
-commit, and sleeps until the next schedule falls due by the database's clock, never more
-than ``MAX_WAIT_S``: a schedule loaded or resumed meanwhile is seen within a second. Any
+commit, and sleeps until the next schedule or delayed run falls due by the database's clock,
+never more than ``MAX_WAIT_S``: a schedule loaded or resumed meanwhile is seen within a second. Any
 number of beats may run (two for high availability): the database makes each tick fire
 once. Celery's schedule is kept in memory, not in a shelve file, so that two beats may share
 one USHER_HOME; the sweeper's interval needs no memory across restarts.
@@ -20,7 +21,8 @@ from celery import beat
 from app import celery as usher_celery
 from app import db
 from app.config import Settings
-from policies import schedules
+from policies import delayed, schedules
+from tasks import delayed as delayed_runs
 
 log = logging.getLogger(__name__)
 
@@ -54,33 +56,38 @@ class Scheduler(beat.Scheduler):
         return max(min(celery_wait, self._fire_at - time.monotonic()), 0.0)
 
     def fire(self) -> float:
-        """Fire every due schedule, a batch per transaction; returns when (on the monotonic
-        clock) to look again."""
+        """Fire every due schedule, a batch per transaction, and make the due delayed runs
+        join their lines; returns when (on the monotonic clock) to look again."""
         settings: Settings = self.app.conf.usher_settings
         engine = db.engine_for(db.database_url(settings))
         try:
             while True:
                 with db.unit_of_work(engine) as session:
                     fired = schedules.fire_due(session, settings)
-                    following = schedules.next_due_s(session)
-                    again = time.monotonic() + wait_s(following)
                 usher_celery.publish(self.app, fired.grants)
                 if fired.skipped:
                     log.info("schedules: %d missed tick(s) skipped", fired.skipped)
                 log.debug("schedules: fired %d tick(s)", len(fired.fires))
                 if fired.taken < schedules.BATCH:
                     break
+            joined = delayed_runs.join_due(self.app, engine, settings)
+            if joined:
+                log.debug("delayed runs: %d joined their lines", joined)
+            with db.unit_of_work(engine) as session:
+                following = [schedules.next_due_s(session), delayed.next_due_s(session)]
+            waits = [w for w in following if w is not None]
+            again = time.monotonic() + wait_s(min(waits) if waits else None)
         except Exception:
             # The database is away (or a bug): try again in a second, and say so once.
             log.log(
                 logging.DEBUG if self._failing else logging.ERROR,
-                "firing schedules failed; trying again every %gs",
+                "firing schedules or delayed runs failed; trying again every %gs",
                 MAX_WAIT_S,
                 exc_info=not self._failing,
             )
             self._failing = True
             return time.monotonic() + MAX_WAIT_S
         if self._failing:
-            log.info("firing schedules works again")
+            log.info("firing schedules and delayed runs works again")
             self._failing = False
         return again

@@ -19,7 +19,17 @@ import web
 from app import celery as usher_celery
 from app import queries, tokens
 from app.errors import Forbidden, Unauthorized
-from policies import admission, control, dlq, eta, events, intake, requests, schedules, stats
+from policies import (
+    admission,
+    control,
+    dlq,
+    eta,
+    events,
+    idempotency,
+    requests,
+    schedules,
+    stats,
+)
 from web import schedule_schemas, schemas, settings, unit_of_work
 
 bp = APIBlueprint(
@@ -134,63 +144,91 @@ def show_action(path: schemas.ActionPath) -> Any:
     return action
 
 
+CONFLICT: dict[Any, Any] = {
+    409: schemas.error("The Idempotency-Key was used for a different request")
+}
+
+
 @bp.post(
     "/executions",
-    summary="Request an execution",
+    summary="Request an execution (now, or `delayed` until `run_at` / `delay_s`)",
     responses={
+        200: schemas.replayed(schemas.Submitted),
         202: schemas.Submitted,
         **WRITE_ONE,
+        **CONFLICT,
         422: schemas.error("The parameters fail the action's schema"),
         429: schemas.error(
             "The line is full, or " + schemas.THROTTLED.lower(), **{"Retry-After": "seconds"}
         ),
     },
 )
-def submit_execution(body: requests.ExecutionRequest) -> Any:
+def submit_execution(header: requests.IdempotencyHeader, body: requests.ExecutionRequest) -> Any:
+    """With an Idempotency-Key seen before: 200 and the first answer, nothing created."""
     with unit_of_work() as session:
-        enqueued = admission.enqueue(
-            session, settings(), body.action, body.parameters, body.priority
+        (answer,), grants = idempotency.enqueue(
+            session,
+            settings(),
+            [body.model_dump(exclude_unset=True)],
+            [header.idempotency_key],
+            position=lambda execution_id: admission.position(session, execution_id),
         )
-        position = admission.position(session, enqueued.execution_id)
-    usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
-    status = "scheduled" if enqueued.granted else "queued"
-    return {"id": enqueued.execution_id, "status": status, "position": position}, 202
+        if answer.error is not None:
+            raise answer.error
+    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
+    assert answer.body is not None
+    return _shown(answer.body, "position"), 200 if answer.replayed else 202
+
+
+def _shown(body: dict[str, Any], place: str) -> dict[str, Any]:
+    """An execution's answer: id, status, its place (position or seq), run_at if delayed."""
+    shown = {name: body.get(name) for name in ("id", "status", place)}
+    if body.get("run_at") is not None:
+        shown["run_at"] = body["run_at"]
+    return shown
 
 
 @bp.post(
     "/executions/batch",
     summary="Request up to 1000 executions; each accepted or refused on its own",
-    responses={202: schemas.BatchResult, **schemas.WRITE},
+    responses={
+        200: schemas.replayed(schemas.BatchResult),
+        202: schemas.BatchResult,
+        **schemas.WRITE,
+    },
 )
 def submit_executions(body: requests.ExecutionBatch) -> Any:
-    """An item gets an id or the error the single request would get."""
+    """An item gets an id or the error the single request would get; an item whose key was
+    seen before its first answer (``replayed``)."""
+    keys = [item.get("key") if isinstance(item, dict) else None for item in body.items]
     with unit_of_work() as session:
-        results = intake.enqueue_many(session, settings(), body.items)
-    usher_celery.publish(current_app.config["USHER_CELERY"], results.grants)
+        answers, grants = idempotency.enqueue(
+            session, settings(), body.items, [k if isinstance(k, str) else None for k in keys]
+        )
+    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
     items: list[dict[str, Any]] = []
-    for result in results:
-        if result.error is None:
-            items.append(
-                {
-                    "index": result.index,
-                    "id": result.execution_id,
-                    "status": result.status,
-                    "seq": result.seq,
-                }
-            )
+    for answer in answers:
+        if answer.body is not None:
+            items.append({"index": answer.index, **_shown(answer.body, "seq")})
+            if answer.replayed:
+                items[-1]["replayed"] = True
             continue
-        error = result.error
+        error = answer.error
+        assert error is not None
         # Refused items create no execution: this line is their record (like a 429's).
         log.warning(
-            "batch item %d refused: %d %s: %s", result.index, error.status, error.code, error
+            "batch item %d refused: %d %s: %s", answer.index, error.status, error.code, error
         )
         items.append(
             {
-                "index": result.index,
+                "index": answer.index,
                 "error": {"status": error.status, "code": error.code, "message": error.message},
             }
         )
-    return {"items": items, "accepted": results.accepted, "refused": results.refused}, 202
+    accepted = sum(1 for a in answers if a.body is not None)
+    replayed = all(a.replayed for a in answers)
+    answer_body = {"items": items, "accepted": accepted, "refused": len(answers) - accepted}
+    return answer_body, 200 if replayed else 202
 
 
 @bp.get(
@@ -225,7 +263,7 @@ def show_execution(path: schemas.ExecutionPath) -> Any:
 
 @bp.post(
     "/executions/<int:execution_id>/cancel",
-    summary="Cancel a queued, scheduled, running or retrying execution",
+    summary="Cancel a delayed, queued, scheduled, running or retrying execution",
     responses={200: schemas.ExecutionHistory, **WRITE_ONE, 409: schemas.error("Already finished")},
 )
 def cancel_execution(path: schemas.ExecutionPath) -> Any:
@@ -247,27 +285,51 @@ def cancel_execution(path: schemas.ExecutionPath) -> Any:
 @bp.post(
     "/events",
     summary="Store an event; a worker matches rules (`?wait=S` waits up to S s)",
-    responses={202: schemas.EventState, **schemas.WRITE},
+    responses={
+        200: schemas.replayed(schemas.EventState),
+        202: schemas.EventState,
+        **schemas.WRITE,
+        **CONFLICT,
+    },
 )
-def post_event(query: schemas.EventQuery, body: requests.Event) -> Any:
-    """Store the event and answer at once; a worker matches rules on queue usher.events."""
+def post_event(
+    query: schemas.EventQuery, header: requests.IdempotencyHeader, body: requests.Event
+) -> Any:
+    """Store the event and answer at once; a worker matches rules on queue usher.events.
+    With an Idempotency-Key seen before (same trigger): 200 and the first answer."""
+    key = header.idempotency_key
     with unit_of_work() as session:
-        event_id = events.store(session, body.trigger, body.payload, settings().max_payload_bytes)
+        event_id, first = idempotency.store_event(
+            session, settings(), body.trigger, body.payload, key
+        )
+    if first is not None:
+        return first, 200
     usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
-    return _event(event_id, query.wait), 202
+    answer = _event(event_id, query.wait)
+    if key is not None and answer != idempotency.event_body(event_id):
+        with unit_of_work() as session:  # a replay answers what this one did
+            idempotency.restate(session, body.trigger, key, answer)
+    return answer, 202
 
 
 @bp.post(
     "/events/batch",
     summary="Store up to 1000 events at once (all or none); one worker message",
-    responses={202: schemas.EventIds, **schemas.WRITE},
+    responses={
+        200: schemas.replayed(schemas.EventIds),
+        202: schemas.EventIds,
+        **schemas.WRITE,
+        **CONFLICT,
+    },
 )
 def post_events(body: requests.EventBatch) -> Any:
-    """A bad event refuses the batch (400 naming the first bad one)."""
+    """A bad event refuses the batch (400 naming the first bad one); so does a key seen
+    with a different event (409). A key seen before gives its first event's id."""
     with unit_of_work() as session:
-        event_ids = events.store_many(session, body.events, settings().max_payload_bytes)
-    usher_celery.send_events(current_app.config["USHER_CELERY"], event_ids)
-    return {"event_ids": event_ids, "count": len(event_ids)}, 202
+        event_ids, stored, replayed = idempotency.store_events(session, settings(), body.events)
+    usher_celery.send_events(current_app.config["USHER_CELERY"], stored)
+    answer = {"event_ids": event_ids, "count": len(event_ids), "replayed": replayed}
+    return answer, 200 if len(replayed) == len(event_ids) else 202
 
 
 @bp.get(

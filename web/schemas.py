@@ -45,6 +45,17 @@ def error(description: str, **headers: str) -> dict[str, Any]:
     return answer
 
 
+def replayed(model: type[BaseModel]) -> dict[str, Any]:
+    """The 200 of a request whose Idempotency-Key was seen before: the first answer again."""
+    return {
+        "description": "The Idempotency-Key was seen before: the first request's answer; "
+        "nothing was created",
+        "content": {
+            "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}
+        },
+    }
+
+
 THROTTLED = "Too many failed authentications from this address this minute"
 # Every operation's (the blueprint's): what auth, the body limits and the throttle answer.
 ERRORS: dict[Any, Any] = {
@@ -203,7 +214,7 @@ class Execution(BaseModel):
     status: Status
     parameters: Value
     priority: int
-    seq: int = Field(description="its place in its line's FIFO order")
+    seq: int | None = Field(description="its place in its line's FIFO order; null while delayed")
     attempt: int
     enqueued_at: datetime
     scheduled_at: datetime | None
@@ -215,6 +226,7 @@ class Execution(BaseModel):
     partition_key: str
     not_before: datetime | None = Field(description="a retry waits until then")
     replay_of: int | None
+    run_at: datetime | None = Field(description="a delayed run joins its line then")
 
 
 class Attempt(BaseModel):
@@ -233,8 +245,10 @@ class ExecutionHistory(Execution):
 
 
 class ExecutionDetail(ExecutionHistory):
-    position: int | None = Field(description="1 = next, while queued")
-    eta: datetime | None = Field(description="while queued, from the line's recent pace")
+    position: int | None = Field(description="1 = next, while queued (null while delayed)")
+    eta: datetime | None = Field(
+        description="while queued, from the line's recent pace (null while delayed: run_at)"
+    )
     pace_per_s: float | None
 
 
@@ -243,20 +257,28 @@ class Executions(BaseModel):
     next: int | None = Field(description="pass it as `before` for the next page")
 
 
-Waiting = Literal["queued", "scheduled"]
+Waiting = Literal["queued", "scheduled", "delayed"]
+RunAt = Annotated[datetime, Field(description="only when delayed: it joins its line then")]
 
 
-class Submitted(BaseModel):
+class Submitted(BaseModel, json_schema_extra=requests.no_null_defaults):
     id: int
     status: Waiting
-    position: int | None
+    position: int | None = Field(description="1 = next, while queued; null while delayed")
+    run_at: RunAt = requests.absent()
 
 
-class Accepted(BaseModel):
+class Accepted(BaseModel, json_schema_extra=requests.no_null_defaults):
     index: int = Field(description="the item's place in the request")
     id: int
     status: Waiting
-    seq: int
+    seq: int | None = Field(description="null while delayed: it takes its seq when it joins")
+    run_at: RunAt = requests.absent()
+    replayed: bool = Field(
+        default=False,
+        description="only when true: its key was seen before, this is the first answer and "
+        "nothing was created",
+    )
 
 
 class ItemError(BaseModel):
@@ -299,6 +321,10 @@ class EventState(BaseModel):
 class EventIds(BaseModel):
     event_ids: list[int] = Field(description="in request order")
     count: int
+    replayed: list[int] = Field(
+        default_factory=list,
+        description="the indexes of items whose key was seen before: their first event's id",
+    )
 
 
 class DeadExecution(BaseModel):

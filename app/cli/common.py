@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -26,6 +27,36 @@ err_console = Console(stderr=True, soft_wrap=True)  # an error stays one line
 def int_range(bound: bounds.Range[int]) -> click.IntRange:
     """A command-line option with the bounds the API and the pack files take."""
     return click.IntRange(bound.low, bound.high)
+
+
+DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def duration_s(text: str, bound: bounds.Range[float] = bounds.DELAY_S) -> float:
+    """Seconds in ``90s``, ``10m``, ``2h``, ``1d``, ``500ms`` or a bare number of seconds;
+    ValueError naming what is wrong (not a duration, or outside ``bound``)."""
+    found = DURATION.match(text)
+    if found is None:
+        raise ValueError(f"{text!r} is not a duration such as 90s, 10m, 2h or 1d")
+    seconds = float(found[1]) * UNIT_S[found[2] or "s"]
+    if not bound.low <= seconds <= bound.high:
+        raise ValueError(f"{text!r} is outside {bound.low:g}..{bound.high:g} seconds")
+    return seconds
+
+
+class Duration(click.ParamType):
+    """A command-line duration (``duration_s``), as seconds."""
+
+    name = "duration"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, float):
+            return value
+        try:
+            return duration_s(str(value))
+        except ValueError as error:
+            self.fail(str(error), param, ctx)
 
 
 @dataclass

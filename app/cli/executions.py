@@ -15,6 +15,7 @@ from rich.table import Table
 from app import bounds, db, queries
 from app import celery as usher_celery
 from app.cli.common import (
+    Duration,
     Runtime,
     console,
     emit_json,
@@ -50,6 +51,20 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
     show_default=True,
     help="higher runs first within the line (the API's bounds)",
 )
+@click.option(
+    "--at",
+    "run_at",
+    type=str,
+    default=None,
+    help="run at this ISO 8601 time (local time without an offset): delayed until then",
+)
+@click.option(
+    "--in",
+    "delay_s",
+    type=Duration(),
+    default=None,
+    help="run after this long (90s, 10m, 2h, 1d): delayed until then",
+)
 @click.option("--wait", is_flag=True, help="wait for the final status and print the result")
 @click.option("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 @click.option("--json", "as_json", is_flag=True)
@@ -59,21 +74,41 @@ def run_action(
     action_ref: str,
     parameters: tuple[str, ...],
     priority: int,
+    run_at: str | None,
+    delay_s: float | None,
     wait: bool,
     timeout: float | None,
     as_json: bool,
 ) -> None:
-    """Request an execution of ACTION_REF with key=value parameters (values may be JSON)."""
+    """Request an execution of ACTION_REF with key=value parameters (values may be JSON),
+    now or later (--at, --in)."""
     from policies import admission
 
+    if run_at is not None and delay_s is not None:
+        raise click.UsageError("give --at or --in, not both")
     with db.unit_of_work(rt.engine) as session:
         enqueued = admission.enqueue(
-            session, rt.settings, action_ref, parse_parameters(parameters), priority
+            session,
+            rt.settings,
+            action_ref,
+            parse_parameters(parameters),
+            priority,
+            run_at=_time(run_at) if run_at is not None else None,
+            delay_s=delay_s,
         )
     usher_celery.publish(rt.celery, enqueued.grants)
     if not wait:
         if as_json:
-            emit_json({"id": enqueued.execution_id, "seq": enqueued.seq})
+            emit_json(
+                {
+                    "id": enqueued.execution_id,
+                    "seq": enqueued.seq,
+                    "run_at": enqueued.run_at.isoformat() if enqueued.run_at else None,
+                }
+            )
+        elif enqueued.run_at is not None:
+            click.echo(enqueued.execution_id)
+            err_console.print(f"delayed until {_local(enqueued.run_at)}")
         else:
             click.echo(enqueued.execution_id)
         return
@@ -88,6 +123,23 @@ def run_action(
             err_console.print(f"[red]{result['error']}[/red]")
     if result["status"] != "succeeded":
         sys.exit(1)
+
+
+def _time(text: str) -> datetime:
+    """An ``--at`` time: ISO 8601, local time when it names no offset."""
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r} is not an ISO 8601 time such as 2026-12-24T18:00:00+01:00",
+            param_hint="--at",
+        ) from None
+    return when if when.tzinfo is not None else when.astimezone()
+
+
+def _local(when: datetime | str) -> str:
+    at = datetime.fromisoformat(when) if isinstance(when, str) else when
+    return f"{at.astimezone():%Y-%m-%d %H:%M:%S %Z}"
 
 
 def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str, Any]:
@@ -118,6 +170,8 @@ def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str,
 
 
 def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> str:
+    if row["status"] == "delayed" and row.get("run_at"):
+        return f"execution {execution_id}: delayed until {_local(row['run_at'])}"
     if row["status"] == "queued" and where["position"]:
         if where.get("paused"):
             when = "the line is paused: `usher actions resume` to go on"
@@ -233,6 +287,8 @@ def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
     out = Table(show_header=False, box=None)
     out.add_column(style="bold")
     out.add_column()
+    if row["status"] == "delayed" and row.get("run_at"):
+        row["position"] = f"delayed until {_local(row['run_at'])}"
     for key, value in row.items():
         shown = json.dumps(value, default=str) if isinstance(value, dict | list) else value
         out.add_row(key, "" if shown is None else str(shown))

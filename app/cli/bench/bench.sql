@@ -77,17 +77,19 @@ SELECT count(*) AS n FROM executions e JOIN actions a ON a.id = e.action_id
 WHERE a.ref = :ref AND e.status <> ALL(:final)
 
 -- name: counter_recount
--- Every line's counters beside a recount of its executions (r_ the recount).
+-- Every line's counters beside a recount of its executions (r_ the recount). A line counts
+-- what joined it: a delayed run (no seq yet), or one cancelled or rejected before it
+-- joined, is not counted.
 SELECT q.id, q.queue_length, q.active_count, q.total_enqueued, q.total_completed,
        q.total_failed, q.total_cancelled, q.total_expired, q.next_seq,
        count(e.id) FILTER (WHERE e.status = 'queued') AS r_queue_length,
        count(e.id) FILTER (WHERE e.status IN ('scheduled', 'running')
                            OR (e.status = 'retrying' AND e.holds_slot)) AS r_active_count,
-       count(e.id) AS r_total_enqueued,
+       count(e.seq) AS r_total_enqueued,
        count(e.id) FILTER (WHERE e.status = 'succeeded') AS r_total_completed,
        count(e.id) FILTER (WHERE e.status IN ('failed', 'timed_out', 'dead'))
            AS r_total_failed,
-       count(e.id) FILTER (WHERE e.status = 'cancelled') AS r_total_cancelled,
+       count(e.seq) FILTER (WHERE e.status = 'cancelled') AS r_total_cancelled,
        count(e.id) FILTER (WHERE e.status = 'expired') AS r_total_expired,
        coalesce(max(e.seq), 0) AS r_next_seq
 FROM queues q LEFT JOIN executions e ON e.queue_id = q.id
@@ -104,7 +106,7 @@ SELECT count(*) FROM enforcements WHERE status = 'executed'
 -- Lines whose counters differ from a recount of their executions (should be 0): the
 -- counters intake moves, not the others counter_recount compares.
 SELECT count(*) FROM queues q LEFT JOIN (
-    SELECT queue_id, count(*) AS n,
+    SELECT queue_id, count(seq) AS n,
            count(*) FILTER (WHERE status = 'queued') AS waiting
     FROM executions GROUP BY queue_id) e ON e.queue_id = q.id
 WHERE q.total_enqueued <> coalesce(e.n, 0)
