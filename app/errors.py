@@ -110,3 +110,10 @@ class DatabaseUnavailable(UsherError):
 
     code = "database_unavailable"
     status = 503
+
+
+class Contention(UsherError):
+    """A pack load moved this action between level groups at the same moment; retry."""
+
+    code = "contention"
+    status = 409

@@ -83,8 +83,13 @@ class Action(Base):
     # wherever a policy is written, read by usher_finish (NULL: the settings' default).
     resolved_concurrency: Mapped[int | None] = mapped_column(Integer)
     resolved_rate_limited: Mapped[bool] = mapped_column(Boolean, server_default=false())
+    # When it last became rate-limited (policies.limits.store): a line's grant record that
+    # started before it misses the grants made without a limit (policies.ratelimit).
+    rate_limited_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # Set while the action's lines are paused: nothing is granted, waiting work keeps its place.
     paused_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # The level group (policies.levels): NULL unless the action takes a total or a pool.
+    level_group: Mapped[int | None] = mapped_column(Integer)
     created_at: Mapped[datetime] = _now()
     updated_at: Mapped[datetime] = _now()
 
@@ -103,12 +108,38 @@ class Queue(Base):
     next_seq: Mapped[int] = mapped_column(BigInteger, server_default="0")
     queue_length: Mapped[int] = mapped_column(Integer, server_default="0")
     active_count: Mapped[int] = mapped_column(Integer, server_default="0")
+    # Its action's level group, copied so a line's lock reads it (policies.levels), and when
+    # it last granted (a total serves its partitions round robin by it).
+    level_group: Mapped[int | None] = mapped_column(Integer)
+    last_granted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     total_enqueued: Mapped[int] = mapped_column(BigInteger, server_default="0")
     total_completed: Mapped[int] = mapped_column(BigInteger, server_default="0")
     total_failed: Mapped[int] = mapped_column(BigInteger, server_default="0")
     total_cancelled: Mapped[int] = mapped_column(BigInteger, server_default="0")
     total_expired: Mapped[int] = mapped_column(BigInteger, server_default="0")
     last_updated: Mapped[datetime] = _now()
+    # The grants of a rate-limited line, numbered (policies.ratelimit): how many so far, the
+    # number up to which rate_grants rows are gone, and since when the record is complete
+    # (NULL: to be filled from the line's history).
+    rate_grants_total: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    rate_grants_pruned: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    rate_recorded_from: Mapped[datetime | None] = mapped_column(
+        DateTime(timezone=True), server_default=func.now()
+    )
+
+
+class RateGrant(Base):
+    """Grant number ``n`` of a rate-limited line, and when it was made: the last ones only
+    (policies.ratelimit prunes the others)."""
+
+    __tablename__ = "rate_grants"
+    __table_args__ = (Index("ix_rate_grants_queue_id_granted_at", "queue_id", "granted_at", "n"),)
+
+    queue_id: Mapped[int] = mapped_column(
+        ForeignKey("queues.id", ondelete="CASCADE"), primary_key=True
+    )
+    n: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class Execution(Base):
@@ -173,6 +204,10 @@ class Execution(Base):
     result: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     replay_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
+    # The levels (totals, pools) whose slots this execution holds; its release frees them.
+    levels: Mapped[list[int]] = mapped_column(
+        ARRAY(Integer), server_default=text("'{}'::integer[]")
+    )
     # Set when a dead execution leaves the dead-letter queue (replayed or purged).
     dlq_cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A delayed run's time: it joins its line then (and keeps it as a record afterwards).
@@ -471,3 +506,37 @@ class IdempotencyKey(Base):
     fingerprint: Mapped[str] = mapped_column(String(64))
     response: Mapped[Any | None] = mapped_column(JSONB)
     created_at: Mapped[datetime] = _now()
+
+
+class Level(Base):
+    """A limit above the line: an action's ``total_concurrency`` or a pack's pool. ``active``
+    counts the executions holding one of its slots (policies.levels)."""
+
+    __tablename__ = "levels"
+    __table_args__ = (
+        UniqueConstraint("kind", "ref"),
+        CheckConstraint("kind IN ('total', 'pool')", name="kind"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(10))
+    ref: Mapped[str] = mapped_column(String(401))
+    pack_id: Mapped[int] = mapped_column(ForeignKey("packs.id", ondelete="CASCADE"))
+    # The limit in the files, and a live change's until the next pack load.
+    max: Mapped[int] = mapped_column(Integer)
+    live_max: Mapped[int | None] = mapped_column(Integer)
+    active: Mapped[int] = mapped_column(Integer, server_default="0")
+    last_updated: Mapped[datetime] = _now()
+
+
+class ActionLevel(Base):
+    """The levels an action takes a slot of, besides its line's."""
+
+    __tablename__ = "action_levels"
+
+    action_id: Mapped[int] = mapped_column(
+        ForeignKey("actions.id", ondelete="CASCADE"), primary_key=True
+    )
+    level_id: Mapped[int] = mapped_column(
+        ForeignKey("levels.id", ondelete="CASCADE"), primary_key=True, index=True
+    )

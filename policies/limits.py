@@ -8,7 +8,7 @@ policy is written: a pack load, a live change.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -25,6 +25,16 @@ class Limits:
     queue_timeout_s: int
     partition_by: tuple[str, ...] = ()
     rate: tuple[policy.Window, ...] = ()
+    # Levels above the line (policies.levels): the action's total across its partitions,
+    # and the pools it takes a slot of, as named in its policy.
+    total: int | None = None
+    pools: tuple[str, ...] = ()
+    # The settings' limit, for the other lines of a level group whose action sets none.
+    default_concurrency: int = field(default=10, compare=False)
+
+    @property
+    def leveled(self) -> bool:
+        return self.total is not None or bool(self.pools)
 
 
 def _pick(action_policy: policy.Stored, pack_policy: policy.Stored, key: str) -> Any:
@@ -49,6 +59,26 @@ def resolve(action_policy: policy.Stored, pack_policy: policy.Stored, settings: 
         max_queue_length=pick("max_queue_length", settings.default_max_queue_length),
         queue_timeout_s=pick("queue_timeout_s", settings.default_queue_timeout_s),
         partition_by=tuple(_pick(action_policy, pack_policy, "partition_by") or ()),
+        total=_pick(action_policy, pack_policy, "total_concurrency"),
+        pools=tuple(_pick(action_policy, pack_policy, "pools") or ()),
+        default_concurrency=settings.default_max_concurrent,
+    )
+
+
+def resolve_windows(
+    action_policy: policy.Stored, pack_policy: policy.Stored
+) -> tuple[policy.Window, ...]:
+    """The rate-limit windows of a line (none: no rate limit)."""
+    return tuple(_pick(action_policy, pack_policy, "windows") or ())
+
+
+def resolve_levels(
+    action_policy: policy.Stored, pack_policy: policy.Stored
+) -> tuple[int | None, list[str]]:
+    """The action's total_concurrency (None: no total) and the pools it names."""
+    return (
+        _pick(action_policy, pack_policy, "total_concurrency"),
+        list(_pick(action_policy, pack_policy, "pools") or ()),
     )
 
 

@@ -10,7 +10,9 @@ be checked from them. Functions take a session and never commit.
 
 The counters on the row (``queue_length``, ``active_count``, ``next_seq``, the totals) are
 written by ``count`` here and by the PL/pgSQL of ``app/sql/functions.sql`` (``usher_admit``,
-``usher_release``, ``usher_finish``), nowhere else. The statements are in ``app/sql/lines.sql``.
+``usher_release``, ``usher_finish``), nowhere else; the numbered grants of a rate-limited
+line (``rate_grants_*``) by ``policies.ratelimit``. The statements are in
+``app/sql/lines.sql``.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from sqlalchemy.orm import Session
 from app import sql
 from app.config import Settings
 from app.errors import QueueFull, UnknownExecution
-from policies import limits, ratelimit, retry
+from policies import levels, limits, ratelimit, retry
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,8 @@ class Line:
     limits: limits.Limits
     retry: retry.RetryPolicy
     paused: bool = False
+    # Its level group (policies.levels), None for a plain line; read under its lock.
+    group: int | None = None
 
 
 @dataclass(frozen=True)
@@ -90,7 +94,8 @@ def count(session: Session, changes: Mapping[int, Mapping[str, int]]) -> None:
     session.execute(sql.query("count_lines"), {"rows": json.dumps(rows)})
 
 
-def _line(settings: Settings, row: Any) -> Line:
+def _line(session: Session, settings: Settings, row: Any) -> Line:
+    levels.confirm(session, [row.level_group])
     return Line(
         queue_id=row.queue_id,
         action_ref=row.ref,
@@ -98,29 +103,35 @@ def _line(settings: Settings, row: Any) -> Line:
         limits=limits.resolve(row.action_policy, row.pack_policy, settings),
         retry=retry.resolve(row.action_policy, row.pack_policy, settings),
         paused=row.paused,
+        group=row.level_group,
     )
 
 
 def lock_line(session: Session, settings: Settings, queue_id: int) -> Line:
+    """The line's lock, after its level group's (if it is in one)."""
+    levels.lock(session, [levels.group_of_line(session, queue_id)])
     row = session.execute(sql.query("lock_line"), {"queue_id": queue_id}).one()
-    return _line(settings, row)
+    return _line(session, settings, row)
 
 
 def lock_line_of(session: Session, settings: Settings, execution_id: int) -> Line:
+    levels.lock(session, [levels.group_of_execution(session, execution_id)])
     row = session.execute(sql.query("lock_line_of"), {"execution_id": execution_id}).one_or_none()
     if row is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
-    return _line(settings, row)
+    return _line(session, settings, row)
 
 
 def lock_lines(session: Session, keys: list[tuple[int, str]]) -> dict[tuple[int, str], Any]:
     """Create-or-lock every line at once, in the order given (sort them by (action id,
-    partition key), the one order of every multi-line transaction); the rows come back as
-    they are under the lock."""
+    partition key), the one order of every multi-line transaction), after the level groups
+    of their actions; the rows come back as they are under the lock."""
+    levels.lock(session, levels.groups_of_actions(session, sorted({a for a, _ in keys})))
     rows = session.execute(
         sql.query("lock_lines"),
         {"actions": [a for a, _ in keys], "keys": [k for _, k in keys]},
     ).all()
+    levels.confirm(session, [r.level_group for r in rows])
     return {(r.action_id, r.partition_key): r for r in rows}
 
 
@@ -133,6 +144,14 @@ def admit(session: Session, line: Line) -> Admitted:
     sees every committed waiting row and the current ``active_count``. A paused line grants
     nothing; its waiting executions keep their places.
     """
+    group = line.group
+    if group is None and line.limits.leveled:  # a Line made from lock_lines' rows
+        group = levels.group_of_line(session, line.queue_id)
+    if group is not None:
+        # Across the whole group: the slot a release frees at a level may go to another line.
+        done = levels.admit_group(session, group, line.limits.default_concurrency)
+        grants = [Grant(g.execution_id, g.attempt, g.action_ref, g.timeout_s) for g in done.grants]
+        return Admitted(grants, done.wake_at)
     if line.paused:
         return Admitted([])
     cap: int | None = None
@@ -146,6 +165,7 @@ def admit(session: Session, line: Line) -> Admitted:
         {"queue_id": line.queue_id, "limit": line.limits.concurrency, "cap": cap},
     ).all()
     grants = [Grant(r.execution_id, r.attempt, line.action_ref, line.timeout_s) for r in rows]
+    ratelimit.record(session, line.queue_id, line.limits.rate, [g.execution_id for g in grants])
     return Admitted(grants, frees_at)
 
 
@@ -160,6 +180,8 @@ def requeue_due(session: Session, line: Line) -> Admitted:
         back = sum(1 for r in due if r.status == "queued")
         count(session, {line.queue_id: {"queue_length": back}})
     held = sorted((r for r in due if r.status == "scheduled"), key=lambda r: (-r.priority, r.seq))
+    # Granted without asking the rate limit, as before, but counted in its windows.
+    ratelimit.record(session, line.queue_id, line.limits.rate, [r.id for r in held])
     then = admit(session, line)
     grants = [Grant(r.id, r.attempt, line.action_ref, line.timeout_s) for r in held]
     return Admitted(grants + then.grants, then.wake_at)

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from app import bounds
+from policies import policy
 
 NAMES = ("noop", "sleep", "python", "shell", "http", "slack", "email")
 NAME_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*$"
@@ -180,12 +181,28 @@ POLICY = closed(
             ]
         },
         "retry": RETRY,
+        "total_concurrency": bounds.CONCURRENCY.schema(),
+        "pools": {
+            "type": "array",
+            "maxItems": bounds.POOLS_PER_ACTION.high,
+            "uniqueItems": True,
+            "items": {"type": "string", "pattern": policy.POOL_REF_PATTERN},
+        },
     }
 )
 NAME = {"type": "string", "pattern": NAME_PATTERN}
 TRIGGER = {"type": "string", "minLength": 1, "maxLength": 200}
 
-PACK = closed({"name": NAME, "description": STRING, "policy": POLICY}, required=["name"])
+# pools: {name: limit}, shared limits the actions of any pack may name (policy.pools).
+POOLS = {
+    "type": "object",
+    "maxProperties": bounds.POOLS_PER_PACK.high,
+    "propertyNames": {"pattern": NAME_PATTERN},
+    "additionalProperties": bounds.CONCURRENCY.schema(),
+}
+PACK = closed(
+    {"name": NAME, "description": STRING, "policy": POLICY, "pools": POOLS}, required=["name"]
+)
 
 
 def _runner_config_of(runner: str) -> dict[str, Any]:

@@ -26,10 +26,12 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
 from app import sql
+from app.errors import InvalidPack
 from app.models import Action, Pack, Rule
 from policies import (
     commands,
     criteria,
+    levels,
     limits,
     pack_files,
     pack_schema,
@@ -63,6 +65,7 @@ class PackSpec:
     name: str
     description: str
     policy: dict[str, Any]
+    pools: dict[str, int] = field(default_factory=dict)
     actions: list[dict[str, Any]] = field(default_factory=list)
     rules: list[dict[str, Any]] = field(default_factory=list)
     schedules: list[dict[str, Any]] = field(default_factory=list)
@@ -201,7 +204,9 @@ def _read(path: Path, raw: bytes, kind: str) -> tuple[dict[str, Any], yaml.Node 
 
 def read_pack(directory: Path) -> PackSpec:
     meta, _ = _read(directory / "pack.yaml", pack_files.content(directory / "pack.yaml"), "pack")
-    spec = PackSpec(meta["name"], meta.get("description", ""), meta.get("policy") or {})
+    spec = PackSpec(
+        meta["name"], meta.get("description", ""), meta.get("policy") or {}, meta.get("pools") or {}
+    )
     kinds = (
         ("action", spec.actions, _action_problem, None),
         ("rule", spec.rules, _rule_problem, spec.rule_files),
@@ -232,8 +237,20 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     """Validate every pack under ``path`` first, then upsert them; the caller commits."""
     specs = [read_pack(directory) for directory in pack_files.discover(path)]
     _check_references(session, specs)
+    loads = [_levels_of(spec) for spec in specs]
+    if problem := levels.check(session, loads):
+        raise InvalidPack(problem)
+    levels.prepare(
+        session,
+        [spec.name for spec in specs],
+        sorted({pool for load in loads for _, _, pools in load.actions for pool in pools}),
+    )
     _prepare_execution_events(session, specs)
     pack_ids = [_upsert(session, spec) for spec in specs]
+    for load, pack_id in zip(loads, pack_ids, strict=True):
+        levels.check_removed(session, pack_id, load, {spec.name for spec in specs})
+        levels.store(session, pack_id, load.pack, load.pools, load.actions)
+    levels.regroup(session)
     # Every schedule before any rule: a beat firing a schedule holds it, then takes the rules
     # of its event (KEY SHARE); a load that has deleted a rule must not wait for a schedule.
     now = session.execute(select(func.now())).scalar_one()
@@ -243,6 +260,15 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     for spec, pack_id in zip(specs, pack_ids, strict=True):
         _upsert_rules(session, spec, pack_id)
     return specs
+
+
+def _levels_of(spec: PackSpec) -> levels.PackLevels:
+    return levels.of_pack(
+        spec.name,
+        spec.pools,
+        spec.policy,
+        [(f"{spec.name}.{a['name']}", a.get("policy") or {}) for a in spec.actions],
+    )
 
 
 def _prepare_execution_events(session: Session, specs: list[PackSpec]) -> None:

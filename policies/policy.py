@@ -25,6 +25,9 @@ def _integral(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+# A pool of the action's own pack by its name, another pack's as <pack>.<pool>.
+POOL_REF_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)?$"
+
 # JSON Schema's integer: 2.0 is one, True and "2" are not.
 Integer = Annotated[int, BeforeValidator(_integral)]
 
@@ -70,6 +73,21 @@ class Policy(_Block):
         | None
     ) = None
     retry: Retry | None = None
+    total_concurrency: Annotated[Integer, Field(**bounds.CONCURRENCY.field())] | None = None
+    pools: (
+        Annotated[
+            list[Annotated[str, Field(pattern=POOL_REF_PATTERN)]],
+            Field(max_length=bounds.POOLS_PER_ACTION.high),
+        ]
+        | None
+    ) = None
+
+    @field_validator("pools")
+    @classmethod
+    def _distinct(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and len(set(value)) != len(value):
+            raise ValueError("a pool is named twice")
+        return value
 
     @property
     def windows(self) -> tuple[Window, ...] | None:

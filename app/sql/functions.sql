@@ -1,6 +1,6 @@
 -- Usher's PL/pgSQL, as it stands now: the one copy.
 --
--- Version 9 (migrations 0008 and 0013 load this file; 0006 created the first versions). Every
+-- Version 10 (migrations 0008, 0013 and 0018 load this file; 0006 created the first versions). Every
 -- statement is CREATE OR REPLACE, so loading the file again changes nothing. To change a
 -- function: edit it here, bump the version, and add a migration that loads this file again
 -- (dropping first any function whose arguments or result change).
@@ -212,10 +212,20 @@ BEGIN
             -- A retry's next attempt starts blank; this one goes to attempts below.
             scheduled_at = CASE WHEN retrying THEN NULL ELSE e.scheduled_at END,
             started_at = CASE WHEN retrying THEN NULL ELSE e.started_at END,
-            result = p_result, error = p_error, lease_expires_at = NULL
+            result = p_result, error = p_error, lease_expires_at = NULL,
+            -- A retry that keeps its slot keeps its levels' slots too.
+            levels = CASE WHEN p_hold THEN e.levels ELSE '{}' END
         WHERE e.id = p_id AND e.attempt = p_attempt AND e.status IN ('scheduled', 'running')
           AND (NOT p_lease_expired OR e.lease_expires_at < ts)
         RETURNING e.id, e.queue_id, e.not_before
+    ),
+    freed AS (
+        -- The levels it held (the snapshot from before the UPDATE), after its line: the
+        -- lock order of docs/architecture.md. The caller holds the group's lock.
+        UPDATE levels l SET active = l.active - 1, last_updated = ts
+        FROM executions e
+        WHERE e.id = p_id AND NOT p_hold AND l.id = ANY(e.levels)
+          AND EXISTS (SELECT 1 FROM done)
     ),
     history AS (
         -- Sub-statements see the snapshot from before the UPDATE: the attempt's own times.
@@ -249,7 +259,7 @@ RETURNS TABLE (
 )
 LANGUAGE plpgsql AS $$
 -- Release + admit in one statement for an attempt that ended 'succeeded' or 'cancelled' on a
--- line without rate limits (no retry or rate policy to evaluate in Python). kind is 'done',
+-- line without rate limits or levels (no retry, rate or level policy to evaluate in Python). kind is 'done',
 -- 'stale' (nothing changed: not this attempt's to report) or 'policy' (nothing changed:
 -- the caller must take the full path in policies.admission.release). The line's limit is
 -- the one policies.limits.store wrote on the action; NULL there means the settings' default.
@@ -266,12 +276,14 @@ BEGIN
     END IF;
     -- The line's lock before any execution row of it, as everywhere in admission.
     SELECT a.ref::text AS ref, a.timeout_s, a.resolved_concurrency, a.resolved_rate_limited,
-        a.paused_at IS NOT NULL AS paused
+        a.paused_at IS NOT NULL AS paused, q.level_group
     INTO info
     FROM queues q JOIN actions a ON a.id = q.action_id
     WHERE q.id = line_id
     FOR NO KEY UPDATE OF q;
-    IF info.resolved_rate_limited THEN
+    -- A line of a level group is admitted across its group, under the group's lock, which
+    -- comes before the line's: the full path (policies.levels) does that.
+    IF info.resolved_rate_limited OR info.level_group IS NOT NULL THEN
         RETURN QUERY SELECT 'policy'::text, line_id, info.ref, info.timeout_s,
             NULL::bigint[], NULL::integer[];
         RETURN;

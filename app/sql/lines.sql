@@ -22,14 +22,14 @@ WHERE q.id = c.id
 -- name: lock_line
 -- The policies as text: parsed once per distinct text (policies.policy.parse).
 SELECT q.id AS queue_id, a.ref, a.timeout_s, CAST(a.policy AS text) AS action_policy,
-       CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused
+       CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused, q.level_group
 FROM queues q JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
 WHERE q.id = :queue_id
 FOR NO KEY UPDATE OF q
 
 -- name: lock_line_of
 SELECT q.id AS queue_id, a.ref, a.timeout_s, CAST(a.policy AS text) AS action_policy,
-       CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused
+       CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused, q.level_group
 FROM executions e JOIN queues q ON q.id = e.queue_id
 JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
 WHERE e.id = :execution_id
@@ -37,10 +37,12 @@ FOR NO KEY UPDATE OF q
 
 -- name: lock_lines
 -- Create-or-lock every line at once, in the order given; the rows as they are under the lock.
-INSERT INTO queues AS q (action_id, partition_key)
-SELECT a, k FROM unnest(CAST(:actions AS integer[]), CAST(:keys AS text[])) AS u(a, k)
+-- A new line is in its action's level group from the start.
+INSERT INTO queues AS q (action_id, partition_key, level_group)
+SELECT u.a, u.k, (SELECT level_group FROM actions WHERE id = u.a)
+FROM unnest(CAST(:actions AS integer[]), CAST(:keys AS text[])) AS u(a, k)
 ON CONFLICT (action_id, partition_key) DO UPDATE SET last_updated = q.last_updated
-RETURNING q.id, q.action_id, q.partition_key, q.next_seq, q.queue_length
+RETURNING q.id, q.action_id, q.partition_key, q.next_seq, q.queue_length, q.level_group
 
 -- name: admit
 SELECT execution_id, attempt FROM usher_admit(:queue_id, :limit, :cap)
@@ -110,8 +112,14 @@ SELECT current_setting('usher.emitted', true) AS emitted
 SELECT status, holds_slot FROM executions WHERE id = :id FOR UPDATE
 
 -- name: cancel_execution
+-- The slots it held at its levels are freed (the snapshot from before the UPDATE), after
+-- its line: the caller holds the group's lock.
+WITH freed AS (
+    UPDATE levels l SET active = l.active - 1, last_updated = clock_timestamp()
+    FROM executions e WHERE e.id = :id AND l.id = ANY(e.levels)
+)
 UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
-    lease_expires_at = NULL, holds_slot = false, error = 'cancelled by request'
+    lease_expires_at = NULL, holds_slot = false, error = 'cancelled by request', levels = '{}'
 WHERE id = :id
 
 -- name: position
@@ -153,7 +161,11 @@ WHERE (CAST(:pack_id AS integer) IS NULL OR a.pack_id = :pack_id)
 ORDER BY a.id
 
 -- name: store_resolved_limits
-UPDATE actions a SET resolved_concurrency = r.concurrency, resolved_rate_limited = r.rate_limited
+-- rate_limited_since: grants made while it was not rate-limited went unrecorded, so its
+-- lines fill their grant record again from history (policies.ratelimit).
+UPDATE actions a SET resolved_concurrency = r.concurrency, resolved_rate_limited = r.rate_limited,
+    rate_limited_since = CASE WHEN r.rate_limited AND NOT a.resolved_rate_limited
+        THEN clock_timestamp() ELSE a.rate_limited_since END
 FROM unnest(CAST(:ids AS integer[]), CAST(:concurrency AS integer[]),
             CAST(:rate_limited AS boolean[])) AS r(id, concurrency, rate_limited)
 WHERE a.id = r.id

@@ -1,0 +1,172 @@
+"""Levels above the line in Postgres alone: a total across partitions served round robin,
+a pool shared by two packs served oldest request first, the pack files that name them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from sqlalchemy import Engine, text
+
+from app import config, db
+from app.errors import InvalidPack
+from policies import admission
+from policies import packs as app_packs
+from tests.support import invariants
+from tests.support.flow import submit
+
+
+def _write(root: Path, pack: dict[str, Any], actions: list[dict[str, Any]]) -> Path:
+    (root / "actions").mkdir(parents=True, exist_ok=True)
+    (root / "pack.yaml").write_text(yaml.safe_dump(pack))
+    for action in actions:
+        (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
+    return root
+
+
+def _load(engine: Engine, root: Path) -> None:
+    with db.unit_of_work(engine) as session:
+        app_packs.load(session, root)
+
+
+def _run(name: str, policy: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "runner": "noop",
+        "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
+        "policy": policy,
+    }
+
+
+def _granted(engine: Engine, ids: list[int]) -> list[int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("""SELECT id FROM executions WHERE id = ANY(:ids) AND status = 'scheduled'
+                    ORDER BY scheduled_at, id"""),
+            {"ids": ids},
+        )
+        return list(rows.scalars())
+
+
+def _finish(engine: Engine, settings: config.Settings, execution_id: int) -> list[int]:
+    with db.unit_of_work(engine) as session:
+        assert admission.claim(session, execution_id, 1, "w", 30) is not None
+    with db.unit_of_work(engine) as session:
+        released = admission.release(
+            session, settings, admission.Ended(execution_id, 1, "succeeded")
+        )
+    return [g.execution_id for g in released.grants]
+
+
+def _granted_at(engine: Engine, execution_id: int) -> Any:
+    with engine.connect() as conn:
+        return conn.execute(
+            text("SELECT scheduled_at FROM executions WHERE id = :i"), {"i": execution_id}
+        ).scalar_one()
+
+
+def _levels(engine: Engine) -> dict[str, tuple[int, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT ref, max, active FROM levels ORDER BY ref"))
+        return {r.ref: (r.max, r.active) for r in rows}
+
+
+def _holders(engine: Engine) -> dict[int, int]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("""SELECT l, count(*) FROM executions, unnest(levels) AS l
+                    WHERE status IN ('scheduled', 'running') GROUP BY l""")
+        )
+        return {r[0]: r[1] for r in rows}
+
+
+def test_a_total_serves_the_partitions_round_robin(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given restarts at most 1 per host and 2 in all
+    root = _write(
+        tmp_path / "ops",
+        {"name": "ops"},
+        [_run("restart", {"concurrency": 1, "partition_by": ["host"], "total_concurrency": 2})],
+    )
+    _load(engine, root)
+    # When host a asks three times, then b three times, then c three times
+    ids = submit(
+        engine,
+        settings,
+        None,
+        "ops.restart",
+        [{"host": h} for h in "aaabbbccc"],
+    )
+    by_host = {i: h for i, h in zip(ids, "aaabbbccc", strict=True)}
+    # Then the first two grants go to a and b, and the next free slot to c, not to a again
+    assert [by_host[i] for i in _granted(engine, ids)] == ["a", "b"]
+    assert _levels(engine) == {"ops.restart": (2, 2)}
+    first_a = ids[0]
+    after = _finish(engine, settings, first_a)
+    assert [by_host[i] for i in after] == ["c"]
+    # And every host is served in turn while each keeps its own FIFO order
+    running = [i for i in _granted(engine, ids)]
+    while running:
+        running.sort()
+        oldest = min(running, key=lambda i: _granted_at(engine, i))
+        running.remove(oldest)
+        running += _finish(engine, settings, oldest)
+    with engine.connect() as conn:
+        grants = list(
+            conn.execute(text("SELECT id FROM executions ORDER BY scheduled_at, id")).scalars()
+        )
+    assert "".join(by_host[i] for i in grants) == "abcabcabc"
+    assert _levels(engine) == {"ops.restart": (2, 0)}
+    assert _holders(engine) == {}
+    invariants.check_line(engine, "ops.restart", 1)
+
+
+def test_a_pool_of_two_packs_grants_in_request_order(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given pool db of pack a (2 slots), taken by a.write and by b.write (another pack)
+    _write(
+        tmp_path / "packs" / "a",
+        {"name": "a", "pools": {"db": 2}},
+        [_run("write", {"concurrency": 2, "pools": ["db"]})],
+    )
+    _write(
+        tmp_path / "packs" / "b",
+        {"name": "b"},
+        [_run("write", {"concurrency": 2, "pools": ["a.db"]})],
+    )
+    _load(engine, tmp_path / "packs")
+    # When requests alternate between the two actions
+    refs = ["a.write", "b.write"] * 4
+    ids = [submit(engine, settings, None, ref, [{}])[0] for ref in refs]
+    # Then two run, and each free slot goes to the oldest request, whichever action it is
+    assert _granted(engine, ids) == ids[:2]
+    assert _finish(engine, settings, ids[0]) == [ids[2]]
+    assert _finish(engine, settings, ids[1]) == [ids[3]]
+    assert _finish(engine, settings, ids[3]) == [ids[4]]
+    assert _levels(engine) == {"a.db": (2, 2)}
+    with engine.connect() as conn:
+        level_id = conn.execute(text("SELECT id FROM levels WHERE ref = 'a.db'")).scalar_one()
+    assert _holders(engine) == {level_id: 2}
+
+
+def test_pack_files_name_pools_that_exist_and_keep_those_in_use(
+    engine: Engine, tmp_path: Path
+) -> None:
+    lonely = _write(
+        tmp_path / "lonely",
+        {"name": "lonely"},
+        [_run("write", {"pools": ["nowhere"]})],
+    )
+    with pytest.raises(InvalidPack, match=r"lonely\.nowhere, which no pack declares"):
+        _load(engine, lonely)
+    owner = _write(tmp_path / "owner", {"name": "owner", "pools": {"db": 1}}, [])
+    user = _write(tmp_path / "user", {"name": "user"}, [_run("w", {"pools": ["owner.db"]})])
+    _load(engine, owner)
+    _load(engine, user)
+    (owner / "pack.yaml").write_text(yaml.safe_dump({"name": "owner"}))
+    with pytest.raises(InvalidPack, match=r"action user\.w still takes it"):
+        _load(engine, owner)
