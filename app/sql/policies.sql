@@ -250,22 +250,6 @@ SELECT a.id, a.ref, a.runner, a.timeout_s, a.parameters_schema,
        a.paused_at IS NOT NULL AS paused
 FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
 
--- name: recent_grants
--- The line's last count grants within per_s seconds, newest first, read under the line's
--- lock: each attempt's recorded grant (attempts.scheduled_at), and the grant of a current
--- attempt not recorded there yet.
-SELECT s FROM (
-    SELECT t.scheduled_at AS s FROM attempts t JOIN executions e ON e.id = t.execution_id
-    WHERE e.queue_id = :queue_id
-      AND t.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
-    UNION ALL
-    SELECT e.scheduled_at FROM executions e
-    WHERE e.queue_id = :queue_id
-      AND e.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
-      AND NOT EXISTS (SELECT 1 FROM attempts t
-                      WHERE t.execution_id = e.id AND t.attempt = e.attempt)
-) grants ORDER BY s DESC LIMIT :count
-
 -- name: insert_executions
 -- Every execution of an intake batch in one statement, in (line, seq) order. The rows
 -- travel as one JSON document: cheaper to encode and to parse than one array per column.
