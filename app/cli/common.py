@@ -41,7 +41,7 @@ def duration_s(text: str, bound: bounds.Range[float] = bounds.DELAY_S) -> float:
         raise ValueError(f"{text!r} is not a duration such as 90s, 10m, 2h or 1d")
     seconds = float(found[1]) * UNIT_S[found[2] or "s"]
     if not bound.low <= seconds <= bound.high:
-        raise ValueError(f"{text!r} is outside {bound.low:g}..{bound.high:g} seconds")
+        raise ValueError(f"{text!r} is more than {bound.high / 86_400:g} days")
     return seconds
 
 
