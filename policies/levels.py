@@ -151,24 +151,23 @@ def prepare(session: Session, packs: Sequence[str], pools: Sequence[str]) -> Non
     lock(session, [int(g) for g in rows.scalars()])
 
 
-def store(
-    session: Session,
-    pack_id: int,
-    pack: str,
-    pools: dict[str, int],
-    actions: Sequence[tuple[str, int | None, list[str]]],
-) -> None:
-    """A pack's pools (``{name: limit}``) and, per action ``(ref, total, pool refs)``, the
-    levels it takes, as its files say. Call ``regroup`` once all packs are stored."""
-    levels = [{"kind": POOL, "ref": pool_ref(pack, name), "max": m} for name, m in pools.items()]
-    levels += [{"kind": TOTAL, "ref": ref, "max": total} for ref, total, _ in actions if total]
-    session.execute(
-        sql.query("store_pack_levels"), {"pack_id": pack_id, "levels": sql.jsonb(levels)}
-    )
-    rows = [{"action": ref, "kind": TOTAL, "level": ref} for ref, total, _ in actions if total]
-    rows += [
-        {"action": ref, "kind": POOL, "level": pool} for ref, _, named in actions for pool in named
-    ]
+def store(session: Session, stored: Sequence[tuple[int, PackLevels]]) -> None:
+    """The loaded packs' pools, their actions' totals and which levels each action takes,
+    as their files say: every pack's levels first, since an action may take the pool of a
+    pack loaded with it. Call ``regroup`` next."""
+    rows: list[dict[str, Any]] = []
+    for pack_id, load in stored:
+        levels = [{"kind": POOL, "ref": ref, "max": m} for ref, m in load.pools_by_ref.items()]
+        levels += [{"kind": TOTAL, "ref": ref, "max": t} for ref, t, _ in load.actions if t]
+        session.execute(
+            sql.query("store_pack_levels"), {"pack_id": pack_id, "levels": sql.jsonb(levels)}
+        )
+        rows += [{"action": ref, "kind": TOTAL, "level": ref} for ref, t, _ in load.actions if t]
+        rows += [
+            {"action": ref, "kind": POOL, "level": pool}
+            for ref, _, named in load.actions
+            for pool in named
+        ]
     if rows:
         session.execute(sql.query("store_action_levels"), {"rows": sql.jsonb(rows)})
 
@@ -215,8 +214,12 @@ class PackLevels:
     actions: list[tuple[str, int | None, list[str]]]
 
     @property
+    def pools_by_ref(self) -> dict[str, int]:
+        return {pool_ref(self.pack, name): limit for name, limit in self.pools.items()}
+
+    @property
     def pool_refs(self) -> list[str]:
-        return [pool_ref(self.pack, name) for name in self.pools]
+        return list(self.pools_by_ref)
 
 
 def of_pack(

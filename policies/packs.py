@@ -249,7 +249,7 @@ def load(session: Session, path: Path) -> list[PackSpec]:
     pack_ids = [_upsert(session, spec) for spec in specs]
     for load, pack_id in zip(loads, pack_ids, strict=True):
         levels.check_removed(session, pack_id, load, {spec.name for spec in specs})
-        levels.store(session, pack_id, load.pack, load.pools, load.actions)
+    levels.store(session, list(zip(pack_ids, loads, strict=True)))
     levels.regroup(session)
     # Every schedule before any rule: a beat firing a schedule holds it, then takes the rules
     # of its event (KEY SHARE); a load that has deleted a rule must not wait for a schedule.

@@ -95,6 +95,17 @@ SELECT q.id, q.queue_length, q.active_count, q.total_enqueued, q.total_completed
 FROM queues q LEFT JOIN executions e ON e.queue_id = q.id
 GROUP BY q.id
 
+-- name: level_recount
+-- Every level's active count beside a recount of the executions holding one of its slots,
+-- and how many others still name it (a slot left held: none may).
+SELECT l.id, l.ref, l.active,
+       count(e.id) FILTER (WHERE e.status IN ('scheduled', 'running')
+                           OR (e.status = 'retrying' AND e.holds_slot)) AS r_active,
+       count(e.id) FILTER (WHERE NOT (e.status IN ('scheduled', 'running')
+                           OR (e.status = 'retrying' AND e.holds_slot))) AS stray
+FROM levels l LEFT JOIN executions e ON l.id = ANY(e.levels)
+GROUP BY l.id, l.ref, l.active
+
 -- name: intake_enforcements
 -- Events are done once each has its enforcement.
 SELECT count(*) FROM enforcements

@@ -75,7 +75,8 @@ def unfinished(engine: Engine, action_ref: str) -> int:
 
 
 def counter_mismatches(engine: Engine) -> list[dict[str, Any]]:
-    """Queue rows whose counters differ from a recount of the executions table."""
+    """Queue rows whose counters differ from a recount of the executions table, and levels
+    (totals, pools) whose active count does, or that a finished execution still holds."""
     rows = _rows(engine, "counter_recount")
     bad = []
     for r in rows:
@@ -87,6 +88,11 @@ def counter_mismatches(engine: Engine) -> list[dict[str, Any]]:
         }
         if diffs:
             bad.append({"queue_id": row["id"], **diffs})
+    for level in _rows(engine, "level_recount"):
+        if level.active != level.r_active or level.stray:
+            bad.append(
+                {"level": level.ref, "active": (level.active, level.r_active), "stray": level.stray}
+            )
     return bad
 
 
