@@ -91,8 +91,12 @@ def admit_group(session: Session, group: int, default_limit: int) -> GroupAdmitt
         pick = _next(candidates)
         if pick is None:
             break
-        if pick.rate_limited:
-            windows = limits.resolve_windows(pick.action_policy, pick.pack_policy)
+        windows = (
+            limits.resolve_windows(pick.action_policy, pick.pack_policy)
+            if pick.rate_limited
+            else ()
+        )
+        if windows:
             room, frees_at = ratelimit.capacity(session, pick.queue_id, windows)
             if room == 0:
                 blocked.add(pick.queue_id)
@@ -108,6 +112,7 @@ def admit_group(session: Session, group: int, default_limit: int) -> GroupAdmitt
             sql.query("take_levels"),
             {"id": row.execution_id, "levels": list(pick.levels), "queue_id": pick.queue_id},
         )
+        ratelimit.record(session, pick.queue_id, windows, [row.execution_id])
         grants.append(Granted(row.execution_id, row.attempt, pick.ref, pick.timeout_s))
     return GroupAdmitted(grants, wake_at, tuple(sorted(blocked)) if wake_at else ())
 

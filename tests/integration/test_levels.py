@@ -15,7 +15,7 @@ from app.errors import InvalidPack
 from policies import admission
 from policies import packs as app_packs
 from tests.support import invariants
-from tests.support.flow import submit
+from tests.support.flow import WaitingOnALock, submit
 
 
 def _write(root: Path, pack: dict[str, Any], actions: list[dict[str, Any]]) -> Path:
@@ -170,3 +170,91 @@ def test_pack_files_name_pools_that_exist_and_keep_those_in_use(
     (owner / "pack.yaml").write_text(yaml.safe_dump({"name": "owner"}))
     with pytest.raises(InvalidPack, match=r"action user\.w still takes it"):
         _load(engine, owner)
+
+
+def _pool_pair(engine: Engine, tmp_path: Path) -> None:
+    _write(
+        tmp_path / "packs" / "a",
+        {"name": "a", "pools": {"db": 1}},
+        [_run("write", {"concurrency": 1, "pools": ["db"]})],
+    )
+    _write(tmp_path / "packs" / "b", {"name": "b"}, [_run("write", {"pools": ["a.db"]})])
+    _load(engine, tmp_path / "packs")
+
+
+def test_a_release_that_grants_in_another_line_waits_for_the_group_first(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given a pool of one: a.write runs, a second a.write waits
+    _pool_pair(engine, tmp_path)
+    running, waiting = submit(engine, settings, None, "a.write", [{}, {}])
+    with db.unit_of_work(engine) as session:
+        admission.claim(session, running, 1, "w", 30)
+
+    def release() -> None:
+        with db.unit_of_work(engine) as session:
+            admission.release(session, settings, admission.Ended(running, 1, "succeeded"))
+
+    # Given an enqueue into b.write's line, which holds the group and that line
+    with db.unit_of_work(engine) as session:
+        submitted = admission.enqueue(session, settings, "b.write", {})
+        # When the release of a.write (its next grant may be b.write's) starts
+        other = WaitingOnALock(engine, release)
+        # Then it waits on the group holding no line: this transaction still takes a.write's
+        # line (a cancel), where a release that locked its line first would deadlock
+        admission.cancel(session, settings, waiting)
+    assert other.finished() == []
+    # And the freed slot went to the oldest request left: b.write's
+    assert _granted(engine, [submitted.execution_id]) == [submitted.execution_id]
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_pack_load_that_regroups_waits_for_the_group_before_any_line(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given the pool pair, and a third action that joins the pool on the next load
+    _pool_pair(engine, tmp_path)
+    _write(tmp_path / "packs" / "c", {"name": "c"}, [_run("write", {"concurrency": 1})])
+    _load(engine, tmp_path / "packs" / "c")
+    submit(engine, settings, None, "c.write", [{}])
+    (running,) = submit(engine, settings, None, "a.write", [{}])
+    _write(tmp_path / "packs" / "c", {"name": "c"}, [_run("write", {"pools": ["a.db"]})])
+
+    def reload() -> None:
+        _load(engine, tmp_path / "packs" / "c")
+
+    # Given a transaction that holds the group (a cancel in a.write's line)
+    with db.unit_of_work(engine) as session:
+        admission.cancel(session, settings, running)
+        # When a load moves c.write into the group
+        other = WaitingOnALock(engine, reload)
+        # Then it waits for the group before locking c.write's line, which another
+        # enqueue can still take
+        (extra,) = submit(engine, settings, None, "c.write", [{}])
+        assert extra
+    assert other.finished() == []
+    with engine.connect() as conn:
+        groups = conn.execute(
+            text("SELECT DISTINCT level_group FROM actions WHERE ref LIKE '%.write'")
+        ).scalars()
+        assert len(set(groups)) == 1
+    assert invariants.counter_mismatches(engine) == []
+
+
+def test_a_rate_limit_holds_on_a_line_of_a_pool(
+    engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given a pooled action that may start once a minute
+    policy = {"concurrency": 3, "pools": ["db"], "rate_limit": {"count": 1, "per_s": 60}}
+    _write(tmp_path / "r", {"name": "r", "pools": {"db": 3}}, [_run("go", policy)])
+    _load(engine, tmp_path / "r")
+    first, *rest = submit(engine, settings, None, "r.go", [{}, {}, {}])
+    # Then one starts, the pool's free slots notwithstanding, and its end grants nothing
+    assert _granted(engine, [first, *rest]) == [first]
+    with db.unit_of_work(engine) as session:
+        assert admission.claim(session, first, 1, "w", 30) is not None
+    with db.unit_of_work(engine) as session:
+        released = admission.release(session, settings, admission.Ended(first, 1, "succeeded"))
+    assert released.grants == [] and released.rate_wake_at is not None
+    assert _granted(engine, rest) == []
+    assert invariants.counter_mismatches(engine) == []
