@@ -145,21 +145,19 @@ class Answer:
     replayed: bool = False
 
 
-def _execution_claim(item: Any, key: str) -> Claim | None:
-    """The claim of a keyed item; None for one that is malformed (intake refuses it)."""
-    try:
-        body = requests.parse(requests.ExecutionRequest, item)
-    except UsherError:
-        return None
+def _execution_claim(item: dict[str, Any]) -> Claim | None:
+    """The claim of an item with a key (InvalidRequest for a bad one, or a bad item); None
+    for an action name no action has (intake refuses it as unknown)."""
+    body = requests.parse(requests.ExecutionItem, item)
     if len(body.action) > MAX_REF:
-        return None  # unknown, surely: intake says so
+        return None
     shape = {
         "parameters": body.parameters,
         "priority": body.priority,
         "run_at": body.run_at.isoformat() if body.run_at is not None else None,
         "delay_s": body.delay_s,
     }
-    return Claim(f"execution:{body.action}", key, fingerprint(shape))
+    return Claim(f"execution:{body.action}", body.key, fingerprint(shape))
 
 
 def _body(result: intake.ItemResult, position: int | None) -> dict[str, Any]:
@@ -172,26 +170,45 @@ def _body(result: intake.ItemResult, position: int | None) -> dict[str, Any]:
     }
 
 
+def _execution_claims(
+    items: Sequence[Any], key: str | None
+) -> tuple[dict[int, Claim], dict[int, Answer]]:
+    """The claims of the items with a key (their own, or ``key`` for all), by index; and
+    the answers of those refused for it (a bad key)."""
+    claims: dict[int, Claim] = {}
+    refused: dict[int, Answer] = {}
+    for index, item in enumerate(items):
+        keyed = {**item, "key": key} if key is not None else item
+        if not (isinstance(keyed, dict) and "key" in keyed):
+            continue
+        try:
+            found = _execution_claim(keyed)
+        except InvalidRequest as error:
+            refused[index] = Answer(index, error=error)
+            continue
+        if found is not None:
+            claims[index] = found
+    return claims, refused
+
+
 def enqueue(
     session: Session,
     settings: Settings,
     items: Sequence[Any],
-    keys: Sequence[str | None],
+    key: str | None = None,
     position: Callable[[int], int | None] | None = None,
 ) -> tuple[list[Answer], list[lines.Grant]]:
-    """``intake.enqueue_many`` of these request bodies, each with its key (or None): a key
-    seen before answers its first answer, one seen with a different request its conflict;
-    the others are enqueued. ``position`` (a single request's) goes in each new answer."""
-    claims: dict[int, Claim] = {}
-    for index, (item, key) in enumerate(zip(items, keys, strict=True)):
-        found = _execution_claim(item, key) if key is not None else None
-        if found is not None:
-            claims[index] = found
+    """``intake.enqueue_many`` of these request bodies, each with its ``key`` field (a batch)
+    or ``key`` (the header of a single request): a key seen before answers its first answer,
+    one seen with a different request its conflict, a bad key its 400; the others are
+    enqueued. ``position`` (a single request's) goes in each new answer."""
+    claims, answers = _execution_claims(items, key)
     first, taken = _claim_all(session, settings, claims)
-    answers: dict[int, Answer] = {}
     fresh = []
     for index in range(len(items)):
         t = taken.get(index)
+        if index in answers:
+            continue
         if t is not None and t.conflict is not None:
             answers[index] = Answer(index, error=t.conflict)
         elif t is not None and not t.new:

@@ -170,7 +170,7 @@ def submit_execution(header: requests.IdempotencyHeader, body: requests.Executio
             session,
             settings(),
             [body.model_dump(exclude_unset=True)],
-            [header.idempotency_key],
+            header.idempotency_key,
             position=lambda execution_id: admission.position(session, execution_id),
         )
         if answer.error is not None:
@@ -200,11 +200,8 @@ def _shown(body: dict[str, Any], place: str) -> dict[str, Any]:
 def submit_executions(body: requests.ExecutionBatch) -> Any:
     """An item gets an id or the error the single request would get; an item whose key was
     seen before its first answer (``replayed``)."""
-    keys = [item.get("key") if isinstance(item, dict) else None for item in body.items]
     with unit_of_work() as session:
-        answers, grants = idempotency.enqueue(
-            session, settings(), body.items, [k if isinstance(k, str) else None for k in keys]
-        )
+        answers, grants = idempotency.enqueue(session, settings(), body.items)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
     items: list[dict[str, Any]] = []
     for answer in answers:

@@ -207,6 +207,8 @@ def test_batch_items_carry_their_own_keys(client: FlaskClient, engine: Engine, r
         {"action": ref, "parameters": {"n": 1}, "key": "a"},  # the same key twice: one
         {"action": ref, "parameters": {"n": 9}, "key": "b"},  # the same key, different: 409
         {"action": ref, "parameters": {"n": "x"}, "key": "c"},  # refused: keeps no key
+        {"action": ref, "key": ""},  # a bad key: this item's 400
+        {"action": ref, "key": 7},
     ]
     first = client.post("/api/v1/executions/batch", json={"items": items}, headers=AUTH)
     assert first.status_code == 202
@@ -215,6 +217,8 @@ def test_batch_items_carry_their_own_keys(client: FlaskClient, engine: Engine, r
     assert "replayed" not in got[0]
     assert got[4]["error"]["code"] == "idempotency_conflict"
     assert got[5]["error"]["status"] == 422
+    assert [got[i]["error"]["status"] for i in (6, 7)] == [400, 400]
+    assert "key" in got[6]["error"]["message"]
     assert _count(engine, "executions") == 3
     # The same batch again: the keyed items answer their first answer; the other is new
     again = client.post("/api/v1/executions/batch", json={"items": items[:4]}, headers=AUTH)
