@@ -1,8 +1,10 @@
 """The chaos harness: mixed lines under load while worker processes are SIGKILLed.
 
 Checks, from Postgres: every execution reached a final state, no attempt ran twice past
-its fence, never more than the limit at once, FIFO grants, counters equal a recount, and
-nothing left running, scheduled or holding a slot once the lease and a sweep have passed.
+its fence, never more than the limit at once at any level (each line, a partitioned
+action's total, a pool shared by two actions), FIFO grants, counters (lines' and levels')
+equal a recount, and nothing left running, scheduled or holding a slot of any level once
+the lease and a sweep have passed.
 By hand: ``python -m tests.chaos --executions 5000 --kill-every 2``.
 """
 
@@ -23,7 +25,17 @@ from app.cli.processes import Pool, Worker
 from policies import admission
 from tests.support import invariants, packs
 
-LIMITS = {"one": 1, "two": 2, "three": 3, "eight": 8}
+LIMITS = {"one": 1, "two": 2, "three": 3, "eight": 8, "hosts": 1, "pa": 2, "pb": 2}
+# Levels above the line: "hosts" is partitioned by host with a total of 2 across its lines;
+# "pa" and "pb" share the pool "shared" of 2. (level, its actions, its limit)
+LEVELS = [("total", ("hosts",), 2), ("shared", ("pa", "pb"), 2)]
+POOLS = {"shared": 2}
+LEVEL_POLICIES: dict[str, dict[str, Any]] = {
+    "hosts": {"partition_by": ["host"], "total_concurrency": 2},
+    "pa": {"pools": ["shared"]},
+    "pb": {"pools": ["shared"]},
+}
+HOSTS = ("h1", "h2", "h3")
 
 
 @dataclass
@@ -63,6 +75,7 @@ def _actions() -> list[dict[str, Any]]:
             "timeout_s": 30,
             "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
             "policy": {
+                **LEVEL_POLICIES.get(name, {}),
                 "concurrency": limit,
                 "retry": {
                     "max_retries": 20,
@@ -123,7 +136,7 @@ def run(
     timeout_s: float = 600,
 ) -> Report:
     rng = random.Random(seed)
-    name = packs.load(engine, workdir, _actions())
+    name = packs.load(engine, workdir, _actions(), pools=POOLS)
     refs = [f"{name}.{action}" for action in LIMITS]
     pool = Pool(settings, workdir / "logs")
     report = Report(executions=executions)
@@ -136,10 +149,11 @@ def run(
         killer.start()
         for _ in range(executions):
             ref = rng.choice(refs)
+            parameters: dict[str, Any] = {"seconds": round(rng.uniform(0.02, 0.4), 3)}
+            if ref.endswith(".hosts"):
+                parameters["host"] = rng.choice(HOSTS)
             with db.unit_of_work(engine) as session:
-                enqueued = admission.enqueue(
-                    session, settings, ref, {"seconds": round(rng.uniform(0.02, 0.4), 3)}
-                )
+                enqueued = admission.enqueue(session, settings, ref, parameters)
             usher_celery.publish(celery_app, enqueued.grants)
             time.sleep(rng.uniform(0, 0.004))
         deadline = time.monotonic() + timeout_s
@@ -163,10 +177,17 @@ def _fill(report: Report, engine: Engine, refs: list[str], kills: list[float]) -
     report.lost = sum(invariants.unfinished(engine, ref) for ref in refs)
     for ref in refs:
         ids = invariants.queue_ids(engine, ref)
-        peak = invariants.max_active(engine, ids)
+        # Each line against its own limit (a partitioned action has one line per host)
+        peak = max(invariants.max_active(engine, [queue_id]) for queue_id in ids)
         report.peaks[ref] = peak
         report.over_limit_lines += peak > LIMITS[ref.split(".")[1]]
         report.fifo_violations += invariants.fifo_violations(engine, ids)
+    prefix = refs[0].split(".")[0]
+    for level, names, limit in LEVELS:
+        ids = [q for n in names for q in invariants.queue_ids(engine, f"{prefix}.{n}")]
+        peak = invariants.max_active(engine, ids)
+        report.peaks[f"level {level}"] = peak
+        report.over_limit_lines += peak > limit
     report.counter_mismatches = len(invariants.counter_mismatches(engine))
     with engine.connect() as conn:
         report.double_runs = conn.execute(
@@ -179,7 +200,8 @@ def _fill(report: Report, engine: Engine, refs: list[str], kills: list[float]) -
             SELECT (SELECT count(*) FROM executions
                     WHERE status IN ('scheduled', 'running', 'queued')
                        OR (status = 'retrying' AND holds_slot))
-                 + (SELECT coalesce(sum(active_count + queue_length), 0) FROM queues)""")
+                 + (SELECT coalesce(sum(active_count + queue_length), 0) FROM queues)
+                 + (SELECT coalesce(sum(active), 0) FROM levels)""")
         ).scalar_one()
         report.dead = conn.execute(
             text("SELECT count(*) FROM executions WHERE status = 'dead'")

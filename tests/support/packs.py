@@ -30,12 +30,17 @@ def load(
     actions: list[dict[str, Any]],
     policy: dict[str, Any] | None = None,
     name: str | None = None,
+    pools: dict[str, int] | None = None,
 ) -> str:
-    """Write pack.yaml and actions/*.yaml, load them, return the pack name."""
+    """Write pack.yaml (with ``pools``, if any) and actions/*.yaml, load them, return the
+    pack name."""
     name = name or f"t{uuid.uuid4().hex[:8]}"
     root = directory / name
     (root / "actions").mkdir(parents=True, exist_ok=True)
-    (root / "pack.yaml").write_text(_yaml({"name": name, "policy": policy or {}}))
+    pack: dict[str, Any] = {"name": name, "policy": policy or {}}
+    if pools:
+        pack["pools"] = pools
+    (root / "pack.yaml").write_text(_yaml(pack))
     for action in actions:
         (root / "actions" / f"{action['name']}.yaml").write_text(_yaml(action))
     with db.unit_of_work(engine) as session:
