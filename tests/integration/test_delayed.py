@@ -6,6 +6,7 @@ under the line's limit and FIFO; a cancelled one never runs; a full line rejects
 from __future__ import annotations
 
 import os
+import threading
 import time
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -215,6 +216,52 @@ def test_a_cancelled_delayed_execution_never_joins(
     assert invariants.counter_mismatches(engine) == []
 
 
+def test_beats_joining_at_once_join_each_execution_once_in_order(
+    client: FlaskClient, engine: Engine, settings: config.Settings, tmp_path: Path
+) -> None:
+    # Given 300 executions of two lines due at one time
+    refs = [_pack(engine, tmp_path, concurrency=2), _pack(engine, tmp_path, concurrency=2)]
+    items = [{"action": refs[n % 2], "delay_s": 0.5, "parameters": {"n": n}} for n in range(300)]
+    answer = client.post("/api/v1/executions/batch", json={"items": items}, headers=AUTH)
+    ids = [item["id"] for item in answer.get_json()["items"]]
+    time.sleep(0.6)
+    # When four beats join them at the same moment
+    barrier = threading.Barrier(4)
+    done: list[delayed.Joined] = []
+    errors: list[BaseException] = []
+
+    def beat() -> None:
+        try:
+            barrier.wait()
+            done.extend(_join(engine, settings))
+        except BaseException as error:
+            errors.append(error)
+
+    threads = [threading.Thread(target=beat) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    # Then each joined once, two granted per line, the rest waiting in request order
+    assert errors == []
+    joined = sorted(i for d in done for i, _ in d.joined)
+    assert joined == sorted(ids)
+    assert sum(len(d.grants) for d in done) == 4
+    for ref in refs:
+        with engine.connect() as conn:
+            order = (
+                conn.execute(
+                    text("""SELECT e.id FROM executions e JOIN actions a ON a.id = e.action_id
+                        WHERE a.ref = :ref ORDER BY e.seq"""),
+                    {"ref": ref},
+                )
+                .scalars()
+                .all()
+            )
+        assert order == [i for n, i in enumerate(ids) if refs[n % 2] == ref]
+    assert invariants.counter_mismatches(engine) == []
+
+
 # --- with usher beat and workers ------------------------------------------------------------
 
 
@@ -307,6 +354,11 @@ def test_a_thousand_due_at_one_second_join_in_request_order_and_run_fifo_under_t
     assert [r.seq for r in rows] == list(range(1, 1001))
     # Having joined within 2 s of their time
     assert max(r.queued_at for r in rows) - at <= timedelta(seconds=2)
+    print(
+        f"\n1,000 due at one second: joined {(rows[0].queued_at - at).total_seconds() * 1000:.0f}"
+        f" ms after it (one transaction), all run {(rows[-1].started_at - at).total_seconds():.1f}"
+        " s after it at limit 3"
+    )
     # And never more than 3 at once, strictly first in, first out
     invariants.check_line(engine, ref, limit=3)
     assert invariants.max_active(engine, invariants.queue_ids(engine, ref)) == 3
