@@ -9,14 +9,17 @@ from sqlalchemy.orm import Session
 
 from app import queries, sql
 from app.config import Settings
-from policies import limits, lines, requests
+from policies import levels, limits, lines, pools, requests
 
 
 def _action_id(session: Session, ref: str) -> int:
-    """Lock the action's row against other live changes (see ``lock_action``)."""
+    """Lock the action's row against other live changes (see ``lock_action``), after its
+    level group's lock: a pack load takes the group's lock, then writes the action's row."""
+    levels.lock(session, [pools.group_of_action(session, ref)])
     found = session.execute(sql.query("lock_action"), {"ref": ref}).scalar_one_or_none()
     if found is None:
         raise queries.unknown_action(session, ref)
+    levels.confirm(session, [pools.group_of_action(session, ref)])
     return int(found)
 
 
@@ -35,7 +38,9 @@ def readmit(session: Session, settings: Settings, action_id: int) -> list[lines.
 
 
 def readmit_refs(session: Session, settings: Settings, refs: list[str]) -> list[lines.Grant]:
-    """``readmit`` of several actions in action-id order, as batch intake locks lines."""
+    """``readmit`` of several actions in action-id order, as batch intake locks lines; their
+    level groups first, in ascending order."""
+    levels.lock(session, [pools.group_of_action(session, ref) for ref in refs])
     action_ids = sorted({_action_id(session, ref) for ref in refs})
     return [g for action_id in action_ids for g in readmit(session, settings, action_id)]
 
@@ -55,6 +60,8 @@ def update_policy(
     `usher packs load` of the pack sets the policy from the files again."""
     changes = requests.parse(requests.PolicyChange, changes).changes()
     action_id = _action_id(session, ref)
+    if "total_concurrency" in changes:  # the level's own limit: what grants read
+        pools.set_total(session, ref, changes["total_concurrency"])
     session.execute(
         sql.query("merge_action_policy"), {"changes": json.dumps(changes), "id": action_id}
     )

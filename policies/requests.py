@@ -169,6 +169,9 @@ class EventBatch(BaseModel):
 Concurrency = Annotated[int, _bounded(bounds.CONCURRENCY, "at most this many at once")]
 QueueLength = Annotated[int, _bounded(bounds.QUEUE_LENGTH, "more waiting: 429")]
 QueueTimeout = Annotated[int, _bounded(bounds.TIMEOUT_S, "waiting longer: expired")]
+TotalConcurrency = Annotated[
+    int, _bounded(bounds.CONCURRENCY, "over all its partitions (only one its files give a total)")
+]
 
 
 def _one_or_more(schema: dict[str, Any]) -> None:
@@ -182,6 +185,7 @@ class PolicyChange(BaseModel, extra="forbid", json_schema_extra=_one_or_more):
     concurrency: Concurrency = absent()
     max_queue_length: QueueLength = absent()
     queue_timeout_s: QueueTimeout = absent()
+    total_concurrency: TotalConcurrency = absent()
 
     @model_validator(mode="after")
     def _some(self) -> PolicyChange:
@@ -192,6 +196,12 @@ class PolicyChange(BaseModel, extra="forbid", json_schema_extra=_one_or_more):
 
     def changes(self) -> dict[str, int]:
         return self.model_dump(include=self.model_fields_set)
+
+
+class PoolChange(BaseModel, extra="forbid"):
+    """A pool's limit, live: granted at once when raised (until its pack is loaded again)."""
+
+    limit: Concurrency
 
 
 Model = TypeVar("Model", bound=BaseModel)

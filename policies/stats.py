@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from app import models, queries
 from app.config import Settings
-from policies import limits
+from policies import limits, pools
 
 COUNTERS = models.COUNTERS
 
@@ -36,11 +36,12 @@ def lines(session: Session, settings: Settings, ref: str | None = None) -> list[
 
 
 def action_stats(session: Session, settings: Settings, ref: str) -> dict[str, Any]:
-    """The action's totals over all its lines; ``partitions`` lists each line when partitioned."""
+    """The action's totals over all its lines; ``partitions`` lists each line when partitioned;
+    ``total`` and ``pools``: the levels above its lines it takes (``pools.usage``)."""
     parts = lines(session, settings, ref)
     if not parts:
         raise queries.unknown_action(session, ref)
-    return _totals(ref, parts)
+    return _totals(ref, parts) | pools.held_by(pools.usage(session, ref), ref)
 
 
 def all_action_stats(session: Session, settings: Settings) -> dict[str, dict[str, Any]]:
@@ -48,7 +49,8 @@ def all_action_stats(session: Session, settings: Settings) -> dict[str, dict[str
     by_ref: dict[str, list[dict[str, Any]]] = {}
     for part in lines(session, settings):
         by_ref.setdefault(part["action_ref"], []).append(part)
-    return {ref: _totals(ref, parts) for ref, parts in by_ref.items()}
+    held = pools.usage(session)
+    return {ref: _totals(ref, parts) | pools.held_by(held, ref) for ref, parts in by_ref.items()}
 
 
 def _totals(ref: str, parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -26,11 +26,12 @@ from policies import (
     eta,
     events,
     idempotency,
+    pools,
     requests,
     schedules,
     stats,
 )
-from web import schedule_schemas, schemas, settings, unit_of_work
+from web import level_schemas, schedule_schemas, schemas, settings, unit_of_work
 
 bp = APIBlueprint(
     "api",
@@ -121,7 +122,7 @@ def resume_action(path: schemas.ActionPath) -> Any:
 
 @bp.patch(
     "/actions/<path:ref>/policy",
-    summary="Change concurrency, max_queue_length or queue_timeout_s live",
+    summary="Change concurrency, max_queue_length, queue_timeout_s or total_concurrency live",
     responses={200: schemas.QueueStats, **WRITE_ONE},
 )
 def patch_policy(path: schemas.ActionPath, body: requests.PolicyChange) -> Any:
@@ -446,3 +447,39 @@ def list_events(query: schemas.EventsQuery) -> Any:
     with unit_of_work() as session:
         items, following = queries.events(session, query.trigger, query.limit, query.before)
     return {"items": items, "next": following}
+
+
+# --- pools ------------------------------------------------------------------------------------
+
+
+@bp.get(
+    "/pools",
+    summary="Every pool: its limit (live or pack.yaml's), active, waiting, the actions using it",
+    responses={200: level_schemas.Pools},
+)
+def list_pools() -> Any:
+    with unit_of_work() as session:
+        return {"items": pools.listing(session)}
+
+
+@bp.get("/pools/<path:ref>", summary="One pool", responses={200: level_schemas.Pool, **READ_ONE})
+def show_pool(path: level_schemas.PoolPath) -> Any:
+    with unit_of_work() as session:
+        return pools.show(session, path.ref)
+
+
+@bp.patch(
+    "/pools/<path:ref>",
+    summary="Change a pool's limit live, until its pack is loaded again; raising it grants at once",
+    responses={
+        200: level_schemas.Pool,
+        **WRITE_ONE,
+        409: schemas.error("A pack load is regrouping the pool's actions just now: retry"),
+    },
+)
+def patch_pool(path: level_schemas.PoolPath, body: requests.PoolChange) -> Any:
+    with unit_of_work() as session:
+        grants = pools.set_limit(session, settings(), path.ref, body.limit)
+        answer = pools.show(session, path.ref)
+    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
+    return answer

@@ -170,6 +170,7 @@ def render(engine: Engine) -> bytes:
         running = conn.execute(sql.query("metrics_running_waits"), {"bounds": WAIT_BOUNDS}).all()
         dlq = conn.execute(sql.query("metrics_dlq")).scalar_one()
         hooks = conn.execute(sql.query("metrics_webhook_requests")).all()
+        levels = conn.execute(sql.query("metrics_levels")).all()
     out = Text()
     _lines(out, lines)
     _history(out, totals, running)
@@ -179,7 +180,19 @@ def render(engine: Engine) -> bytes:
     out.family(name, "counter", 'Requests to /hooks by outcome (webhook="": none known).')
     for row in hooks:
         out.sample(name, f'outcome="{row.outcome}",webhook="{_label(row.webhook)}"', row.count)
+    _levels(out, levels)
     return out.encoded()
+
+
+def _levels(out: Text, levels: Sequence[Any]) -> None:
+    """Each total (ref: its action) and pool (ref: <pack>.<pool>): its slots held, its limit."""
+    labelled = [(f'kind="{row.kind}",ref="{_label(row.ref)}"', row) for row in levels]
+    out.family("usher_level_active", "gauge", "Executions holding a slot of a total or pool.")
+    for labels, row in labelled:
+        out.sample("usher_level_active", labels, row.active)
+    out.family("usher_level_limit", "gauge", "The limit of a total or pool (a live one if set).")
+    for labels, row in labelled:
+        out.sample("usher_level_limit", labels, row.level_limit)
 
 
 class Cache:

@@ -173,12 +173,28 @@ class Partition(Line):
     oldest_wait_s: float | None
 
 
+class LevelUse(BaseModel):
+    """A level above the action's lines: how many hold one of its slots, of how many."""
+
+    limit: int = Field(description="in force now: a live change's, else the pack files'")
+    active: int
+    live: bool = Field(description="a live change set the limit (until the pack is loaded again)")
+
+
+class PoolUse(LevelUse):
+    ref: str = Field(description="<pack>.<pool>")
+
+
 class QueueStats(Line):
     """The action's counters over all its lines."""
 
     partitions: list[Partition] = Field(
         default_factory=list, description="each line, when the action is partitioned"
     )
+    total: LevelUse | None = Field(
+        description="its total_concurrency over all its partitions; null: none"
+    )
+    pools: list[PoolUse] = Field(description="the pools it takes a slot of")
 
 
 class Action(BaseModel):

@@ -2,7 +2,7 @@
 
 One module per command group: ``executions`` (run, queues, executions), ``events`` (events,
 the DLQ), ``serve`` (the processes and benchmarks), ``admin`` (tokens, live control),
-``schedules``, ``webhooks``; what all commands share (the runtime, tables, JSON) is in
+``schedules``, ``webhooks``, ``pools``; what all commands share (the runtime, tables, JSON) is in
 ``app.cli.common``.
 """
 
@@ -20,6 +20,7 @@ from app import db
 from app.cli import admin as cli_admin
 from app.cli import events as cli_events
 from app.cli import executions as cli_executions
+from app.cli import pools as cli_pools
 from app.cli import schedules as cli_schedules
 from app.cli import serve as cli_serve
 from app.cli import webhooks as cli_webhooks
@@ -81,6 +82,7 @@ for command in [
     *cli_admin.GROUPS,
     *cli_schedules.GROUPS,
     *cli_webhooks.GROUPS,
+    *cli_pools.GROUPS,
 ]:
     main.add_command(command)
 

@@ -124,6 +124,11 @@ def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
 @click.option("--concurrency", type=int_range(bounds.CONCURRENCY))
 @click.option("--max-queue-length", type=int_range(bounds.QUEUE_LENGTH))
 @click.option("--queue-timeout-s", type=int_range(bounds.TIMEOUT_S))
+@click.option(
+    "--total-concurrency",
+    type=int_range(bounds.CONCURRENCY),
+    help="over all its partitions (an action whose files give one)",
+)
 @pass_runtime
 def actions_set(
     rt: Runtime,
@@ -131,6 +136,7 @@ def actions_set(
     concurrency: int | None,
     max_queue_length: int | None,
     queue_timeout_s: int | None,
+    total_concurrency: int | None,
 ) -> None:
     """Change limits live (until the pack is loaded again). Raising grants at once."""
     from policies import control
@@ -141,6 +147,7 @@ def actions_set(
             ("concurrency", concurrency),
             ("max_queue_length", max_queue_length),
             ("queue_timeout_s", queue_timeout_s),
+            ("total_concurrency", total_concurrency),
         )
         if value is not None
     }

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from app import bounds, db, queries
 from app import celery as usher_celery
+from app.cli import pools as cli_pools
 from app.cli.common import (
     Duration,
     Runtime,
@@ -191,13 +192,15 @@ def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> 
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def queues_cmd(rt: Runtime, as_json: bool) -> None:
-    """One row per action line (and partition): waiting, active/limit, totals, oldest wait."""
-    from policies import stats
+    """One row per action line (and partition): waiting, active/limit, totals, oldest wait;
+    then the levels above the lines: each action's total and pools, active/limit."""
+    from policies import pools, stats
 
     with db.unit_of_work(rt.engine) as session:
         rows = stats.lines(session, rt.settings)
+        held = pools.usage(session)
     if as_json:
-        emit_json(rows)
+        emit_json([r | pools.held_by(held, r["action_ref"]) for r in rows])
         return
     table(
         [
@@ -230,6 +233,18 @@ def queues_cmd(rt: Runtime, as_json: bool) -> None:
             for r in rows
         ],
     )
+    if held:
+        levels_table(held)
+
+
+def levels_table(held: dict[str, Any]) -> None:
+    """Each action's total (over all its partitions) and pools: active/limit."""
+    rows = []
+    for ref, use in held.items():
+        levels = [("total", use["total"])] if use["total"] else []
+        levels += [(f"pool {p['ref']}", p) for p in use["pools"]]
+        rows += [[ref, name, f"{x['active']}/{cli_pools.limit_text(x)}"] for name, x in levels]
+    table(["action", "level", "active"], rows, "levels above the lines")
 
 
 @click.group("executions")

@@ -12,7 +12,7 @@ from flask import render_template, request, url_for
 from sqlalchemy.orm import Session
 
 from app import queries
-from policies import eta, limits, retry
+from policies import eta, limits, pools, retry
 from web import formatting, settings, unit_of_work, views_data
 from web.dashboard import base, lines
 
@@ -59,6 +59,8 @@ def _policy(action: dict[str, Any]) -> list[tuple[str, Any, str]]:
             source("queue_timeout_s"),
         ),
         ("partition_by", ", ".join(resolved.partition_by) or "—", source("partition_by")),
+        ("total_concurrency", resolved.total or "—", source("total_concurrency")),
+        ("pools", ", ".join(resolved.pools) or "—", source("pools")),
         (
             "rate_limit",
             own.get("rate_limit") or pack.get("rate_limit") or "—",
@@ -154,6 +156,7 @@ def _page(db_session: Session, ref: str) -> dict[str, Any]:
         "pace": line_pace,
         "position_from": (base.int_arg("wn") or 0) if after else 0,
         "executions": executions,
+        "levels": pools.held_by(pools.usage(db_session, ref), ref),
         "executions_next": executions[-1]["id"]
         if len(executions) == base.EXECUTIONS_PAGE
         else None,

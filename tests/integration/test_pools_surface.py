@@ -1,0 +1,343 @@
+"""The operator's surface of levels against a real Postgres, no workers: ``usher pools
+list|set`` and the levels table of ``usher queues``; ``GET /api/v1/pools[/<ref>]``, ``PATCH
+/api/v1/pools/<ref>``, the total and pools of queue-stats and the live total of ``PATCH
+/api/v1/actions/<ref>/policy``; the dashboard's pools page and action page; the metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from click.testing import CliRunner
+from flask.testing import FlaskClient
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import Engine, text
+
+import web
+from app import cli, config, db, tokens
+from app.errors import NotFound
+from policies import packs as app_packs
+from tests.support.flow import submit
+from web import level_schemas, schemas
+
+pytestmark = pytest.mark.timeout(90)
+ADMIN = "admin-token-for-pool-tests"
+CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+PACK = "shop"
+# Two actions share the pool db (1 slot); restart has a total of 1 over its hosts, no pool.
+ACTIONS = [
+    {"name": "write", "runner": "noop", "policy": {"concurrency": 5, "pools": ["db"]}},
+    {"name": "report", "runner": "noop", "policy": {"concurrency": 5, "pools": ["db"]}},
+    {
+        "name": "restart",
+        "runner": "noop",
+        "policy": {"concurrency": 1, "partition_by": ["host"], "total_concurrency": 1},
+    },
+]
+
+
+@pytest.fixture
+def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
+    return config.load(
+        database_url=db_url,
+        broker_url=broker_url,
+        home=tmp_path / "home",
+        api_token=ADMIN,
+        insecure_cookies=True,
+    )
+
+
+def _load(engine: Engine, tmp_path: Path) -> None:
+    root = tmp_path / PACK
+    (root / "actions").mkdir(parents=True, exist_ok=True)
+    (root / "pack.yaml").write_text(yaml.safe_dump({"name": PACK, "pools": {"db": 1}}))
+    for action in ACTIONS:
+        (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
+    with db.unit_of_work(engine) as session:
+        app_packs.load(session, root)
+
+
+@pytest.fixture
+def loaded(engine: Engine, settings: config.Settings, tmp_path: Path) -> dict[str, list[int]]:
+    """The pack, and waiting work: three writes and a report behind the pool's one slot, two
+    restarts on two hosts behind the total's one."""
+    _load(engine, tmp_path)
+    return {
+        "write": submit(engine, settings, None, f"{PACK}.write", [{}] * 3),
+        "report": submit(engine, settings, None, f"{PACK}.report", [{}]),
+        "restart": submit(
+            engine, settings, None, f"{PACK}.restart", [{"host": "a"}, {"host": "b"}]
+        ),
+    }
+
+
+def _statuses(engine: Engine, ids: list[int]) -> list[str]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            text("SELECT status FROM executions WHERE id = ANY(:ids) ORDER BY id"), {"ids": ids}
+        )
+        return list(rows.scalars())
+
+
+# --- the command line ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
+    for name in list(os.environ):
+        if name.startswith("USHER_"):
+            monkeypatch.delenv(name)
+    assert settings.database_url
+    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("USHER_HOME", str(settings.home))
+
+
+def usher(*args: str) -> str:
+    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _row(table: str, first: str) -> str:
+    return next(line for line in table.splitlines() if first in line)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_usher_pools_lists_and_sets_a_limit_and_queues_shows_the_levels(
+    engine: Engine, loaded: dict[str, list[int]], tmp_path: Path
+) -> None:
+    # The pool: one slot held (the first write), the other writes and the report waiting
+    (pool,) = json.loads(usher("pools", "list", "--json"))
+    assert pool == {
+        "ref": "shop.db",
+        "pack": PACK,
+        "limit": 1,
+        "pack_limit": 1,
+        "live": False,
+        "active": 1,
+        "waiting": 3,
+        "actions": ["shop.report", "shop.write"],
+    }
+    row = _row(usher("pools", "list"), "shop.db")
+    assert re.search(r"│\s+1\s+│\s+1\s+│\s+3\s+│ shop.report, shop.write", row), row
+    # usher queues: the lines, then each action's total and pools
+    queues = usher("queues")
+    assert "levels above the lines" in queues
+    assert re.search(r"shop.restart\s+│ total\s+│\s+1/1", _row(queues, "│ total")), queues
+    assert re.search(r"shop.write\s+│ pool shop.db\s+│\s+1/1", queues), queues
+    listed = {(r["action_ref"], r["partition"]): r for r in json.loads(usher("queues", "--json"))}
+    assert listed[("shop.restart", "host=a")]["total"] == {"limit": 1, "active": 1, "live": False}
+    assert listed[("shop.write", "")]["pools"] == [
+        {"ref": "shop.db", "limit": 1, "active": 1, "live": False}
+    ]
+    assert listed[("shop.write", "")]["total"] is None
+    # A raised limit grants the oldest waiting request of the pool at once
+    said = usher("pools", "set", "shop.db", "--limit", "2")
+    assert "shop.db: limit 2 (live, files 1), 2 active, 2 waiting, 1 granted now" in said
+    assert _statuses(engine, loaded["write"]) == ["scheduled", "scheduled", "queued"]
+    assert "2 (live, files 1)" in _row(usher("pools", "list"), "shop.db")
+    assert re.search(r"shop.write\s+│ pool shop.db\s+│\s+2/2 \(live\)", usher("queues"))
+    # A load of the pack puts pack.yaml's limit back
+    _load(engine, tmp_path)
+    (pool,) = json.loads(usher("pools", "list", "--json"))
+    assert (pool["limit"], pool["live"], pool["active"]) == (1, False, 2)
+    # Refusals: an unknown pool names the known ones; a limit out of bounds is click's
+    with pytest.raises(NotFound, match=r"no pool named 'shop\.nope'; the pools are shop\.db"):
+        CliRunner().invoke(
+            cli.main, ["pools", "set", "shop.nope", "--limit", "2"], catch_exceptions=False
+        )
+    bad = CliRunner().invoke(cli.main, ["pools", "set", "shop.db", "--limit", "0"])
+    assert bad.exit_code == 2 and "--limit" in bad.output
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_usher_actions_set_changes_a_total_live(
+    engine: Engine, loaded: dict[str, list[int]]
+) -> None:
+    said = usher("actions", "set", "shop.restart", "--total-concurrency", "2")
+    assert "1 granted now" in said
+    assert _statuses(engine, loaded["restart"]) == ["scheduled", "scheduled"]
+    assert re.search(r"│ total\s+│\s+2/2 \(live\)", usher("queues"))
+
+
+# --- the API ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
+    return web.create_app(settings, celery_app).test_client()
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def test_the_api_lists_shows_and_sets_pools(
+    client: FlaskClient, engine: Engine, loaded: dict[str, list[int]]
+) -> None:
+    with db.unit_of_work(engine) as session:
+        reader = tokens.create(session, "reader", True)
+    # Any token reads
+    listed = client.get("/api/v1/pools", headers=_bearer(reader))
+    assert listed.status_code == 200
+    pools = level_schemas.Pools.model_validate(listed.get_json()).items
+    assert [(p.ref, p.limit, p.active, p.waiting, p.live) for p in pools] == [
+        ("shop.db", 1, 1, 3, False)
+    ]
+    shown = client.get("/api/v1/pools/shop.db", headers=_bearer(reader))
+    assert shown.status_code == 200 and shown.get_json() == listed.get_json()["items"][0]
+    missing = client.get("/api/v1/pools/shop.nope", headers=_bearer(reader))
+    assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
+    assert client.get("/api/v1/pools").status_code == 401
+    # A write needs an admin token, and a limit within bounds
+    url = "/api/v1/pools/shop.db"
+    forbidden = client.patch(url, json={"limit": 3}, headers=_bearer(reader))
+    assert forbidden.status_code == 403 and forbidden.get_json()["error"]["code"] == "forbidden"
+    for body in ({"limit": 0}, {"limit": 10_001}, {"limit": "2"}, {"limit": 2.0}, {}, {"max": 2}):
+        bad = client.patch(url, json=body, headers=_bearer(ADMIN))
+        assert bad.status_code == 400, body
+        assert bad.get_json()["error"]["code"] == "invalid_request", body
+    unknown = client.patch("/api/v1/pools/shop.nope", json={"limit": 2}, headers=_bearer(ADMIN))
+    assert (
+        unknown.status_code == 404
+        and "no pool named 'shop.nope'" in unknown.get_json()["error"]["message"]
+    )
+    assert _statuses(engine, loaded["write"] + loaded["report"]) == [
+        "scheduled",
+        "queued",
+        "queued",
+        "queued",
+    ]
+    # A raised limit grants at once, oldest request first across both actions
+    raised = client.patch(url, json={"limit": 3}, headers=_bearer(ADMIN))
+    assert raised.status_code == 200
+    pool = level_schemas.Pool.model_validate(raised.get_json())
+    assert (pool.limit, pool.pack_limit, pool.live, pool.active, pool.waiting) == (3, 1, True, 3, 1)
+    assert _statuses(engine, loaded["write"] + loaded["report"]) == [
+        "scheduled",
+        "scheduled",
+        "scheduled",
+        "queued",
+    ]
+    # A lowered one grants nothing more; running work keeps its slots
+    lowered = client.patch(url, json={"limit": 1}, headers=_bearer(ADMIN)).get_json()
+    assert (lowered["limit"], lowered["active"], lowered["waiting"]) == (1, 3, 1)
+
+
+def test_queue_stats_carry_the_total_and_pools_and_a_total_changes_live(
+    client: FlaskClient, engine: Engine, loaded: dict[str, list[int]]
+) -> None:
+    auth = _bearer(ADMIN)
+    write = client.get("/api/v1/actions/shop.write/queue-stats", headers=auth).get_json()
+    stats = schemas.QueueStats.model_validate(write)
+    assert stats.total is None
+    assert [(p.ref, p.limit, p.active) for p in stats.pools] == [("shop.db", 1, 1)]
+    restart = client.get("/api/v1/actions/shop.restart/queue-stats", headers=auth).get_json()
+    assert restart["total"] == {"limit": 1, "active": 1, "live": False}
+    assert restart["pools"] == []
+    # The action list carries them too
+    actions = {a["ref"]: a for a in client.get("/api/v1/actions", headers=auth).get_json()["items"]}
+    assert actions["shop.restart"]["queue_stats"]["total"] == restart["total"]
+    assert actions["shop.report"]["queue_stats"]["pools"] == write["pools"]
+    # The live policy change takes total_concurrency: raised, the other host is granted at once
+    changed = client.patch(
+        "/api/v1/actions/shop.restart/policy", json={"total_concurrency": 2}, headers=auth
+    )
+    assert changed.status_code == 200
+    assert changed.get_json()["total"] == {"limit": 2, "active": 2, "live": True}
+    assert _statuses(engine, loaded["restart"]) == ["scheduled", "scheduled"]
+    shown = client.get("/api/v1/actions/shop.restart", headers=auth).get_json()
+    assert shown["live_policy"] == {"total_concurrency": 2}
+    # An action without a total in its files has none to change; out of bounds is refused
+    none = client.patch(
+        "/api/v1/actions/shop.write/policy", json={"total_concurrency": 2}, headers=auth
+    )
+    assert (
+        none.status_code == 400
+        and "has no total_concurrency" in none.get_json()["error"]["message"]
+    )
+    bad = client.patch(
+        "/api/v1/actions/shop.restart/policy", json={"total_concurrency": 0}, headers=auth
+    )
+    assert bad.status_code == 400 and bad.get_json()["error"]["code"] == "invalid_request"
+
+
+def test_metrics_carry_each_level_active_and_limit(
+    client: FlaskClient, loaded: dict[str, list[int]]
+) -> None:
+    client.patch("/api/v1/pools/shop.db", json={"limit": 2}, headers=_bearer(ADMIN))
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    samples = {
+        (s.name, s.labels["kind"], s.labels["ref"]): s.value
+        for family in text_string_to_metric_families(response.get_data(as_text=True))
+        if family.name.startswith("usher_level_")
+        for s in family.samples
+    }
+    assert samples == {
+        ("usher_level_active", "pool", "shop.db"): 2.0,
+        ("usher_level_limit", "pool", "shop.db"): 2.0,
+        ("usher_level_active", "total", "shop.restart"): 1.0,
+        ("usher_level_limit", "total", "shop.restart"): 1.0,
+    }
+
+
+# --- the dashboard ------------------------------------------------------------------------------
+
+
+def _session(settings: config.Settings, celery_app: Any, token: str) -> FlaskClient:
+    client = web.create_app(settings, celery_app).test_client()
+    data = {"token": token, "csrf_token": _csrf(client, "/login"), "next": "/"}
+    assert client.post("/login", data=data).status_code == 303
+    return client
+
+
+def _csrf(client: FlaskClient, path: str) -> str:
+    found = CSRF.search(client.get(path).get_data(as_text=True))
+    assert found, path
+    return found.group(1)
+
+
+def test_the_dashboard_lists_pools_and_sets_a_limit_with_an_admin_session(
+    settings: config.Settings, celery_app: Any, engine: Engine, loaded: dict[str, list[int]]
+) -> None:
+    admin = _session(settings, celery_app, ADMIN)
+    page = admin.get("/pools").get_data(as_text=True)
+    assert 'aria-current="page">Pools</a>' in page
+    row = re.search(r'<tr data-pool="shop.db">.*?</tr>', page, re.S)
+    assert row and re.search(r"1 / 1\s*</td>", row.group(0)) and "live override" not in row.group(0)
+    assert "shop.report" in row.group(0) and "shop.write" in row.group(0)
+    # Without the CSRF token the form is refused
+    assert admin.post("/pools/shop.db/limit", data={"limit": "2"}).status_code == 400
+    form = {"limit": "2", "csrf_token": _csrf(admin, "/pools"), "next": "/pools"}
+    done = admin.post("/pools/shop.db/limit", data=form, follow_redirects=True)
+    assert done.status_code == 200
+    html = done.get_data(as_text=True)
+    assert "Pool shop.db: limit 2 until its pack is loaded again; 1 granted now." in html
+    row = re.search(r'<tr data-pool="shop.db">.*?</tr>', html, re.S)
+    assert row and "2 / 2" in row.group(0) and "live override" in row.group(0)
+    assert _statuses(engine, loaded["write"]) == ["scheduled", "scheduled", "queued"]
+    # A bad limit is said where the form was
+    form["limit"] = "many"
+    refused = admin.post("/pools/shop.db/limit", data=form, follow_redirects=True)
+    assert "limit" in refused.get_data(as_text=True) and refused.status_code == 200
+    # The action page shows the levels it takes
+    action = admin.get("/actions/shop.write").get_data(as_text=True)
+    level = re.search(r'<tr data-testid="level-shop.db">.*?</tr>', action, re.S)
+    assert level and "2 / 2" in level.group(0)
+    restart = admin.get("/actions/shop.restart").get_data(as_text=True)
+    total = re.search(r'<tr data-testid="level-total">.*?</tr>', restart, re.S)
+    assert total and "1 / 1" in total.group(0)
+    # A read-only session sees the page, its form disabled, and may not post it
+    with db.unit_of_work(engine) as session:
+        reader_token = tokens.create(session, "reader", True)
+    reader = _session(settings, celery_app, reader_token)
+    page = reader.get("/pools").get_data(as_text=True)
+    assert re.search(r'data-testid="set-shop.db"\s+disabled', page)
+    form["csrf_token"], form["limit"] = _csrf(reader, "/pools"), "3"
+    assert reader.post("/pools/shop.db/limit", data=form).status_code == 403
