@@ -48,14 +48,16 @@ PRUNE_BATCH = 1000
 
 
 def _windows(session: Session, queue_id: int, windows: tuple[policy.Window, ...]) -> list[Any]:
-    return session.execute(
-        sql.query("rate_windows"),
-        {
-            "queue_id": queue_id,
-            "counts": [w.count for w in windows],
-            "per_s": [w.per_s for w in windows],
-        },
-    ).all()
+    return list(
+        session.execute(
+            sql.query("rate_windows"),
+            {
+                "queue_id": queue_id,
+                "counts": [w.count for w in windows],
+                "per_s": [w.per_s for w in windows],
+            },
+        ).all()
+    )
 
 
 def _complete(rows: list[Any], windows: tuple[policy.Window, ...]) -> bool:

@@ -94,7 +94,10 @@ def test_a_full_window_frees_a_grant_when_its_oldest_grant_leaves_it(
     # Then 3 are granted, oldest first, and the window frees one a minute after the first
     assert _statuses(engine, ids) == ["scheduled"] * 3 + ["queued"] * 2
     assert [n for n, _ in _record(engine, queue_id)] == [1, 2, 3]
-    assert _capacity(engine, settings, queue_id) == (0, _granted_at(engine, ids[0]) + timedelta(seconds=60))
+    assert _capacity(engine, settings, queue_id) == (
+        0,
+        _granted_at(engine, ids[0]) + timedelta(seconds=60),
+    )
     # When the first grant is just inside the window, nothing more is granted
     _move_back(engine, queue_id, 59, upto=1)
     first = _record(engine, queue_id)[0][1]
