@@ -21,8 +21,9 @@ from sqlalchemy import Engine, text
 import web
 from app import cli, config, db, tokens
 from app.errors import NotFound
+from policies import control, levels, pools
 from policies import packs as app_packs
-from tests.support.flow import submit
+from tests.support.flow import WaitingOnALock, submit
 from web import level_schemas, schemas
 
 pytestmark = pytest.mark.timeout(90)
@@ -52,14 +53,18 @@ def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Sett
     )
 
 
-def _load(engine: Engine, tmp_path: Path) -> None:
+def _write(tmp_path: Path) -> Path:
     root = tmp_path / PACK
     (root / "actions").mkdir(parents=True, exist_ok=True)
     (root / "pack.yaml").write_text(yaml.safe_dump({"name": PACK, "pools": {"db": 1}}))
     for action in ACTIONS:
         (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
+    return root
+
+
+def _load(engine: Engine, tmp_path: Path) -> None:
     with db.unit_of_work(engine) as session:
-        app_packs.load(session, root)
+        app_packs.load(session, _write(tmp_path))
 
 
 @pytest.fixture
@@ -82,6 +87,27 @@ def _statuses(engine: Engine, ids: list[int]) -> list[str]:
             text("SELECT status FROM executions WHERE id = ANY(:ids) ORDER BY id"), {"ids": ids}
         )
         return list(rows.scalars())
+
+
+@pytest.mark.parametrize("change", ["pool", "total"])
+def test_a_live_change_waits_for_a_pack_load_holding_the_group_and_holds_nothing(
+    engine: Engine, settings: config.Settings, tmp_path: Path, loaded: Any, change: str
+) -> None:
+    def live_change() -> None:
+        with db.unit_of_work(engine) as session:
+            if change == "pool":
+                pools.set_limit(session, settings, "shop.db", 2)
+            else:
+                control.update_policy(session, settings, "shop.write", {"concurrency": 4})
+
+    # Given a pack load that has taken the group's lock (its first step)
+    with db.unit_of_work(engine) as session:
+        levels.lock(session, [pools.group_of_action(session, "shop.write")])
+        # When a live change of the group starts, it waits for that lock, holding no row
+        other = WaitingOnALock(engine, live_change)
+        # Then the load still writes the actions and the pool (no deadlock)
+        app_packs.load(session, _write(tmp_path))
+    assert other.finished() == []
 
 
 # --- the command line ---------------------------------------------------------------------------
@@ -185,8 +211,8 @@ def test_the_api_lists_shows_and_sets_pools(
     # Any token reads
     listed = client.get("/api/v1/pools", headers=_bearer(reader))
     assert listed.status_code == 200
-    pools = level_schemas.Pools.model_validate(listed.get_json()).items
-    assert [(p.ref, p.limit, p.active, p.waiting, p.live) for p in pools] == [
+    items = level_schemas.Pools.model_validate(listed.get_json()).items
+    assert [(p.ref, p.limit, p.active, p.waiting, p.live) for p in items] == [
         ("shop.db", 1, 1, 3, False)
     ]
     shown = client.get("/api/v1/pools/shop.db", headers=_bearer(reader))
