@@ -258,6 +258,10 @@ class Attempt(BaseModel):
 
 class ExecutionHistory(Execution):
     attempts: list[Attempt]
+    event_id: int | None = Field(None, description="the event a rule made it for")
+    rule: str | None = Field(None, description="the rule (or schedule) that made it")
+    schedule: str | None = Field(None, description="the schedule whose tick made it")
+    fire_at: str | None = Field(None, description="that tick's time (ISO 8601)")
 
 
 class ExecutionDetail(ExecutionHistory):
