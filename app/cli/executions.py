@@ -100,13 +100,10 @@ def run_action(
     usher_celery.publish(rt.celery, enqueued.grants)
     if not wait:
         if as_json:
-            emit_json(
-                {
-                    "id": enqueued.execution_id,
-                    "seq": enqueued.seq,
-                    "run_at": enqueued.run_at.isoformat() if enqueued.run_at else None,
-                }
-            )
+            shown: dict[str, Any] = {"id": enqueued.execution_id, "seq": enqueued.seq}
+            if enqueued.run_at is not None:  # delayed: no seq until it joins its line then
+                shown["run_at"] = enqueued.run_at.isoformat()
+            emit_json(shown)
         elif enqueued.run_at is not None:
             click.echo(enqueued.execution_id)
             err_console.print(f"delayed until {_local(enqueued.run_at)}")
