@@ -61,6 +61,14 @@ class QueueFull(UsherError):
 
     code = "queue_full"
     status = 429
+    # Whole seconds until a place in line should free (the answer's Retry-After): from the
+    # line's pace where the refusal is made (policies.eta.retry_after_s), else this.
+    retry_after_s = 5
+
+    def __init__(self, message: str | None = None, retry_after_s: int | None = None) -> None:
+        super().__init__(message)
+        if retry_after_s is not None:
+            self.retry_after_s = retry_after_s
 
 
 class TooLarge(UsherError):

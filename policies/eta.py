@@ -7,11 +7,16 @@ recent pace (starts per second over the last WINDOW_S) was the estimate before: 
 the idle minutes before a burst as slowness and guessed 23 s for what took 4. It stays the
 fallback for a line with no finished run yet, and ``pace_per_s`` shows the slots' pace.
 A paused line has no estimate.
+
+``retry_after_s`` is the same model seen from a request the line refused because it is
+full: a place frees when the head of the line is granted, so it is the wait of position 1
+(or, on a rate-limited line whose window is full, until the window frees, if later).
 """
 
 from __future__ import annotations
 
 import heapq
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,10 +24,13 @@ from sqlalchemy.orm import Session
 
 from app import sql
 from app.config import Settings
+from policies import limits, ratelimit
 
 WINDOW_S = 300
 # Past this many places the slots are taken as a steady pace (limit per mean run).
 SIMULATED = 10_000
+# A Retry-After longer than this is said as this: a client may look again within the hour.
+MOST_RETRY_AFTER_S = 3600
 
 
 def pace(session: Session, queue_id: int) -> float | None:
@@ -78,3 +86,33 @@ def estimate(
         "pace_per_s": round(per_s, 3) if per_s else None,
         "paused": False,
     }
+
+
+def retry_after_s(
+    session: Session, action_id: int, key: str, line_limits: limits.Limits
+) -> int | None:
+    """Whole seconds (1 to MOST_RETRY_AFTER_S) until a place should free in the line of
+    ``action_id`` and partition ``key``, which is full: until its head is granted. None
+    when the line has no pace yet (no finished run, fewer than two recent starts) or is
+    paused: the caller says a default. The caller holds the line's lock (a rate-limited
+    line's record may be filled)."""
+    queue_id = session.execute(sql.query("line_id"), {"a": action_id, "k": key}).scalar_one()
+    line = session.execute(sql.query("line_slots"), {"queue_id": queue_id}).one()
+    if line.paused:
+        return None
+    now = datetime.now(UTC)
+    wait: float | None
+    if line.mean_run_s is not None:
+        mean = max(float(line.mean_run_s), 0.001)
+        running = [(now - started).total_seconds() for started in line.running]
+        wait = wait_s(1, line_limits.concurrency, mean, running)
+    else:
+        per_s = pace(session, queue_id)
+        wait = 1 / per_s if per_s else None
+    if line_limits.rate:
+        _, frees_at = ratelimit.capacity(session, queue_id, line_limits.rate)
+        if frees_at is not None:
+            wait = max(wait or 0.0, (frees_at - now).total_seconds())
+    if wait is None:
+        return None
+    return min(max(math.ceil(wait), 1), MOST_RETRY_AFTER_S)

@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from app import bounds, queries, sql
 from app.config import Settings
 from app.errors import InvalidParameters, InvalidRequest, UsherError
-from policies import actions, limits, lines, requests
+from policies import actions, eta, limits, lines, requests
 
 # Items per batch request (API): enough to amortise the round trips, small enough for one
 # short transaction.
@@ -163,10 +163,12 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
     while pending:
         pending, granted = _round(session, groups, pending, placed)
         grants += granted
-    for (_, key), left in groups.items():
+    for (action_id, key), left in groups.items():
+        # Still under the line's lock: when a place should free, once per full line.
+        wait_s = eta.retry_after_s(session, action_id, key, left[0].action.limits) if left else None
         for item in left:
             errors[item.index] = lines.full(
-                item.action.ref, key, item.action.limits.max_queue_length
+                item.action.ref, key, item.action.limits.max_queue_length, wait_s
             )
     scheduled = {g.execution_id for g in grants}
     results = []

@@ -62,11 +62,15 @@ class Admitted:
     wake_at: datetime | None = None
 
 
-def full(action_ref: str, key: str, max_queue_length: int) -> QueueFull:
-    """The refusal of a request to a line already holding ``max_queue_length`` waiting."""
+def full(
+    action_ref: str, key: str, max_queue_length: int, retry_after_s: int | None = None
+) -> QueueFull:
+    """The refusal of a request to a line already holding ``max_queue_length`` waiting;
+    ``retry_after_s`` from the line's pace (``eta.retry_after_s``), else QueueFull's own."""
     return QueueFull(
         f"the line of {action_ref}{f' [{key}]' if key else ''} is full "
-        f"({max_queue_length} waiting); retry later or raise max_queue_length"
+        f"({max_queue_length} waiting); retry later or raise max_queue_length",
+        retry_after_s,
     )
 
 

@@ -26,7 +26,7 @@ from werkzeug.wrappers import Response
 
 from app import celery as usher_celery
 from app import config, db
-from app.errors import DatabaseUnavailable, InvalidRequest, TooLarge, UsherError
+from app.errors import DatabaseUnavailable, InvalidRequest, QueueFull, TooLarge, UsherError
 from policies import parameters
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,10 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
 
     @flask_app.errorhandler(UsherError)
     def usher_error(error: UsherError) -> Any:
-        return jsonify(error={"code": error.code, "message": error.message}), error.status
+        body = error_body(error)
+        if isinstance(error, QueueFull):
+            return jsonify(error=body), error.status, {"Retry-After": str(error.retry_after_s)}
+        return jsonify(error=body), error.status
 
     @flask_app.errorhandler(DataError)
     def unstorable(error: DataError) -> Any:
@@ -133,6 +136,15 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
         return _too_large(settings.max_body_bytes)
 
     return flask_app
+
+
+def error_body(error: UsherError) -> dict[str, Any]:
+    """An error's ``{code, message}``; a full line's also says ``retry_after_s`` (its
+    answer's Retry-After), as a refused batch item does."""
+    body: dict[str, Any] = {"code": error.code, "message": error.message}
+    if isinstance(error, QueueFull):
+        body["retry_after_s"] = error.retry_after_s
+    return body
 
 
 def _too_large(limit: int) -> tuple[Response, int]:

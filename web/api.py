@@ -160,7 +160,11 @@ CONFLICT: dict[Any, Any] = {
         **CONFLICT,
         422: schemas.error("The parameters fail the action's schema"),
         429: schemas.error(
-            "The line is full, or " + schemas.THROTTLED.lower(), **{"Retry-After": "seconds"}
+            "The line is full, or " + schemas.THROTTLED.lower(),
+            **{
+                "Retry-After": "seconds: until a place in the line should free (from its "
+                "pace), or until the minute is over"
+            },
         ),
     },
 )
@@ -220,7 +224,7 @@ def submit_executions(body: requests.ExecutionBatch) -> Any:
         items.append(
             {
                 "index": answer.index,
-                "error": {"status": error.status, "code": error.code, "message": error.message},
+                "error": {"status": error.status, **web.error_body(error)},
             }
         )
     accepted = sum(1 for a in answers if a.body is not None)

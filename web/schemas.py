@@ -20,9 +20,16 @@ from policies import pack_schema, requests
 # --- errors -----------------------------------------------------------------------------------
 
 
+RETRY_AFTER = (
+    "queue_full only: whole seconds until a place in the line should free, from its pace "
+    "(the answer's Retry-After)"
+)
+
+
 class ErrorBody(BaseModel):
     code: str = Field(description="stable, e.g. unknown_action, queue_full, invalid_request")
     message: str
+    retry_after_s: int | None = Field(default=None, ge=1, description=RETRY_AFTER)
 
 
 class Error(BaseModel):
@@ -307,6 +314,7 @@ class ItemError(BaseModel):
     status: int = Field(ge=400, le=499)
     code: str
     message: str
+    retry_after_s: int | None = Field(default=None, ge=1, description=RETRY_AFTER)
 
 
 class Refused(BaseModel):

@@ -141,6 +141,9 @@ SELECT id FROM actions WHERE ref = :ref FOR NO KEY UPDATE
 -- name: action_lines
 SELECT id, partition_key FROM queues WHERE action_id = :a
 
+-- name: line_id
+SELECT id FROM queues WHERE action_id = :a AND partition_key = :k
+
 -- name: set_paused
 UPDATE actions SET paused_at = CASE WHEN :paused THEN coalesce(paused_at, now()) END,
     updated_at = now()
