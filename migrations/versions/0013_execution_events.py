@@ -25,7 +25,7 @@ down_revision = "0012"
 branch_labels = None
 depends_on = None
 
-FINAL = "('succeeded', 'failed', 'timed_out', 'dead', 'cancelled', 'expired')"
+FINAL = "('succeeded', 'failed', 'timed_out', 'dead', 'cancelled', 'expired', 'rejected')"
 
 
 def upgrade() -> None:

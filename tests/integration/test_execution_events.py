@@ -293,3 +293,12 @@ def test_the_demo_notifies_a_dead_order_and_not_its_own_notifier(
         (again,) = admission.release(session, settings, ended).events
     with db.unit_of_work(engine) as session:
         assert events.process(session, settings, again).enforcements == []
+
+
+def test_every_final_status_emits() -> None:
+    from importlib import import_module
+
+    from app.statuses import FINISHED
+
+    migration = import_module("migrations.versions.0013_execution_events")
+    assert migration.FINAL == "(" + ", ".join(f"'{s}'" for s in FINISHED) + ")"
