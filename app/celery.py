@@ -43,6 +43,29 @@ class Grant(Protocol):
     def timeout_s(self) -> int | None: ...
 
 
+class Stop(Protocol):
+    """A running execution cancelled by another's request (``policies.busy``)."""
+
+    @property
+    def execution_id(self) -> int: ...
+    @property
+    def attempt(self) -> int: ...
+    @property
+    def previous_status(self) -> str: ...
+
+
+class Taken(Protocol):
+    """What an intake leaves to do after its commit (``policies.intake.Intake``, and what
+    carries its parts: rules' and schedules' processing)."""
+
+    @property
+    def grants(self) -> Iterable[Grant]: ...
+    @property
+    def stopped(self) -> Iterable[Stop]: ...
+    @property
+    def events(self) -> Iterable[int]: ...
+
+
 def queue_name(action_ref: str) -> str:
     return f"usher.action.{action_ref}"
 
@@ -262,6 +285,15 @@ def after_cancel(
     terminate(app, execution_id, attempt, previous_status)
     publish(app, grants)
     send_events(app, list(events))
+
+
+def after_intake(app: Celery, taken: Taken) -> None:
+    """After an intake committed: send its grants, stop the workers of the running
+    executions it cancelled (``when_busy: cancel_running``), send its execution events."""
+    publish(app, taken.grants)
+    for stop in taken.stopped:
+        terminate(app, stop.execution_id, stop.attempt, stop.previous_status)
+    send_events(app, list(taken.events))
 
 
 def wake_line(app: Celery, queue_id: int, at: datetime | None) -> None:

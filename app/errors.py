@@ -71,6 +71,13 @@ class QueueFull(UsherError):
             self.retry_after_s = retry_after_s
 
 
+class LineBusy(UsherError):
+    """The action's line has no free slot and its when_busy is skip; try again later."""
+
+    code = "line_busy"
+    status = 409
+
+
 class TooLarge(UsherError):
     """The request is larger than this installation accepts."""
 

@@ -178,6 +178,13 @@ class Execution(Base):
             "id",
             postgresql_where=text("status = 'delayed'"),
         ),
+        # A coalescing action's waiting rows by their parameters' hash (policies.busy).
+        Index(
+            "ix_executions_waiting_params",
+            "queue_id",
+            "params_hash",
+            postgresql_where=text("status = 'queued' AND params_hash IS NOT NULL"),
+        ),
         UniqueConstraint("queue_id", "seq"),
     )
 
@@ -212,6 +219,8 @@ class Execution(Base):
     dlq_cleared_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A delayed run's time: it joins its line then (and keeps it as a record afterwards).
     run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # For an action with coalesce: its parameters' hash (policies.busy); NULL otherwise.
+    params_hash: Mapped[int | None] = mapped_column(BigInteger)
 
     action: Mapped[Action] = relationship()
 

@@ -18,10 +18,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import db, models, sql
+from app import db, sql
 from app.config import Settings
-from app.errors import AlreadyFinished
-from policies import emitted, intake, lines
+from policies import busy, cancels, emitted, intake, lines
 
 # Outcomes whose release needs no retry policy: ``finish`` takes them in one statement.
 FINISHES = ("succeeded", "cancelled")
@@ -31,10 +30,16 @@ OUTCOMES = ("succeeded", "failed", "timed_out", "worker_lost", "cancelled")
 
 @dataclass(frozen=True)
 class Enqueued:
+    """A new execution (or, coalesced, an equal waiting one's) and what to do after commit
+    (``app.celery.after_intake``)."""
+
     execution_id: int
     seq: int | None  # None while delayed (until run_at)
     grants: list[lines.Grant]
     run_at: datetime | None = None
+    coalesced: bool = False
+    stopped: tuple[busy.Stopped, ...] = ()
+    events: tuple[int, ...] = ()
 
     @property
     def granted(self) -> bool:
@@ -84,11 +89,7 @@ class Released:
     events: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True)
-class Cancelled:
-    previous_status: str
-    grants: list[lines.Grant]
-    events: tuple[int, ...] = ()
+Cancelled = cancels.Cancelled
 
 
 def enqueue(
@@ -100,20 +101,30 @@ def enqueue(
     replay_of: int | None = None,
     run_at: datetime | None = None,
     delay_s: float | None = None,
+    when_busy: str | None = None,
 ) -> Enqueued:
     """Put a new execution at the tail of its line and admit what fits (or, with a time
     ahead, store it ``delayed`` until then): the batch of one (``intake.enqueue_many``), its
-    error raised (QueueFull past the cap, UnknownAction, InvalidParameters)."""
+    error raised (QueueFull past the cap, LineBusy for a busy line's skip, UnknownAction,
+    InvalidParameters)."""
     taken = intake.enqueue_many(
         session,
         settings,
-        [intake.Request(action_ref, params, priority, replay_of, run_at, delay_s)],
+        [intake.Request(action_ref, params, priority, replay_of, run_at, delay_s, when_busy)],
     )
     (item,) = taken
     if item.error is not None:
         raise item.error
     assert item.execution_id is not None
-    return Enqueued(item.execution_id, item.seq, taken.grants, item.run_at)
+    return Enqueued(
+        item.execution_id,
+        item.seq,
+        taken.grants,
+        item.run_at,
+        item.coalesced,
+        tuple(taken.stopped),
+        taken.events,
+    )
 
 
 def claim(
@@ -245,24 +256,8 @@ def finish(executor: db.Executor, settings: Settings, ended: Ended) -> Released 
 
 def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
     """Cancel a delayed, queued, scheduled or running execution; a freed slot goes to the next
-    in line."""
-    line = lines.lock_line_of(session, settings, execution_id)
-    previous, held = session.execute(sql.query("lock_execution"), {"id": execution_id}).one()
-    if previous not in models.CANCELLABLE:
-        raise AlreadyFinished(f"execution {execution_id} is already {previous}")
-    counter = {
-        "delayed": None,  # it holds no place yet: only its own row changes
-        "queued": "queue_length",
-        "scheduled": "active_count",
-        "running": "active_count",
-        "retrying": "active_count" if held else None,
-    }[previous]
-    session.execute(sql.query("cancel_execution"), {"id": execution_id})
-    freed = {counter: -1} if counter else {}
-    if previous != "delayed":  # the line counts what joined it
-        lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
-    grants = lines.admit(session, line).grants if counter == "active_count" else []
-    return Cancelled(previous, grants, emitted.read(session))
+    in line (``policies.cancels``)."""
+    return cancels.cancel(session, settings, execution_id)
 
 
 def position(session: Session, execution_id: int) -> int | None:

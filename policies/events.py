@@ -19,7 +19,7 @@ from app.errors import (
     TooLarge,
     UsherError,
 )
-from policies import criteria, intake, lines, parameters, requests, templates
+from policies import busy, criteria, intake, lines, parameters, requests, templates
 
 
 @dataclass(frozen=True)
@@ -34,8 +34,19 @@ class Enforcement:
 
 @dataclass(frozen=True)
 class Processed:
+    """The enforcements made, and what their intake leaves to do after commit
+    (``app.celery.after_intake``)."""
+
     enforcements: list[Enforcement]
     grants: list[lines.Grant]
+    stopped: tuple[busy.Stopped, ...] = ()
+    events: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, enforcements: list[Enforcement], taken: intake.Intake | None) -> Processed:
+        if taken is None:
+            return cls(enforcements, [])
+        return cls(enforcements, taken.grants, tuple(taken.stopped), taken.events)
 
 
 # The default cap of an event's payload (USHER_MAX_PAYLOAD_BYTES).
@@ -150,8 +161,7 @@ def process_many(
         execution_id = None
         if intake_result is not None and index is not None:
             item = intake_result[index]
-            if item.error is not None:
-                status, reason = "rejected", refusal(item.error)
+            status, reason = outcome(item, status, reason)
             execution_id = item.execution_id
         rows.append(
             {
@@ -165,7 +175,7 @@ def process_many(
         )
     enforced = record(session, rows)
     session.execute(sql.query("mark_events_processed"), {"ids": ids})
-    return Processed(enforced, intake_result.grants if intake_result is not None else [])
+    return Processed.of(enforced, intake_result)
 
 
 def _refused(settings: Settings, event: Any, rule: Any) -> tuple[str, str] | None:
@@ -185,6 +195,19 @@ def _refused(settings: Settings, event: Any, rule: Any) -> tuple[str, str] | Non
 def refusal(error: UsherError) -> str:
     """An enforcement's reason for a refused request: the error's kind and message."""
     return f"{type(error).__name__}: {error.message}"
+
+
+def outcome(item: intake.ItemResult, status: str, reason: str | None) -> tuple[str, str | None]:
+    """An enforcement's (status, reason) once its request was taken: ``rejected`` with the
+    refusal, or ``executed``, coalesced into an equal waiting execution if it was."""
+    if item.error is not None:
+        return "rejected", refusal(item.error)
+    if item.coalesced:
+        return status, (
+            f"coalesced: execution {item.execution_id} waits with equal parameters "
+            "(coalesce: true); nothing new was created"
+        )
+    return status, reason
 
 
 def record(session: Session, rows: list[dict[str, Any]]) -> list[Enforcement]:

@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 from app import sql
 from app.config import Settings
 from app.errors import IdempotencyConflict, InvalidRequest, UsherError
-from policies import events, intake, lines, requests
+from policies import events, intake, requests
 
 PRUNE_BATCH = 1000  # expired keys deleted per sweep
 MAX_REF = 401  # no action is named longer (actions.ref): a longer name claims no key
@@ -161,13 +161,16 @@ def _execution_claim(item: dict[str, Any]) -> Claim | None:
 
 
 def _body(result: intake.ItemResult, position: int | None) -> dict[str, Any]:
-    return {
+    body = {
         "id": result.execution_id,
         "status": result.status,
         "seq": result.seq,
         "position": position,
         "run_at": result.run_at.isoformat() if result.run_at is not None else None,
     }
+    if result.coalesced:
+        body["coalesced"] = True
+    return body
 
 
 def _execution_claims(
@@ -197,11 +200,12 @@ def enqueue(
     items: Sequence[Any],
     key: str | None = None,
     position: Callable[[int], int | None] | None = None,
-) -> tuple[list[Answer], list[lines.Grant]]:
+) -> tuple[list[Answer], intake.Intake]:
     """``intake.enqueue_many`` of these request bodies, each with its ``key`` field (a batch)
     or ``key`` (the header of a single request): a key seen before answers its first answer,
     one seen with a different request its conflict, a bad key its 400; the others are
-    enqueued. ``position`` (a single request's) goes in each new answer."""
+    enqueued. ``position`` (a single request's) goes in each new answer. The intake of those
+    enqueued comes back too: its grants, stops and events to send after commit."""
     claims, answers = _execution_claims(items, key)
     first, taken = _claim_all(session, settings, claims)
     fresh = []
@@ -234,7 +238,7 @@ def enqueue(
         head = first[(c.scope, c.key)]
         if head != index:
             answers[index] = _follow(index, c, claims[head], answers[head])
-    return [answers[i] for i in range(len(items))], results.grants
+    return [answers[i] for i in range(len(items))], results
 
 
 def _follow(index: int, again: Claim, head: Claim, answer: Answer) -> Answer:

@@ -10,6 +10,11 @@ order, one statement counts them on the lines and one inserts every execution.
 ``lines.admit`` then runs once per line. This never commits: the caller owns the transaction
 and publishes ``grants`` after it.
 
+A line whose action sets ``when_busy`` or ``coalesce`` (or whose requests set ``when_busy``)
+takes its items one at a time instead (``_one_by_one``), each decided by ``policies.busy``
+after those before it: whether one equal waits already, then whether it would wait.
+Every line of such a batch is locked first, all at once.
+
 A request with ``run_at`` (or ``delay_s``) still ahead by the database's clock is inserted
 ``delayed``: no seq, no place in line, not counted; ``policies.delayed`` makes it join its
 line when it falls due. Its line is locked all the same (with the others, in the one order),
@@ -28,7 +33,7 @@ from sqlalchemy.orm import Session
 from app import bounds, queries, sql
 from app.config import Settings
 from app.errors import InvalidParameters, InvalidRequest, UsherError
-from policies import actions, eta, limits, lines, requests
+from policies import actions, busy, emitted, eta, limits, lines, requests
 
 # Items per batch request (API): enough to amortise the round trips, small enough for one
 # short transaction.
@@ -46,6 +51,7 @@ class Request:
     replay_of: int | None = None
     run_at: datetime | None = None  # join the line then (``delayed`` until)
     delay_s: float | None = None  # or this many seconds from now, by the database's clock
+    when_busy: str | None = None  # else the action's policy (policies.busy)
 
 
 @dataclass(frozen=True)
@@ -59,6 +65,7 @@ class ItemResult:
     status: str | None = None
     error: UsherError | None = None
     run_at: datetime | None = None
+    coalesced: bool = False  # an equal waiting execution's: nothing was created
 
     @property
     def ok(self) -> bool:
@@ -66,11 +73,21 @@ class ItemResult:
 
 
 class Intake(list[ItemResult]):
-    """The results in request order, and every grant the batch made (publish after commit)."""
+    """The results in request order, every grant the batch made, the running executions its
+    ``cancel_running`` requests cancelled and the execution events its cancels emitted
+    (after commit: ``app.celery.after_intake``)."""
 
-    def __init__(self, items: Iterable[ItemResult], grants: list[lines.Grant]) -> None:
+    def __init__(
+        self,
+        items: Iterable[ItemResult],
+        grants: list[lines.Grant],
+        stopped: Sequence[busy.Stopped] = (),
+        events: tuple[int, ...] = (),
+    ) -> None:
         super().__init__(items)
         self.grants = grants
+        self.stopped = list(stopped)
+        self.events = events
 
     @property
     def accepted(self) -> int:
@@ -94,7 +111,12 @@ def fields(request: Any) -> Request:
     a batch item and ``usher run`` are checked as a single request is."""
     body = requests.parse(requests.ExecutionRequest, request)
     return Request(
-        body.action, body.parameters, body.priority, run_at=body.run_at, delay_s=body.delay_s
+        body.action,
+        body.parameters,
+        body.priority,
+        run_at=body.run_at,
+        delay_s=body.delay_s,
+        when_busy=body.when_busy,
     )
 
 
@@ -159,6 +181,14 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
     delayed = _delay(session, groups, later) if later else {}
     placed: dict[int, tuple[int, int]] = {}  # index -> (execution id, seq)
     grants: list[lines.Grant] = []
+    minding = sorted(k for k, group in groups.items() if any(map(_minds, group)))
+    if minding and not later:  # else _delay locked them all
+        lines.lock_lines(session, sorted(groups))
+    ended = busy.Ended([], [])
+    coalesced: set[int] = set()
+    for line_key in minding:
+        _one_by_one(session, line_key, groups.pop(line_key), placed, errors, coalesced, ended)
+    grants += ended.grants
     pending = sorted(groups)
     while pending:
         pending, granted = _round(session, groups, pending, placed)
@@ -181,8 +211,11 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
         else:
             execution_id, seq = placed[index]
             status = "scheduled" if execution_id in scheduled else "queued"
-            results.append(ItemResult(index, execution_id, seq, status))
-    return Intake(results, grants)
+            results.append(
+                ItemResult(index, execution_id, seq, status, coalesced=index in coalesced)
+            )
+    events = emitted.read(session) if ended.cancelled else ()
+    return Intake(results, grants, ended.stopped, events)
 
 
 def _due_times(
@@ -230,6 +263,7 @@ def _delay(
             "d": item.params,
             "t": at.isoformat(),
             "r": item.request.replay_of,
+            "h": _hash(item),
         }
         for execution_id, (key, item, at) in zip(ids, wanted, strict=True)
     ]
@@ -269,6 +303,7 @@ def _round(
                     "p": item.request.priority,
                     "d": item.params,
                     "r": item.request.replay_of,
+                    "h": _hash(item),
                 }
             )
     lines.count(
@@ -294,3 +329,73 @@ def _round(
         if granted.grants and groups[key]:
             again.append(key)
     return again, grants
+
+
+def _minds(item: _Item) -> bool:
+    """Whether the item's line must take its items one by one (``policies.busy``)."""
+    limits = item.action.limits
+    return limits.coalesce or (item.request.when_busy or limits.when_busy) != busy.QUEUE
+
+
+def _hash(item: _Item) -> int | None:
+    return busy.params_hash(item.params) if item.action.limits.coalesce else None
+
+
+def _one_by_one(
+    session: Session,
+    key: tuple[int, str],
+    group: list[_Item],
+    placed: dict[int, tuple[int, int]],
+    errors: dict[int, UsherError],
+    coalesced: set[int],
+    ended: busy.Ended,
+) -> None:
+    """One line's items in request order, each placed and admitted before the next is
+    looked at: coalesced with an equal waiting one, refused, or placed and then, if it
+    still waits, its when_busy applied (``policies.busy``). The caller holds the line's
+    lock."""
+    action = group[0].action
+    queue_id, partition = lines.lock_lines(session, [key])[key].id, key[1]
+    line = lines.Line(
+        queue_id, action.ref, action.timeout_s, action.limits, action.retry, action.paused
+    )
+    for item in group:
+        digest = _hash(item)
+        twin = busy.twin(session, queue_id, item.params, digest) if digest is not None else None
+        if twin is not None:
+            placed[item.index] = twin
+            coalesced.add(item.index)
+            continue
+        mode = item.request.when_busy or action.limits.when_busy
+        now = busy.counters(session, queue_id)
+        replacing = mode in (busy.REPLACE, busy.CANCEL_RUNNING)  # they make their own room
+        if now.queue_length >= action.limits.max_queue_length and not replacing:
+            wait_s = eta.retry_after_s(session, action.id, partition, action.limits)
+            errors[item.index] = lines.full(
+                action.ref, partition, action.limits.max_queue_length, wait_s
+            )
+            continue
+        savepoint = session.begin_nested() if mode == busy.SKIP else None
+        seq = now.next_seq + 1
+        lines.count(session, {queue_id: {"next_seq": 1, "queue_length": 1, "total_enqueued": 1}})
+        row = {
+            "a": action.id,
+            "q": queue_id,
+            "s": seq,
+            "p": item.request.priority,
+            "d": item.params,
+            "r": item.request.replay_of,
+            "h": digest,
+        }
+        execution_id = _insert(session, [row])[(queue_id, seq)]
+        granted = lines.admit(session, line).grants
+        if savepoint is not None and not any(g.execution_id == execution_id for g in granted):
+            savepoint.rollback()  # skip: as if it had never been asked
+            errors[item.index] = busy.refusal(session, line, partition)
+            continue
+        if savepoint is not None:
+            savepoint.commit()
+        ended.grants += granted
+        placed[item.index] = (execution_id, seq)
+        if not any(g.execution_id == execution_id for g in granted):
+            busy.apply(session, line, mode, execution_id, ended)

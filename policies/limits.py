@@ -31,6 +31,10 @@ class Limits:
     pools: tuple[str, ...] = ()
     # The settings' limit, for the other lines of a level group whose action sets none.
     default_concurrency: int = field(default=10, compare=False)
+    # What a request does when it would not be granted at once (policies.busy), and whether
+    # one equal to a waiting one's returns that one.
+    when_busy: str = "queue"
+    coalesce: bool = False
 
     @property
     def leveled(self) -> bool:
@@ -62,6 +66,8 @@ def resolve(action_policy: policy.Stored, pack_policy: policy.Stored, settings: 
         total=_pick(action_policy, pack_policy, "total_concurrency"),
         pools=tuple(_pick(action_policy, pack_policy, "pools") or ()),
         default_concurrency=settings.default_max_concurrent,
+        when_busy=_pick(action_policy, pack_policy, "when_busy") or "queue",
+        coalesce=bool(_pick(action_policy, pack_policy, "coalesce")),
     )
 
 

@@ -188,6 +188,8 @@ POLICY = closed(
             "uniqueItems": True,
             "items": {"type": "string", "pattern": policy.POOL_REF_PATTERN},
         },
+        "when_busy": {"enum": list(policy.WHEN_BUSY)},
+        "coalesce": {"type": "boolean"},
     }
 )
 NAME = {"type": "string", "pattern": NAME_PATTERN}

@@ -13,7 +13,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 
@@ -27,6 +27,11 @@ def _integral(value: Any) -> Any:
 
 # A pool of the action's own pack by its name, another pack's as <pack>.<pool>.
 POOL_REF_PATTERN = r"^[A-Za-z0-9_][A-Za-z0-9_\-]*(\.[A-Za-z0-9_][A-Za-z0-9_\-]*)?$"
+
+# What a request does when its line has no free slot (docs/policies.md, "When the line is
+# busy"): wait in line, be refused, replace the waiting ones, or cancel the running ones.
+WhenBusy = Literal["queue", "skip", "replace", "cancel_running"]
+WHEN_BUSY: tuple[str, ...] = get_args(WhenBusy)
 
 # JSON Schema's integer: 2.0 is one, True and "2" are not.
 Integer = Annotated[int, BeforeValidator(_integral)]
@@ -81,6 +86,8 @@ class Policy(_Block):
         ]
         | None
     ) = None
+    when_busy: WhenBusy | None = None
+    coalesce: bool | None = None
 
     @field_validator("pools")
     @classmethod

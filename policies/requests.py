@@ -26,7 +26,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from app import bounds
 from app.errors import InvalidRequest
-from policies import parameters
+from policies import parameters, policy
 
 # Items per batch request: enough to amortise the round trips, small enough for one short
 # transaction.
@@ -87,6 +87,15 @@ DelayS = Annotated[
         **bounds.DELAY_S.field(),
     ),
 ]
+# What the request does if it would wait: its action's policy.when_busy when left out.
+WhenBusy = Annotated[
+    policy.WhenBusy,
+    Field(
+        description="if it would not start at once: queue (wait in line), skip (409 "
+        "line_busy), replace (cancel the waiting ones), cancel_running (cancel the running "
+        "ones; it runs next); default: the action's policy.when_busy",
+    ),
+]
 # An Idempotency-Key (the header) or a batch item's key: printable ASCII.
 Key = Annotated[
     str,
@@ -113,6 +122,7 @@ class ExecutionRequest(BaseModel, json_schema_extra=no_null_defaults):
     priority: Annotated[int, _bounded(bounds.PRIORITY, "higher first within the action's line")] = 0
     run_at: RunAt = absent()
     delay_s: DelayS = absent()
+    when_busy: WhenBusy = absent()
 
     @model_validator(mode="after")
     def _one_timing(self) -> ExecutionRequest:

@@ -31,7 +31,7 @@ from app import queries, sql
 from app.config import Settings
 from app.errors import NotFound, UsherError
 from app.models import Schedule
-from policies import events, intake, lines, pack_files, templates, ticks
+from policies import busy, events, intake, lines, pack_files, templates, ticks
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ class Fired:
     taken: int  # schedules due in this batch (a full batch: there may be more)
     fires: list[Fire]
     skipped: int  # late ticks left unfired (missed: skip, or all but one for run_once)
-    grants: list[lines.Grant]  # publish after commit
+    grants: list[lines.Grant]  # after commit: app.celery.after_intake
+    stopped: tuple[busy.Stopped, ...] = ()  # running ones its ticks' cancel_running cancelled
+    events: tuple[int, ...] = ()  # the execution events those cancels emitted
 
 
 # --- a schedule file ----------------------------------------------------------------------
@@ -190,22 +192,23 @@ def fire_due(
         skipped += due.skipped
         wanted += [{"s": row.id, "f": tick} for tick in due.fire]
         advances.append({"id": row.id, "n": due.next_fire_at, "l": max(due.fire, default=None)})
-    fires, grants = _fire(session, settings, {r.id: r for r in rows}, wanted)
+    fires, done = _fire(session, settings, {r.id: r for r in rows}, wanted)
     session.execute(sql.query("advance_schedules"), {"rows": sql.jsonb(advances)})
-    return Fired(len(rows), fires, skipped, grants)
+    return Fired(len(rows), fires, skipped, done.grants, done.stopped, done.events)
 
 
 def _fire(
     session: Session, settings: Settings, due: dict[int, Any], wanted: list[dict[str, Any]]
-) -> tuple[list[Fire], list[lines.Grant]]:
-    """Claim the ticks, then the event, enforcement and execution of each one claimed."""
+) -> tuple[list[Fire], events.Processed]:
+    """Claim the ticks, then the event, enforcement and execution of each one claimed; what
+    their intakes leave to do after commit."""
     if not wanted:
-        return [], []
+        return [], events.Processed([], [])
     claimed = session.execute(sql.query("claim_fires"), {"rows": sql.jsonb(wanted)}).all()
     # In fire time order, so the executions of one line take their seq in that order.
     new = sorted(((due[c.schedule_id], c.fire_at) for c in claimed), key=lambda n: (n[1], n[0].ref))
     if not new:
-        return [], []
+        return [], events.Processed([], [])
     bodies = [payload(row.ref, tick) for row, tick in new]
     event_ids = events.store_many(
         session,
@@ -227,14 +230,19 @@ def _fire(
         },
     )
     enforced = _enforce(session, settings, new, bodies, event_ids)
-    processed = events.process_many(session, settings, event_ids)
-    grants = enforced.grants + (processed.grants if processed is not None else [])
+    processed = events.process_many(session, settings, event_ids) or events.Processed([], [])
     by_event = {e.event_id: e for e in enforced.enforcements}
     fires = [
         Fire(row.ref, tick, event_id, by_event.get(event_id))
         for (row, tick), event_id in zip(new, event_ids, strict=True)
     ]
-    return fires, grants
+    done = events.Processed(
+        [],
+        enforced.grants + processed.grants,
+        enforced.stopped + processed.stopped,
+        tuple(sorted(set(enforced.events + processed.events))),
+    )
+    return fires, done
 
 
 def _enforce(
@@ -265,14 +273,15 @@ def _enforce(
     records = []
     for event_id, row, reason, index in planned:
         item = result[index] if result is not None and index is not None else None
-        if item is not None and item.error is not None:
-            reason = events.refusal(item.error)
+        status = "rejected" if reason is not None else "executed"
+        if item is not None:
+            status, reason = events.outcome(item, status, reason)
         records.append(
             {
                 "e": event_id,
                 "r": None,
                 "f": row.ref,
-                "s": "rejected" if reason is not None else "executed",
+                "s": status,
                 "w": reason,
                 "x": item.execution_id if item is not None else None,
             }
@@ -280,7 +289,7 @@ def _enforce(
     # events' own recording (one statement, in order): an enforcement is one thing, whoever
     # made it.
     enforced = events.record(session, records)
-    return events.Processed(enforced, result.grants if result is not None else [])
+    return events.Processed.of(enforced, result)
 
 
 def next_due_s(session: Session) -> float | None:

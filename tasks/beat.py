@@ -64,7 +64,7 @@ class Scheduler(beat.Scheduler):
             while True:
                 with db.unit_of_work(engine) as session:
                     fired = schedules.fire_due(session, settings)
-                usher_celery.publish(self.app, fired.grants)
+                usher_celery.after_intake(self.app, fired)
                 if fired.skipped:
                     log.info("schedules: %d missed tick(s) skipped", fired.skipped)
                 log.debug("schedules: fired %d tick(s)", len(fired.fires))

@@ -35,7 +35,7 @@ def process_event(event_id: int) -> int:
 def _process(event_id: int) -> int:
     with db.unit_of_work(context.engine()) as session:
         processed = events.process(session, context.settings(), event_id)
-    usher_celery.publish(current_app, processed.grants)
+    usher_celery.after_intake(current_app, processed)
     return len(processed.enforcements)
 
 
@@ -59,7 +59,7 @@ def process_events(event_ids: list[int]) -> int:
         return _one_by_one(event_ids)
     if processed is None:
         return 0
-    usher_celery.publish(current_app, processed.grants)
+    usher_celery.after_intake(current_app, processed)
     return len(processed.enforcements)
 
 

@@ -148,16 +148,23 @@ def show_action(path: schemas.ActionPath) -> Any:
 CONFLICT: dict[Any, Any] = {
     409: schemas.error("The Idempotency-Key was used for a different request")
 }
+BUSY_OR_CONFLICT: dict[Any, Any] = {
+    409: schemas.error(
+        "line_busy: the line has no free slot and its when_busy is skip (the message names "
+        "what runs and waits); or the Idempotency-Key was used for a different request"
+    )
+}
 
 
 @bp.post(
     "/executions",
-    summary="Request an execution (now, or `delayed` until `run_at` / `delay_s`)",
+    summary="Request an execution (now, or `delayed` until `run_at` / `delay_s`); if its "
+    "line is busy, as `when_busy` says (409 `line_busy` for skip; 200 `coalesced`)",
     responses={
-        200: schemas.replayed(schemas.Submitted),
+        200: schemas.replayed_or_coalesced(schemas.Submitted),
         202: schemas.Submitted,
         **WRITE_ONE,
-        **CONFLICT,
+        **BUSY_OR_CONFLICT,
         422: schemas.error("The parameters fail the action's schema"),
         429: schemas.error(
             "The line is full, or " + schemas.THROTTLED.lower(),
@@ -169,9 +176,10 @@ CONFLICT: dict[Any, Any] = {
     },
 )
 def submit_execution(header: requests.IdempotencyHeader, body: requests.ExecutionRequest) -> Any:
-    """With an Idempotency-Key seen before: 200 and the first answer, nothing created."""
+    """With an Idempotency-Key seen before: 200 and the first answer, nothing created; so
+    too when it coalesced into an equal waiting execution (``coalesced``)."""
     with unit_of_work() as session:
-        (answer,), grants = idempotency.enqueue(
+        (answer,), taken = idempotency.enqueue(
             session,
             settings(),
             [body.model_dump(exclude_unset=True)],
@@ -180,16 +188,20 @@ def submit_execution(header: requests.IdempotencyHeader, body: requests.Executio
         )
         if answer.error is not None:
             raise answer.error
-    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
+    usher_celery.after_intake(current_app.config["USHER_CELERY"], taken)
     assert answer.body is not None
-    return _shown(answer.body, "position"), 200 if answer.replayed else 202
+    created = not (answer.replayed or answer.body.get("coalesced"))
+    return _shown(answer.body, "position"), 202 if created else 200
 
 
 def _shown(body: dict[str, Any], place: str) -> dict[str, Any]:
-    """An execution's answer: id, status, its place (position or seq), run_at if delayed."""
+    """An execution's answer: id, status, its place (position or seq), run_at if delayed,
+    coalesced if it is an equal waiting one's."""
     shown = {name: body.get(name) for name in ("id", "status", place)}
     if body.get("run_at") is not None:
         shown["run_at"] = body["run_at"]
+    if body.get("coalesced"):
+        shown["coalesced"] = True
     return shown
 
 
@@ -206,8 +218,8 @@ def submit_executions(body: requests.ExecutionBatch) -> Any:
     """An item gets an id or the error the single request would get; an item whose key was
     seen before its first answer (``replayed``)."""
     with unit_of_work() as session:
-        answers, grants = idempotency.enqueue(session, settings(), body.items)
-    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
+        answers, taken = idempotency.enqueue(session, settings(), body.items)
+    usher_celery.after_intake(current_app.config["USHER_CELERY"], taken)
     items: list[dict[str, Any]] = []
     for answer in answers:
         if answer.body is not None:
@@ -395,7 +407,7 @@ def list_dlq(query: schemas.DlqQuery) -> Any:
 def replay_dlq(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
         enqueued = dlq.replay(session, settings(), path.execution_id)
-    usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
+    usher_celery.after_intake(current_app.config["USHER_CELERY"], enqueued)
     return {"replayed": path.execution_id, "id": enqueued.execution_id}
 
 

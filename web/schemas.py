@@ -63,6 +63,16 @@ def replayed(model: type[BaseModel]) -> dict[str, Any]:
     }
 
 
+def replayed_or_coalesced(model: type[BaseModel]) -> dict[str, Any]:
+    """The 200 of an execution request that created nothing: its Idempotency-Key was seen
+    before (the first answer again), or it coalesced into an equal waiting execution."""
+    return replayed(model) | {
+        "description": "Nothing was created: the Idempotency-Key was seen before (the first "
+        "request's answer), or the request coalesced into an equal waiting execution "
+        "(`coalesced`: that execution's answer)"
+    }
+
+
 THROTTLED = "Too many failed authentications from this address this minute"
 # Every operation's (the blueprint's): what auth, the body limits and the throttle answer.
 ERRORS: dict[Any, Any] = {
@@ -288,11 +298,21 @@ Waiting = Literal["queued", "scheduled", "delayed"]
 RunAt = Annotated[datetime, Field(description="only when delayed: it joins its line then")]
 
 
+Coalesced = Annotated[
+    bool,
+    Field(
+        description="only when true: an equal waiting execution's answer (the action "
+        "coalesces); nothing was created"
+    ),
+]
+
+
 class Submitted(BaseModel, json_schema_extra=requests.no_null_defaults):
     id: int
     status: Waiting
     position: int | None = Field(description="1 = next, while queued; null while delayed")
     run_at: RunAt = requests.absent()
+    coalesced: Coalesced = False
 
 
 class Accepted(BaseModel, json_schema_extra=requests.no_null_defaults):
@@ -306,6 +326,7 @@ class Accepted(BaseModel, json_schema_extra=requests.no_null_defaults):
         description="only when true: its key was seen before, this is the first answer and "
         "nothing was created",
     )
+    coalesced: Coalesced = False
 
 
 class ItemError(BaseModel):

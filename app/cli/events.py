@@ -174,7 +174,7 @@ def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
         assert dead_id is not None
         with db.unit_of_work(rt.engine) as session:
             enqueued = dlq.replay(session, rt.settings, dead_id)
-        usher_celery.publish(rt.celery, enqueued.grants)
+        usher_celery.after_intake(rt.celery, enqueued)
         console.print(f"execution {dead_id} replayed as {enqueued.execution_id}")
     if not ids:
         console.print("the dead-letter queue is empty")

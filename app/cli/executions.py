@@ -97,7 +97,7 @@ def run_action(
             run_at=_time(run_at) if run_at is not None else None,
             delay_s=delay_s,
         )
-    usher_celery.publish(rt.celery, enqueued.grants)
+    usher_celery.after_intake(rt.celery, enqueued)
     if not wait:
         if as_json:
             shown: dict[str, Any] = {"id": enqueued.execution_id, "seq": enqueued.seq}

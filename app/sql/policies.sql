@@ -253,10 +253,11 @@ FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
 -- name: insert_executions
 -- Every execution of an intake batch in one statement, in (line, seq) order. The rows
 -- travel as one JSON document: cheaper to encode and to parse than one array per column.
+-- h: the parameters' hash, for an action that coalesces (NULL otherwise).
 INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                        enqueued_at, queued_at, replay_of)
-SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r
+                        enqueued_at, queued_at, replay_of, params_hash)
+SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r, r.h
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint)
+    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint)
 ORDER BY r.q, r.s
 RETURNING id, queue_id, seq

@@ -88,6 +88,15 @@ SHAPES: list[Any] = [
     {"partition_by": "host"},
     {"partition_by": ["host", None]},
     {"concurrency": 2, "max_queue_length": 10, "queue_timeout_s": 60, "partition_by": ["h"]},
+    {"when_busy": "queue"},
+    {"when_busy": "skip", "coalesce": True},
+    {"when_busy": "replace", "coalesce": False},
+    {"when_busy": "cancel_running"},
+    {"when_busy": "Skip"},
+    {"when_busy": "wait"},
+    {"when_busy": ["skip"]},
+    {"coalesce": "true"},
+    {"coalesce": 1},
 ]
 
 
@@ -125,6 +134,8 @@ POLICIES = st.fixed_dictionaries(
         "queue_timeout_s": VALUES,
         "rate_limit": st.one_of(VALUES, WINDOWS, st.lists(WINDOWS, max_size=6)),
         "retry": st.one_of(VALUES, RETRIES),
+        "when_busy": st.one_of(VALUES, st.sampled_from(policy.WHEN_BUSY)),
+        "coalesce": VALUES,
         "x": VALUES,
     },
 )

@@ -61,7 +61,7 @@ def dlq_page() -> Any:
 def replay(execution_id: int) -> Any:
     with unit_of_work() as db_session:
         enqueued = dlq.replay(db_session, settings(), execution_id)
-    usher_celery.publish(current_app.config["USHER_CELERY"], enqueued.grants)
+    usher_celery.after_intake(current_app.config["USHER_CELERY"], enqueued)
     flash(f"Execution {execution_id} replayed as {enqueued.execution_id}.", "info")
     return base.back(url_for("dashboard.dlq_page"))
 
