@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from decimal import Decimal
+from importlib import metadata
 from typing import Any
 
 from prometheus_client.utils import floatToGoString
@@ -87,7 +88,8 @@ class Text:
         running = 0
         for bound, count in zip(histogram.bounds, histogram.counts, strict=False):
             running += count
-            self.parts.append(f'{name}_bucket{{{before}le="{bound}"{after}}} {_number(running)}\n')
+            le = floatToGoString(bound)  # as prometheus_client writes it: 1 is "1.0"
+            self.parts.append(f'{name}_bucket{{{before}le="{le}"{after}}} {_number(running)}\n')
         labels = (before + after.lstrip(",")).rstrip(",")
         self.sample(f"{name}_bucket", f'{before}le="+Inf"{after}', histogram.n)
         self.sample(f"{name}_count", labels, histogram.n)
@@ -163,7 +165,8 @@ def _history(out: Text, totals: Sequence[Any], running: Sequence[Any]) -> None:
             out.histogram(name, f'action="{_label(action)}",', "", histogram)
 
 
-def render(engine: Engine) -> bytes:
+def render(engine: Engine, default_concurrency: int = 10) -> bytes:
+    """The whole text; ``default_concurrency``: the limit of a line whose policies set none."""
     with engine.connect() as conn:
         lines = conn.execute(sql.query("metrics_lines")).all()
         totals = conn.execute(sql.query("metrics_totals")).all()
@@ -171,6 +174,14 @@ def render(engine: Engine) -> bytes:
         dlq = conn.execute(sql.query("metrics_dlq")).scalar_one()
         hooks = conn.execute(sql.query("metrics_webhook_requests")).all()
         levels = conn.execute(sql.query("metrics_levels")).all()
+        second = {
+            "oldest": conn.execute(sql.query("metrics_oldest_waiting")).all(),
+            "limits": conn.execute(sql.query("metrics_concurrency_limits")).all(),
+            "rejected": conn.execute(sql.query("metrics_rejected")).all(),
+            "events": conn.execute(sql.query("metrics_events")).all(),
+            "enforcements": conn.execute(sql.query("metrics_enforcements")).all(),
+            "fires": conn.execute(sql.query("metrics_schedule_fires")).all(),
+        }
     out = Text()
     _lines(out, lines)
     _history(out, totals, running)
@@ -181,6 +192,7 @@ def render(engine: Engine) -> bytes:
     for row in hooks:
         out.sample(name, f'outcome="{row.outcome}",webhook="{_label(row.webhook)}"', row.count)
     _levels(out, levels)
+    _second_round(out, second, hooks, default_concurrency)
     return out.encoded()
 
 
@@ -193,6 +205,57 @@ def _levels(out: Text, levels: Sequence[Any]) -> None:
     out.family("usher_level_limit", "gauge", "The limit of a total or pool (a live one if set).")
     for labels, row in labelled:
         out.sample("usher_level_limit", labels, row.level_limit)
+
+
+# Webhook answers that are not refusals; the others count in usher_requests_rejected_total
+# as {action="",reason="webhook_<outcome>"}.
+WEBHOOK_TAKEN = ("accepted", "duplicate")
+
+
+def _version() -> str:
+    try:
+        return metadata.version("usher")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _second_round(
+    out: Text, rows: dict[str, Sequence[Any]], hooks: Sequence[Any], default_concurrency: int
+) -> None:
+    out.family("usher_build_info", "gauge", "Always 1; the version of the web process serving.")
+    out.sample("usher_build_info", f'version="{_label(_version())}"', 1)
+    name = "usher_oldest_waiting_seconds"
+    out.family(name, "gauge", "How long the oldest waiting execution has waited (0: none).")
+    for row in rows["oldest"]:
+        out.sample(name, f'action="{_label(row.action)}"', float(row.seconds))
+    name = "usher_concurrency_limit"
+    out.family(name, "gauge", "The concurrency limit of each of the action's lines.")
+    for row in rows["limits"]:
+        value = default_concurrency if row.concurrency is None else row.concurrency
+        out.sample(name, f'action="{_label(row.action)}"', value)
+    rejected = [(r.action, r.reason, r.n) for r in rows["rejected"]]
+    rejected += [
+        ("", f"webhook_{r.outcome}", r.count) for r in hooks if r.outcome not in WEBHOOK_TAKEN
+    ]
+    totals: dict[tuple[str, str], int] = {}
+    for action, reason, n in rejected:
+        totals[(action, reason)] = totals.get((action, reason), 0) + n
+    name = "usher_requests_rejected_total"
+    out.family(name, "counter", "Refused requests that Postgres records, by reason.")
+    for (action, reason), n in sorted(totals.items()):
+        out.sample(name, f'action="{_label(action)}",reason="{_label(reason)}"', n)
+    name = "usher_events_total"
+    out.family(name, "counter", "Events received (posted, from webhooks, schedules, chains).")
+    for row in rows["events"]:
+        out.sample(name, f'trigger="{_label(row.trigger)}"', row.n)
+    name = "usher_enforcements_total"
+    out.family(name, "counter", "Rules matching events: executed, rejected or skipped.")
+    for row in rows["enforcements"]:
+        out.sample(name, f'rule="{_label(row.rule)}",status="{_label(row.status)}"', row.n)
+    name = "usher_schedule_fires_total"
+    out.family(name, "counter", "Ticks of each schedule fired.")
+    for row in rows["fires"]:
+        out.sample(name, f'schedule="{_label(row.schedule)}"', row.n)
 
 
 class Cache:

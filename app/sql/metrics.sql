@@ -1,0 +1,46 @@
+-- The second round of /metrics families (web.metrics): each one a count of rows Usher keeps
+-- anyway, grouped by a label of bounded cardinality (actions, rules, triggers, schedules).
+
+-- name: metrics_oldest_waiting
+-- The partial index on waiting executions holds exactly these rows (at most the lines'
+-- max_queue_length); an action with nothing waiting answers 0.
+SELECT a.ref AS action,
+       coalesce(extract(epoch FROM clock_timestamp()
+                        - min(coalesce(e.queued_at, e.enqueued_at))), 0) AS seconds
+FROM actions a LEFT JOIN executions e ON e.action_id = a.id AND e.status = 'queued'
+GROUP BY a.ref ORDER BY a.ref
+
+-- name: metrics_concurrency_limits
+-- The line limit that policies.limits.store resolved (a live change included); NULL: the
+-- settings' default, filled in by the caller.
+SELECT ref AS action, resolved_concurrency AS concurrency FROM actions ORDER BY ref
+
+-- name: metrics_rejected
+-- What Usher records as refused: a rejected enforcement (its reason starts with the error's
+-- kind, "QueueFull: ..."), counted under the rule's action; a delayed execution rejected
+-- when it fell due (its line was full). The kind is cut to 40 characters.
+SELECT action, reason, count(*) AS n FROM (
+    SELECT coalesce(r.action_ref, '') AS action,
+           left(CASE WHEN n.reason LIKE '%:%' THEN split_part(n.reason, ':', 1)
+                     ELSE 'other' END, 40) AS reason
+    FROM enforcements n LEFT JOIN rules r ON r.id = n.rule_id
+    WHERE n.status = 'rejected'
+    UNION ALL
+    SELECT a.ref, 'QueueFull'
+    FROM executions e JOIN actions a ON a.id = e.action_id
+    WHERE e.status = 'rejected'
+) s
+GROUP BY action, reason ORDER BY action, reason
+
+-- name: metrics_events
+SELECT trigger, count(*) AS n FROM events GROUP BY trigger ORDER BY trigger
+
+-- name: metrics_enforcements
+SELECT rule_ref AS rule, status, count(*) AS n FROM enforcements
+GROUP BY rule_ref, status ORDER BY rule_ref, status
+
+-- name: metrics_schedule_fires
+-- Every schedule, fired or not yet.
+SELECT s.ref AS schedule, count(f.schedule_id) AS n
+FROM schedules s LEFT JOIN schedule_fires f ON f.schedule_id = s.id
+GROUP BY s.ref ORDER BY s.ref
