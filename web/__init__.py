@@ -54,7 +54,7 @@ def unit_of_work() -> Iterator[Session]:
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
     settings = settings or config.load()
-    from web import api, apidoc, audit, dashboard, hooks
+    from web import api, apidoc, dashboard, hooks
     from web import metrics as prometheus
 
     flask_app = apidoc.application(__name__)
@@ -90,7 +90,6 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     hooks.register(flask_app)  # POST /hooks/<ref>: a webhook's own secret, no bearer token
     flask_app.register_api(api.bp)
     flask_app.register_blueprint(dashboard.bp)
-    audit.register(flask_app)  # one audit row per mutating request, refused ones too
 
     @flask_app.get("/healthz", doc_ui=False)  # open, like /metrics: not in the API document
     def healthz() -> Any:
