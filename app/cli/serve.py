@@ -15,10 +15,12 @@ from app import celery as usher_celery
 from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime
 from app.errors import TooLarge, UsherError
 
+# Commands that hand what follows their own options (after ``--``, or any option they do
+# not know) to Celery: a later option wins, so ``--loglevel debug`` overrides the default.
+PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 
-@click.command(
-    "worker", context_settings={"ignore_unknown_options": True, "allow_extra_args": True}
-)
+
+@click.command("worker", context_settings=PASS_THROUGH)
 @click.option(
     "--actions", default="", help="comma-separated action refs or globs (pack.*); default: all"
 )
@@ -37,18 +39,23 @@ def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
     app.worker_main(argv)
 
 
-@click.command("beat")
+@click.command("beat", context_settings=PASS_THROUGH)
+@click.argument("celery_args", nargs=-1, type=click.UNPROCESSED)
 @pass_runtime
-def beat_cmd(rt: Runtime) -> None:
+def beat_cmd(rt: Runtime, celery_args: tuple[str, ...]) -> None:
     """Celery beat: fires the packs' schedules (each tick once, however many beats run) and
-    schedules the sweeper (leases, lost messages, queue timeouts)."""
-    rt.celery.start(["beat", "--loglevel", "INFO", "--scheduler", "tasks.beat:Scheduler"])
+    schedules the sweeper (leases, lost messages, queue timeouts). Extra options go to
+    `celery beat` (e.g. `usher beat -- --loglevel debug`)."""
+    argv = ["beat", "--loglevel", "INFO", "--scheduler", "tasks.beat:Scheduler", *celery_args]
+    rt.celery.start(argv)
 
 
-@click.command("flower")
+@click.command("flower", context_settings=PASS_THROUGH)
+@click.argument("flower_args", nargs=-1, type=click.UNPROCESSED)
 @pass_runtime
-def flower_cmd(rt: Runtime) -> None:
-    """Flower on 127.0.0.1:USHER_FLOWER_PORT behind USHER_FLOWER_BASIC_AUTH (user:password)."""
+def flower_cmd(rt: Runtime, flower_args: tuple[str, ...]) -> None:
+    """Flower on 127.0.0.1:USHER_FLOWER_PORT behind USHER_FLOWER_BASIC_AUTH (user:password).
+    Extra options go to Flower (e.g. `usher flower -- --port 5556`); the auth stays."""
     auth = rt.settings.flower_basic_auth
     if not auth:
         raise UsherError(
@@ -62,8 +69,21 @@ def flower_cmd(rt: Runtime) -> None:
             f"--port={rt.settings.flower_port}",
             f"--basic-auth={auth}",
             "--purge_offline_workers=60",
+            *tornado_options(flower_args),
         ]
     )
+
+
+def tornado_options(args: tuple[str, ...]) -> list[str]:
+    """Flower's options as tornado reads them, ``--port=5556``: it takes no ``--port 5556``
+    (Flower has no positional arguments, so a word after an option is its value)."""
+    out: list[str] = []
+    for arg in args:
+        if out and out[-1].startswith("--") and "=" not in out[-1] and not arg.startswith("-"):
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
 
 
 class JsonErrorTask(waitress.task.ErrorTask):
