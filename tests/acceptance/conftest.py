@@ -59,6 +59,10 @@ def live_server(app: Flask, settings: config.Settings) -> Iterator[str]:
     thread.start()
     yield f"http://127.0.0.1:{server.effective_port}"
     server.close()
+    # The browser's keep-alive connections keep waitress's loop running: close them too,
+    # or the loop (and this teardown) waits out the join's timeout.
+    for channel in list(server._map.values()):
+        channel.close()
     thread.join(timeout=10)
 
 
