@@ -36,6 +36,12 @@ class UnknownAction(NotFound):
     code = "unknown_action"
 
 
+class UnknownRule(NotFound):
+    """No rule with that reference is loaded."""
+
+    code = "unknown_rule"
+
+
 class UnknownExecution(NotFound):
     """No execution with that id."""
 

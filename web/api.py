@@ -21,6 +21,7 @@ from app import queries, tokens
 from app.errors import Forbidden, Unauthorized
 from policies import (
     admission,
+    catalog,
     control,
     dlq,
     eta,
@@ -31,7 +32,7 @@ from policies import (
     schedules,
     stats,
 )
-from web import level_schemas, schedule_schemas, schemas, settings, unit_of_work
+from web import catalog_schemas, level_schemas, schedule_schemas, schemas, settings, unit_of_work
 
 bp = APIBlueprint(
     "api",
@@ -120,6 +121,10 @@ def resume_action(path: schemas.ActionPath) -> Any:
     return answer
 
 
+# The packs' and rules' routes live in their own module, on this blueprint.
+from web import api_catalog  # noqa: E402, F401
+
+
 @bp.patch(
     "/actions/<path:ref>/policy",
     summary="Change concurrency, max_queue_length, queue_timeout_s or total_concurrency live",
@@ -135,14 +140,12 @@ def patch_policy(path: schemas.ActionPath, body: requests.PolicyChange) -> Any:
 
 @bp.get(
     "/actions/<path:ref>",
-    summary="One action: runner, parameters schema, policy, queue stats",
-    responses={200: schemas.ActionDetail, **READ_ONE},
+    summary="One action: runner, parameters schema, policy (and as resolved), queue stats",
+    responses={200: catalog_schemas.ActionDetail, **READ_ONE},
 )
 def show_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
-        action = queries.action_row(session, path.ref)
-        action["queue_stats"] = stats.action_stats(session, settings(), path.ref)
-    return action
+        return catalog.action(session, settings(), path.ref)
 
 
 CONFLICT: dict[Any, Any] = {

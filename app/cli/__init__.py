@@ -2,7 +2,8 @@
 
 One module per command group: ``executions`` (run, queues, executions), ``events`` (events,
 the DLQ), ``serve`` (the processes and benchmarks), ``admin`` (tokens, live control),
-``schedules``, ``webhooks``, ``pools``; what all commands share (the runtime, tables, JSON) is in
+``schedules``, ``webhooks``, ``pools``, ``catalog`` (packs, actions and rules listed; rules
+switched); what all commands share (the runtime, tables, JSON) is in
 ``app.cli.common``.
 """
 
@@ -18,6 +19,7 @@ import sqlalchemy.exc
 from app import celery as usher_celery
 from app import db
 from app.cli import admin as cli_admin
+from app.cli import catalog as cli_catalog
 from app.cli import events as cli_events
 from app.cli import executions as cli_executions
 from app.cli import pools as cli_pools
@@ -83,8 +85,13 @@ for command in [
     *cli_schedules.GROUPS,
     *cli_webhooks.GROUPS,
     *cli_pools.GROUPS,
+    *cli_catalog.GROUPS,
 ]:
     main.add_command(command)
+for command in cli_catalog.PACKS:
+    packs_group.add_command(command)
+for command in cli_catalog.ACTIONS:
+    cli_admin.actions_group.add_command(command)
 
 
 def entry() -> None:

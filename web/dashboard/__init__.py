@@ -6,20 +6,30 @@ writes take the same path as the REST API: a unit of work, then publish after co
 
 One blueprint, ``bp`` (endpoints ``dashboard.*``), made in ``base`` with what every page
 shares; its views by concept: ``login``, ``lines`` (the overview), ``actions`` (an action's
-page), ``executions`` (an execution, the dead-letter queue), ``events``, ``schedules`` and
-``pools``.
+page), ``executions`` (an execution, the dead-letter queue), ``events``, ``schedules``,
+``pools`` and ``catalog`` (the packs and rules).
 """
 
 from __future__ import annotations
 
 # Importing the views' modules adds their routes to the blueprint.
-from web.dashboard import actions, events, executions, lines, login, pools, schedules
+from web.dashboard import (
+    actions,
+    catalog,
+    events,
+    executions,
+    lines,
+    login,
+    pools,
+    schedules,
+)
 from web.dashboard.base import SESSION_LIFETIME, bp, secret_key
 
 __all__ = [
     "SESSION_LIFETIME",
     "actions",
     "bp",
+    "catalog",
     "events",
     "executions",
     "lines",
