@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import os
+from collections.abc import Mapping
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -25,8 +27,14 @@ class RetryStrategy(StrEnum):
     exponential = "exponential"
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="USHER_", extra="ignore", frozen=True)
+    # Unknown TOML keys and overrides are refused here, unknown USHER_* variables by load().
+    model_config = SettingsConfigDict(env_prefix="USHER_", extra="forbid", frozen=True)
 
     home: Path = Path("./.usher")
     database_url: str | None = None
@@ -71,6 +79,9 @@ class Settings(BaseSettings):
     # Reverse proxies in front of the web server whose X-Forwarded-For is believed.
     trusted_proxies: Annotated[int, Field(ge=0, le=5)] = 0
     metrics_cache_s: Annotated[float, Field(ge=0, le=300)] = 5.0
+    # Signs the dashboard's session cookies (unset: a random key kept in USHER_HOME/secret_key).
+    secret_key: Annotated[str | None, Field(min_length=16)] = None
+    log_format: LogFormat = LogFormat.text
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
 
@@ -106,7 +117,14 @@ class Settings(BaseSettings):
 
 
 # Settings whose value is a secret: an error names them but never shows the value.
-SECRET_SETTINGS = frozenset({"api_token", "flower_basic_auth", "database_url", "broker_url"})
+SECRET_SETTINGS = frozenset(
+    {"api_token", "flower_basic_auth", "database_url", "broker_url", "secret_key"}
+)
+# USHER_* variables that are not settings: the TOML file's name, and the namespaces of
+# template secrets (USHER_SECRET_<NAME>), of a shell action's parameters (USHER_PARAM_<NAME>,
+# seen by a child that runs usher) and of the tests' and benchmarks' own variables.
+NOT_SETTINGS = frozenset({"config"})
+NAMESPACES = ("secret_", "param_", "test_", "bench_")
 
 
 def _allowed(field_name: str) -> str:
@@ -116,17 +134,37 @@ def _allowed(field_name: str) -> str:
     bounds = {type(m).__name__: m for m in field.metadata}
     if "Ge" in bounds and "Le" in bounds:
         return f"allowed: {bounds['Ge'].ge}..{bounds['Le'].le}"
-    if field.annotation is RetryStrategy:
-        return "allowed: " + ", ".join(s.value for s in RetryStrategy)
+    if field.annotation in (RetryStrategy, LogFormat):
+        return "allowed: " + ", ".join(s.value for s in field.annotation)
     if field.annotation is bool:
         return "allowed: true, false"
     return "see docs/configuration.md"
+
+
+def unknown(environ: Mapping[str, str]) -> str | None:
+    """One line naming the first ``USHER_*`` variable that is no setting, with the closest
+    setting's name if one is close; None if every one is known."""
+    for variable in sorted(environ):
+        if not variable.upper().startswith("USHER_"):
+            continue
+        name = variable[len("USHER_") :].lower()
+        if name in Settings.model_fields or name in NOT_SETTINGS or name.startswith(NAMESPACES):
+            continue
+        return f"{variable} is not a setting{_suggest(name)} (see docs/configuration.md)"
+    return None
+
+
+def _suggest(name: str) -> str:
+    close = difflib.get_close_matches(name, list(Settings.model_fields), n=1, cutoff=0.6)
+    return f"; did you mean USHER_{close[0].upper()}?" if close else ""
 
 
 def describe(error: ValidationError) -> str:
     """One line naming the first bad setting, its value and what is allowed."""
     first = error.errors()[0]
     name = str(first["loc"][0]) if first["loc"] else "?"
+    if first["type"] == "extra_forbidden":
+        return f"{name!r} is not a setting{_suggest(name.lower())} (see docs/configuration.md)"
     value: Any = "***" if name in SECRET_SETTINGS else first.get("input")
     return f"USHER_{name.upper()}={value!r} is invalid: {first['msg']} ({_allowed(name)})"
 
@@ -136,6 +174,9 @@ def load(**overrides: Any) -> Settings:
     config_file = os.environ.get("USHER_CONFIG")
     if config_file and not Path(config_file).is_file():
         raise ConfigError(f"USHER_CONFIG={config_file!r} is invalid: no such file")
+    refused = unknown(os.environ)
+    if refused:
+        raise ConfigError(refused)
     try:
         return Settings(**overrides)
     except ValidationError as error:

@@ -71,7 +71,7 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
 
     flask_app.config.update(
-        SECRET_KEY=dashboard.secret_key(settings.home),
+        SECRET_KEY=dashboard.secret_key(settings.home, settings.secret_key),
         SESSION_COOKIE_NAME="usher_session",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",

@@ -53,13 +53,13 @@ SECURITY_HEADERS = {
 }
 
 
-def secret_key(home: Path) -> str:
-    """USHER_SECRET_KEY, else a random key kept in ``home/secret_key`` (mode 0600), made once.
+def secret_key(home: Path, given: str | None = None) -> str:
+    """``given`` (USHER_SECRET_KEY), else a random key kept in ``home/secret_key`` (mode
+    0600), made once.
 
     The key is written to a private temporary file and hard-linked into place, so processes
     starting together all end up reading the one key that won the link.
     """
-    given = os.environ.get("USHER_SECRET_KEY")
     if given:
         return given
     path = home / "secret_key"
