@@ -14,7 +14,7 @@ from celery import Celery
 from celery.app import trace
 from kombu import Queue
 
-from app import fs_broker, secretstore
+from app import fs_broker, logs, secretstore
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -97,6 +97,7 @@ def _quiet_results() -> None:
 def create(settings: Settings) -> Celery:
     """Build the app; nothing connects until a worker starts or a message is sent."""
     secretstore.install_log_redaction(settings.secrets_dir)
+    logs.for_celery(settings)
     _quiet_results()
     app = Celery(
         "usher",

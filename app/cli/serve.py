@@ -133,7 +133,9 @@ def create_server(flask_app: Any, max_body_bytes: int, host: str, port: int, thr
 def web_cmd(rt: Runtime) -> None:
     """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
     import web
+    from app import logs
 
+    logs.configure(rt.settings)
     flask_app = web.create_app(rt.settings, rt.celery)
     host, port = rt.settings.web_host, rt.settings.web_port
     server = create_server(flask_app, rt.settings.max_body_bytes, host, port, threads=8)
