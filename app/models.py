@@ -221,6 +221,9 @@ class Execution(Base):
     run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # For an action with coalesce: its parameters' hash (policies.busy); NULL otherwise.
     params_hash: Mapped[int | None] = mapped_column(BigInteger)
+    # Who asked: ``rule:<ref>``, ``schedule:<ref>``, a token's name or ``cli:<user>``.
+    requested_by: Mapped[str | None] = mapped_column(Text)
+    cancelled_by: Mapped[str | None] = mapped_column(Text)
 
     action: Mapped[Action] = relationship()
 
@@ -549,3 +552,25 @@ class ActionLevel(Base):
     level_id: Mapped[int] = mapped_column(
         ForeignKey("levels.id", ondelete="CASCADE"), primary_key=True, index=True
     )
+
+
+class Audit(Base):
+    """One mutation: a mutating request (API, dashboard, webhook) or CLI command, refused
+    ones too (``app.audit``). Read newest first by id."""
+
+    __tablename__ = "audit"
+    __table_args__ = (
+        CheckConstraint(
+            "detail IS NULL OR octet_length(CAST(detail AS text)) <= 4096", name="detail_size"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()"), nullable=False
+    )
+    actor: Mapped[str] = mapped_column(Text)
+    verb: Mapped[str] = mapped_column(Text)
+    target: Mapped[str] = mapped_column(Text)
+    outcome: Mapped[str] = mapped_column(Text)
+    detail: Mapped[Any | None] = mapped_column(JSONB)

@@ -102,6 +102,7 @@ def enqueue(
     run_at: datetime | None = None,
     delay_s: float | None = None,
     when_busy: str | None = None,
+    requested_by: str | None = None,
 ) -> Enqueued:
     """Put a new execution at the tail of its line and admit what fits (or, with a time
     ahead, store it ``delayed`` until then): the batch of one (``intake.enqueue_many``), its
@@ -110,7 +111,11 @@ def enqueue(
     taken = intake.enqueue_many(
         session,
         settings,
-        [intake.Request(action_ref, params, priority, replay_of, run_at, delay_s, when_busy)],
+        [
+            intake.Request(
+                action_ref, params, priority, replay_of, run_at, delay_s, when_busy, requested_by
+            )
+        ],
     )
     (item,) = taken
     if item.error is not None:
@@ -254,10 +259,12 @@ def finish(executor: db.Executor, settings: Settings, ended: Ended) -> Released 
     return Released(ended.outcome, grants, row.queue_id, events=emitted.parse(row.emitted))
 
 
-def cancel(session: Session, settings: Settings, execution_id: int) -> Cancelled:
+def cancel(
+    session: Session, settings: Settings, execution_id: int, cancelled_by: str | None = None
+) -> Cancelled:
     """Cancel a delayed, queued, scheduled or running execution; a freed slot goes to the next
     in line (``policies.cancels``)."""
-    return cancels.cancel(session, settings, execution_id)
+    return cancels.cancel(session, settings, execution_id, cancelled_by=cancelled_by)
 
 
 def position(session: Session, execution_id: int) -> int | None:

@@ -32,16 +32,26 @@ class Cancelled:
 
 
 def cancel(
-    session: Session, settings: Settings, execution_id: int, reason: str = BY_REQUEST
+    session: Session,
+    settings: Settings,
+    execution_id: int,
+    reason: str = BY_REQUEST,
+    cancelled_by: str | None = None,
 ) -> Cancelled:
     """Cancel a delayed, queued, scheduled or running execution; a freed slot goes to the next
-    in line."""
+    in line. ``cancelled_by`` is stored on it (a token's name, ``cli:<user>``)."""
     line = lines.lock_line_of(session, settings, execution_id)
-    left = leave(session, line, execution_id, reason)
+    left = leave(session, line, execution_id, reason, cancelled_by)
     return Cancelled(left.previous_status, left.grants, emitted.read(session))
 
 
-def leave(session: Session, line: lines.Line, execution_id: int, reason: str) -> Cancelled:
+def leave(
+    session: Session,
+    line: lines.Line,
+    execution_id: int,
+    reason: str,
+    cancelled_by: str | None = None,
+) -> Cancelled:
     """``cancel`` under the line's lock, which the caller holds; the execution events it
     emitted are not read (``emitted.read`` once the caller is done)."""
     previous, held = session.execute(sql.query("lock_execution"), {"id": execution_id}).one()
@@ -54,7 +64,9 @@ def leave(session: Session, line: lines.Line, execution_id: int, reason: str) ->
         "running": "active_count",
         "retrying": "active_count" if held else None,
     }[previous]
-    session.execute(sql.query("cancel_execution"), {"id": execution_id, "reason": reason})
+    session.execute(
+        sql.query("cancel_execution"), {"id": execution_id, "reason": reason, "by": cancelled_by}
+    )
     freed = {counter: -1} if counter else {}
     if previous != "delayed":  # the line counts what joined it
         lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})

@@ -21,7 +21,9 @@ def count(session: Session) -> int:
     return int(session.execute(sql.query("dlq_count")).scalar_one())
 
 
-def replay(session: Session, settings: Settings, execution_id: int) -> admission.Enqueued:
+def replay(
+    session: Session, settings: Settings, execution_id: int, requested_by: str | None = None
+) -> admission.Enqueued:
     """Enqueue the dead execution again at the tail of its line, as a new attempt series
     linked to the original (``replay_of``); the original leaves the DLQ.
 
@@ -48,7 +50,13 @@ def replay(session: Session, settings: Settings, execution_id: int) -> admission
     if dead.status != "dead" or dead.dlq_cleared_at is not None:
         raise AlreadyFinished(f"execution {execution_id} is not in the dead-letter queue")
     enqueued = admission.enqueue(
-        session, settings, dead.ref, dead.parameters, dead.priority, replay_of=dead.id
+        session,
+        settings,
+        dead.ref,
+        dead.parameters,
+        dead.priority,
+        replay_of=dead.id,
+        requested_by=requested_by,
     )
     session.execute(sql.query("dlq_clear"), {"id": execution_id})
     return enqueued

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -136,7 +136,7 @@ def process_many(
     }
     # (event_id, rule, status, reason, index of the request in `requests`)
     planned: list[tuple[int, Any, str, str | None, int | None]] = []
-    requests: list[dict[str, Any]] = []
+    requests: list[intake.Request] = []
     for event in found:
         document = {"id": event.id, "trigger": event.trigger, "payload": event.payload}
         for rule in rules.get(event.trigger, []):
@@ -148,13 +148,14 @@ def process_many(
                 continue
             try:
                 params = templates.render(rule.parameters, {"event": document})
+                request = intake.fields(
+                    {"action": rule.action_ref, "parameters": params, "priority": rule.priority}
+                )
             except (UsherError, InvalidParameters) as error:
                 planned.append((event.id, rule, "rejected", refusal(error), None))
                 continue
             planned.append((event.id, rule, "executed", None, len(requests)))
-            requests.append(
-                {"action": rule.action_ref, "parameters": params, "priority": rule.priority}
-            )
+            requests.append(replace(request, requested_by=f"rule:{rule.ref}"))
     intake_result = intake.enqueue_many(session, settings, requests) if requests else None
     rows = []
     for event_id, rule, status, reason, index in planned:

@@ -24,7 +24,7 @@ since it is created there. A time already passed joins at once, as a request wit
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -43,7 +43,8 @@ MAX_BATCH = requests.MAX_BATCH
 @dataclass(frozen=True)
 class Request:
     """A request already checked for shape (``fields``), as the product's own callers make
-    them; ``replay_of`` links a DLQ replay to the dead execution."""
+    them; ``replay_of`` links a DLQ replay to the dead execution; ``requested_by`` is who
+    asked (``rule:<ref>``, ``schedule:<ref>``, a token's name, ``cli:<user>``)."""
 
     action: str
     parameters: Any
@@ -52,6 +53,7 @@ class Request:
     run_at: datetime | None = None  # join the line then (``delayed`` until)
     delay_s: float | None = None  # or this many seconds from now, by the database's clock
     when_busy: str | None = None  # else the action's policy (policies.busy)
+    requested_by: str | None = None
 
 
 @dataclass(frozen=True)
@@ -131,15 +133,23 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> dict[tuple[int, int
 
 
 def _validated(
-    session: Session, settings: Settings, requests: Sequence[Any], errors: dict[int, UsherError]
+    session: Session,
+    settings: Settings,
+    requests: Sequence[Any],
+    errors: dict[int, UsherError],
+    requested_by: str | None,
 ) -> list[_Item]:
     """Items that pass every check made before taking a place in line; errors by index."""
     checked: list[tuple[int, Request]] = []
     for index, request in enumerate(requests):
         try:
-            checked.append((index, request if isinstance(request, Request) else fields(request)))
+            one = request if isinstance(request, Request) else fields(request)
         except UsherError as error:
             errors[index] = error
+            continue
+        if one.requested_by is None and requested_by is not None:
+            one = replace(one, requested_by=requested_by)
+        checked.append((index, one))
     known = actions.find(session, settings, {r.action for _, r in checked}) if checked else {}
     items = []
     refs: list[str] | None = None  # every action's ref, read once for the first unknown one
@@ -157,9 +167,14 @@ def _validated(
     return items
 
 
-def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) -> Intake:
+def enqueue_many(
+    session: Session,
+    settings: Settings,
+    requests: Sequence[Any],
+    requested_by: str | None = None,
+) -> Intake:
     """Enqueue each ``{action, parameters, priority}`` request (or ``Request``) that can be;
-    see the module.
+    see the module. ``requested_by`` is the requester of those that do not name their own.
 
     A line takes what it has room for, then admits; when that admission granted slots (so
     made room) and items are left, the line takes more: exactly what the same requests sent
@@ -168,7 +183,7 @@ def enqueue_many(session: Session, settings: Settings, requests: Sequence[Any]) 
     errors: dict[int, UsherError] = {}
     groups: dict[tuple[int, str], list[_Item]] = {}
     later: dict[tuple[int, str], list[tuple[_Item, datetime]]] = {}
-    items = _validated(session, settings, requests, errors)
+    items = _validated(session, settings, requests, errors, requested_by)
     due = _due_times(session, items, errors)
     for item in items:
         if item.index in errors:
@@ -264,6 +279,7 @@ def _delay(
             "t": at.isoformat(),
             "r": item.request.replay_of,
             "h": _hash(item),
+            "b": item.request.requested_by,
         }
         for execution_id, (key, item, at) in zip(ids, wanted, strict=True)
     ]
@@ -304,6 +320,7 @@ def _round(
                     "d": item.params,
                     "r": item.request.replay_of,
                     "h": _hash(item),
+                    "b": item.request.requested_by,
                 }
             )
     lines.count(
@@ -386,6 +403,7 @@ def _one_by_one(
             "d": item.params,
             "r": item.request.replay_of,
             "h": digest,
+            "b": item.request.requested_by,
         }
         execution_id = _insert(session, [row])[(queue_id, seq)]
         granted = lines.admit(session, line).grants

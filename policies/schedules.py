@@ -266,7 +266,7 @@ def _enforce(
             planned.append((event_id, row, events.refusal(error), None))
             continue
         planned.append((event_id, row, None, len(requests)))
-        requests.append(intake.Request(row.action_ref, params))
+        requests.append(intake.Request(row.action_ref, params, requested_by=f"schedule:{row.ref}"))
     if not planned:
         return events.Processed([], [])
     result = intake.enqueue_many(session, settings, requests) if requests else None

@@ -54,7 +54,7 @@ def unit_of_work() -> Iterator[Session]:
 
 def create_app(settings: config.Settings | None = None, celery_app: Celery | None = None) -> Flask:
     settings = settings or config.load()
-    from web import api, apidoc, dashboard, hooks
+    from web import api, apidoc, audit, dashboard, hooks
     from web import metrics as prometheus
 
     flask_app = apidoc.application(__name__)
@@ -90,6 +90,7 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     hooks.register(flask_app)  # POST /hooks/<ref>: a webhook's own secret, no bearer token
     flask_app.register_api(api.bp)
     flask_app.register_blueprint(dashboard.bp)
+    audit.register(flask_app)  # one audit row per mutating request, refused ones too
 
     @flask_app.get("/healthz", doc_ui=False)  # open, like /metrics: not in the API document
     def healthz() -> Any:
@@ -249,6 +250,20 @@ def auth_failed() -> None:
     g.auth_failed = True
     # The path quoted: a decoded newline in it cannot start a forged log line.
     log.warning("failed authentication from %s on %r", request.remote_addr, request.path)
+
+
+def actor() -> str:
+    """Who this request acts as, its audit row's actor and the ``requested_by`` and
+    ``cancelled_by`` of what it does: the bearer token's name (``g.identity``), the dashboard
+    session's (``g.user``), the webhook (``webhook:<ref>``), else ``anonymous``."""
+    identity = g.get("identity")
+    if identity is not None:
+        return str(identity.name)
+    if g.get("user"):
+        return str(g.user)
+    if request.blueprint == "hooks" and request.view_args:
+        return f"webhook:{request.view_args.get('ref')}"
+    return "anonymous"
 
 
 def retry_after_s() -> int:

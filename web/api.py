@@ -61,9 +61,9 @@ def authenticate() -> None:
             web.auth_failed()
             raise Unauthorized("the bearer token is not valid (or was revoked)")
         raise Unauthorized()
+    g.identity = identity  # set before a refusal, whose audit row names it (web.audit)
     if request.method in MUTATING and not identity.admin:
         raise Forbidden()
-    g.identity = identity
 
 
 @bp.get("/openapi.json", doc_ui=False)
@@ -188,6 +188,7 @@ def submit_execution(header: requests.IdempotencyHeader, body: requests.Executio
             [body.model_dump(exclude_unset=True)],
             header.idempotency_key,
             position=lambda execution_id: admission.position(session, execution_id),
+            requested_by=web.actor(),
         )
         if answer.error is not None:
             raise answer.error
@@ -221,7 +222,9 @@ def submit_executions(body: requests.ExecutionBatch) -> Any:
     """An item gets an id or the error the single request would get; an item whose key was
     seen before its first answer (``replayed``)."""
     with unit_of_work() as session:
-        answers, taken = idempotency.enqueue(session, settings(), body.items)
+        answers, taken = idempotency.enqueue(
+            session, settings(), body.items, requested_by=web.actor()
+        )
     usher_celery.after_intake(current_app.config["USHER_CELERY"], taken)
     items: list[dict[str, Any]] = []
     for answer in answers:
@@ -285,7 +288,9 @@ def show_execution(path: schemas.ExecutionPath) -> Any:
 )
 def cancel_execution(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
-        cancelled = admission.cancel(session, settings(), path.execution_id)
+        cancelled = admission.cancel(
+            session, settings(), path.execution_id, cancelled_by=web.actor()
+        )
         row = queries.execution(session, path.execution_id)
     celery_app = current_app.config["USHER_CELERY"]
     usher_celery.after_cancel(
@@ -409,7 +414,7 @@ def list_dlq(query: schemas.DlqQuery) -> Any:
 )
 def replay_dlq(path: schemas.ExecutionPath) -> Any:
     with unit_of_work() as session:
-        enqueued = dlq.replay(session, settings(), path.execution_id)
+        enqueued = dlq.replay(session, settings(), path.execution_id, web.actor())
     usher_celery.after_intake(current_app.config["USHER_CELERY"], enqueued)
     return {"replayed": path.execution_id, "id": enqueued.execution_id}
 
@@ -467,6 +472,9 @@ def list_events(query: schemas.EventsQuery) -> Any:
         items, following = queries.events(session, query.trigger, query.limit, query.before)
     return {"items": items, "next": following}
 
+
+# The audit's listing lives in its own module, on this blueprint (web.audit writes the rows).
+from web import api_audit  # noqa: E402, F401
 
 # --- pools ------------------------------------------------------------------------------------
 

@@ -260,6 +260,10 @@ class Execution(BaseModel):
     not_before: datetime | None = Field(description="a retry waits until then")
     replay_of: int | None
     run_at: datetime | None = Field(description="a delayed run joins its line then")
+    requested_by: str | None = Field(
+        description="`rule:<ref>`, `schedule:<ref>`, the token's name or `cli:<user>`"
+    )
+    cancelled_by: str | None = Field(description="who cancelled it, if it was cancelled")
 
 
 class Attempt(BaseModel):

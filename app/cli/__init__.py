@@ -19,6 +19,7 @@ import sqlalchemy.exc
 from app import celery as usher_celery
 from app import db
 from app.cli import admin as cli_admin
+from app.cli import audit as cli_audit
 from app.cli import catalog as cli_catalog
 from app.cli import events as cli_events
 from app.cli import executions as cli_executions
@@ -26,7 +27,7 @@ from app.cli import pools as cli_pools
 from app.cli import schedules as cli_schedules
 from app.cli import serve as cli_serve
 from app.cli import webhooks as cli_webhooks
-from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime, table
+from app.cli.common import Runtime, audited, console, emit_json, err_console, pass_runtime, table
 from app.errors import UsherError
 from policies import packs
 
@@ -60,6 +61,7 @@ def packs_group() -> None:
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_runtime
+@audited("packs load", "path")
 def packs_load(rt: Runtime, path: Path, as_json: bool) -> None:
     """Register or update the pack(s) at PATH: a pack directory or a directory of packs.
     Changed limits take effect at once: every line of the loaded actions is re-admitted."""
@@ -85,6 +87,7 @@ for command in [
     *cli_schedules.GROUPS,
     *cli_webhooks.GROUPS,
     *cli_pools.GROUPS,
+    *cli_audit.GROUPS,
     *cli_catalog.GROUPS,
 ]:
     main.add_command(command)

@@ -10,6 +10,7 @@ from app import bounds, db, tokens
 from app import celery as usher_celery
 from app.cli.common import (
     Runtime,
+    audited,
     console,
     emit_json,
     err_console,
@@ -28,6 +29,7 @@ def tokens_group() -> None:
 @click.argument("name")
 @click.option("--read-only", is_flag=True, help="may read but not change anything")
 @pass_runtime
+@audited("tokens create", "name")
 def tokens_create(rt: Runtime, name: str, read_only: bool) -> None:
     """Create a token and print it once; only its hash is stored."""
 
@@ -68,6 +70,7 @@ def tokens_list(rt: Runtime, as_json: bool) -> None:
 @tokens_group.command("revoke")
 @click.argument("name")
 @pass_runtime
+@audited("tokens revoke", "name")
 def tokens_revoke(rt: Runtime, name: str) -> None:
     """Revoke a token: it stops working at once."""
 
@@ -98,6 +101,7 @@ def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
 @actions_group.command("pause")
 @click.argument("ref")
 @pass_runtime
+@audited("actions pause", "ref")
 def actions_pause(rt: Runtime, ref: str) -> None:
     """Grant nothing more; running work finishes, waiting work keeps its place."""
     _set_paused(rt, ref, True)
@@ -106,6 +110,7 @@ def actions_pause(rt: Runtime, ref: str) -> None:
 @actions_group.command("resume")
 @click.argument("ref")
 @pass_runtime
+@audited("actions resume", "ref")
 def actions_resume(rt: Runtime, ref: str) -> None:
     """Resume granting; what fits under the limit starts at once."""
     _set_paused(rt, ref, False)
@@ -130,6 +135,7 @@ def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
     help="over all its partitions (an action whose files give one)",
 )
 @pass_runtime
+@audited("actions set", "ref")
 def actions_set(
     rt: Runtime,
     ref: str,

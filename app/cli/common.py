@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import getpass
 import json
 import os
 import re
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 from celery import Celery
@@ -16,8 +19,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
-from app import bounds, config, db
+from app import audit, bounds, config, db
 from app import celery as usher_celery
+from app.errors import UsherError
 
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -88,6 +92,46 @@ class Runtime:
 
 
 pass_runtime = click.make_pass_decorator(Runtime, ensure=True)
+Command = TypeVar("Command", bound=Callable[..., Any])
+
+
+def actor() -> str:
+    """Who a command in database mode acts as: ``cli:<os user>`` (the database's credentials
+    say no more), its executions' ``requested_by`` and ``cancelled_by`` too."""
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):  # no name for this uid (a bare container)
+        return f"cli:uid-{os.getuid()}"
+
+
+def audited(verb: str, target: str | None = None) -> Callable[[Command], Command]:
+    """A mutating command: one audit row once it ends (``ok``, or ``refused: <code>: <message>``
+    for the UsherError or usage error it raised; a database that is down cannot take the row:
+    ``audit.record_now`` logs that), naming the value of its parameter ``target`` (never the
+    others: a parameter's value may be a secret). Below ``pass_runtime``."""
+
+    def wrap(command: Command) -> Command:
+        @functools.wraps(command)
+        def run(rt: Runtime, *args: Any, **kwargs: Any) -> Any:
+            aimed = "" if target is None else str(kwargs.get(target) or "")
+            outcome = "ok"
+            try:
+                return command(rt, *args, **kwargs)
+            except UsherError as error:
+                outcome = f"refused: {error.code}: {error.message}"
+                raise
+            except click.ClickException as error:
+                outcome = f"refused: usage: {error.message}"
+                raise
+            except SystemExit as exiting:  # e.g. run --wait for what did not succeed
+                outcome = "ok" if exiting.code in (0, None) else f"ok, exit {exiting.code}"
+                raise
+            finally:
+                audit.record_now(rt.engine, actor(), verb, aimed, outcome)
+
+        return run  # type: ignore[return-value]
+
+    return wrap
 
 
 def emit_json(data: Any) -> None:

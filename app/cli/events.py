@@ -14,6 +14,8 @@ from app import bounds, db
 from app import celery as usher_celery
 from app.cli.common import (
     Runtime,
+    actor,
+    audited,
     console,
     emit_json,
     err_console,
@@ -40,6 +42,7 @@ def events_group() -> None:
 )
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
+@audited("events send", "trigger")
 def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json: bool) -> None:
     """Emit an event; prints the enforcements it caused (rule, status, execution)."""
     from policies import events
@@ -120,6 +123,7 @@ def summary(event: dict[str, Any]) -> str:
 @events_group.command("replay")
 @click.argument("event_id", type=click.IntRange(1))
 @pass_runtime
+@audited("events replay", "event_id")
 def events_replay(rt: Runtime, event_id: int) -> None:
     """Process an event that failed for good again, with its tries back."""
     from policies import events
@@ -162,6 +166,7 @@ def dlq_list(rt: Runtime, limit: int, as_json: bool) -> None:
 @click.argument("execution_id", type=int, required=False)
 @click.option("--all", "replay_all", is_flag=True, help="replay every item")
 @pass_runtime
+@audited("dlq replay", "execution_id")
 def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
     """Enqueue a dead execution again (at the tail of its line), or --all of them."""
     from policies import dlq
@@ -173,7 +178,7 @@ def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
     for dead_id in ids:
         assert dead_id is not None
         with db.unit_of_work(rt.engine) as session:
-            enqueued = dlq.replay(session, rt.settings, dead_id)
+            enqueued = dlq.replay(session, rt.settings, dead_id, actor())
         usher_celery.after_intake(rt.celery, enqueued)
         console.print(f"execution {dead_id} replayed as {enqueued.execution_id}")
     if not ids:
@@ -183,6 +188,7 @@ def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
 @dlq_group.command("purge")
 @click.option("--yes", is_flag=True, help="do not ask")
 @pass_runtime
+@audited("dlq purge")
 def dlq_purge(rt: Runtime, yes: bool) -> None:
     """Empty the dead-letter queue (the executions and their history are kept)."""
     from policies import dlq

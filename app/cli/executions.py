@@ -18,6 +18,8 @@ from app.cli import pools as cli_pools
 from app.cli.common import (
     Duration,
     Runtime,
+    actor,
+    audited,
     console,
     emit_json,
     err_console,
@@ -70,6 +72,7 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
+@audited("run", "action_ref")
 def run_action(
     rt: Runtime,
     action_ref: str,
@@ -96,6 +99,7 @@ def run_action(
             priority,
             run_at=_time(run_at) if run_at is not None else None,
             delay_s=delay_s,
+            requested_by=actor(),
         )
     usher_celery.after_intake(rt.celery, enqueued)
     if not wait:
@@ -310,12 +314,13 @@ def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
 @executions_group.command("cancel")
 @click.argument("execution_id", type=int)
 @pass_runtime
+@audited("executions cancel", "execution_id")
 def executions_cancel(rt: Runtime, execution_id: int) -> None:
     """Cancel a queued, scheduled or running execution (a running one is terminated)."""
     from policies import admission
 
     with db.unit_of_work(rt.engine) as session:
-        cancelled = admission.cancel(session, rt.settings, execution_id)
+        cancelled = admission.cancel(session, rt.settings, execution_id, actor())
         attempt = queries.execution(session, execution_id)["attempt"]
     usher_celery.after_cancel(
         rt.celery,

@@ -8,7 +8,7 @@ import click
 
 from app import bounds, db
 from app import celery as usher_celery
-from app.cli.common import Runtime, console, emit_json, int_range, pass_runtime, table
+from app.cli.common import Runtime, audited, console, emit_json, int_range, pass_runtime, table
 
 
 @click.group("pools")
@@ -50,6 +50,7 @@ def pools_list(rt: Runtime, as_json: bool) -> None:
 @click.argument("ref")
 @click.option("--limit", type=int_range(bounds.CONCURRENCY), required=True)
 @pass_runtime
+@audited("pools set", "ref")
 def pools_set(rt: Runtime, ref: str, limit: int) -> None:
     """Change a pool's limit live, until its pack is loaded again. Raising it grants at once;
     lowering it lets running work finish."""

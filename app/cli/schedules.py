@@ -7,7 +7,7 @@ from typing import Any
 import click
 
 from app import db
-from app.cli.common import Runtime, console, emit_json, pass_runtime, table
+from app.cli.common import Runtime, audited, console, emit_json, pass_runtime, table
 
 
 @click.group("schedules")
@@ -53,6 +53,7 @@ def schedules_list(rt: Runtime, as_json: bool) -> None:
 @schedules_group.command("pause")
 @click.argument("ref")
 @pass_runtime
+@audited("schedules pause", "ref")
 def schedules_pause(rt: Runtime, ref: str) -> None:
     """No tick fires until it is resumed."""
     _set_paused(rt, ref, True)
@@ -61,6 +62,7 @@ def schedules_pause(rt: Runtime, ref: str) -> None:
 @schedules_group.command("resume")
 @click.argument("ref")
 @pass_runtime
+@audited("schedules resume", "ref")
 def schedules_resume(rt: Runtime, ref: str) -> None:
     """Fire again from the next tick (the ticks of the pause are not run)."""
     _set_paused(rt, ref, False)

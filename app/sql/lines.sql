@@ -119,7 +119,8 @@ WITH freed AS (
     FROM executions e WHERE e.id = :id AND l.id = ANY(e.levels)
 )
 UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
-    lease_expires_at = NULL, holds_slot = false, error = :reason, levels = '{}'
+    lease_expires_at = NULL, holds_slot = false, error = :reason, levels = '{}',
+    cancelled_by = CAST(:by AS text)
 WHERE id = :id
 
 -- name: position

@@ -253,11 +253,11 @@ FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
 -- name: insert_executions
 -- Every execution of an intake batch in one statement, in (line, seq) order. The rows
 -- travel as one JSON document: cheaper to encode and to parse than one array per column.
--- h: the parameters' hash, for an action that coalesces (NULL otherwise).
+-- h: the parameters' hash, for an action that coalesces (NULL otherwise); b: who asked.
 INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                        enqueued_at, queued_at, replay_of, params_hash)
-SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r, r.h
+                        enqueued_at, queued_at, replay_of, params_hash, requested_by)
+SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r, r.h, r.b
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint)
+    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint, b text)
 ORDER BY r.q, r.s
 RETURNING id, queue_id, seq

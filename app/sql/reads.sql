@@ -54,7 +54,7 @@ ORDER BY a.ref, q.partition_key
 -- rule's ref and its event; for a schedule, the schedule's ref and the tick it fired).
 SELECT e.id, a.ref AS action_ref, e.status, e.parameters, e.priority, e.seq, e.attempt,
        e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
-       q.partition_key, e.not_before, e.replay_of, e.run_at,
+       q.partition_key, e.not_before, e.replay_of, e.run_at, e.requested_by, e.cancelled_by,
        cause.event_id, cause.rule,
        CASE WHEN cause.trigger = 'usher.schedule' THEN cause.payload ->> 'schedule' END
            AS schedule,
@@ -84,7 +84,7 @@ SELECT e.id, a.ref AS action_ref, e.status, usher_capped_json(e.parameters) AS p
        e.priority, e.seq, e.attempt, e.enqueued_at, e.scheduled_at, e.started_at,
        e.finished_at, e.worker, usher_capped_json(e.result) AS result,
        usher_capped_text(e.error) AS error, q.partition_key, e.not_before, e.replay_of,
-       e.run_at
+       e.run_at, e.requested_by, e.cancelled_by
 FROM executions e JOIN actions a ON a.id = e.action_id JOIN queues q ON q.id = e.queue_id
 WHERE (CAST(:action AS text) IS NULL
        OR e.action_id = (SELECT id FROM actions WHERE ref = :action))

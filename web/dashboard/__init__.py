@@ -7,7 +7,7 @@ writes take the same path as the REST API: a unit of work, then publish after co
 One blueprint, ``bp`` (endpoints ``dashboard.*``), made in ``base`` with what every page
 shares; its views by concept: ``login``, ``lines`` (the overview), ``actions`` (an action's
 page), ``executions`` (an execution, the dead-letter queue), ``events``, ``schedules``,
-``pools`` and ``catalog`` (the packs and rules).
+``pools``, ``catalog`` (the packs and rules) and ``audit`` (every mutation).
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 # Importing the views' modules adds their routes to the blueprint.
 from web.dashboard import (
     actions,
+    audit,
     catalog,
     events,
     executions,
@@ -28,6 +29,7 @@ from web.dashboard.base import SESSION_LIFETIME, bp, secret_key
 __all__ = [
     "SESSION_LIFETIME",
     "actions",
+    "audit",
     "bp",
     "catalog",
     "events",

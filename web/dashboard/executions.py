@@ -6,6 +6,7 @@ from typing import Any
 
 from flask import current_app, flash, redirect, render_template, url_for
 
+import web
 from app import celery as usher_celery
 from app import queries
 from policies import admission, dlq, eta
@@ -33,7 +34,7 @@ def execution_page(execution_id: int) -> Any:
 def cancel(execution_id: int) -> Any:
     """The API's cancel: free the slot in one unit of work, then stop and publish."""
     with unit_of_work() as db_session:
-        cancelled = admission.cancel(db_session, settings(), execution_id)
+        cancelled = admission.cancel(db_session, settings(), execution_id, web.actor())
         attempt = queries.execution(db_session, execution_id)["attempt"]
     celery_app = current_app.config["USHER_CELERY"]
     usher_celery.after_cancel(
@@ -60,7 +61,7 @@ def dlq_page() -> Any:
 @base.bp.post("/dlq/<int:execution_id>/replay")
 def replay(execution_id: int) -> Any:
     with unit_of_work() as db_session:
-        enqueued = dlq.replay(db_session, settings(), execution_id)
+        enqueued = dlq.replay(db_session, settings(), execution_id, web.actor())
     usher_celery.after_intake(current_app.config["USHER_CELERY"], enqueued)
     flash(f"Execution {execution_id} replayed as {enqueued.execution_id}.", "info")
     return base.back(url_for("dashboard.dlq_page"))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import flash, redirect, render_template, request, session, url_for
+from flask import flash, g, redirect, render_template, request, session, url_for
 
 import web
 from app import tokens
@@ -28,6 +28,7 @@ def login() -> Any:
         web.auth_failed()
         flash("That token is not valid (or was revoked).", "error")
         return render_template("dashboard/login.html", next=target), 401
+    g.user = identity.name  # the login's audit row names who logged in (web.audit)
     session.clear()  # a fresh session (and CSRF token) for the new identity
     session.permanent = True
     # The nonce names the server-side session; the MAC ties it to this very token.
