@@ -60,6 +60,8 @@ class Settings(BaseSettings):
     max_body_bytes: Annotated[int, Field(ge=1024, le=256 * 1024 * 1024)] = 1024 * 1024
     max_parameters_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 64 * 1024
     max_payload_bytes: Annotated[int, Field(ge=256, le=16 * 1024 * 1024)] = 256 * 1024
+    # Live output kept per stream and attempt (tasks.output); past it, one truncation marker.
+    output_max_bytes: Annotated[int, Field(ge=1024, le=64 * 1024 * 1024)] = 1024 * 1024
     # Event processing: a time limit per try, and the tries before an event ends failed.
     event_time_limit_s: Annotated[int, Field(ge=1, le=3600)] = 30
     event_max_failures: Annotated[int, Field(ge=1, le=100)] = 5

@@ -574,3 +574,22 @@ class Audit(Base):
     target: Mapped[str] = mapped_column(Text)
     outcome: Mapped[str] = mapped_column(Text)
     detail: Mapped[Any | None] = mapped_column(JSONB)
+
+
+class ExecutionOutput(Base):
+    """A piece of an attempt's stdout or stderr, appended while it runs (``tasks.output``):
+    masked, at most ``USHER_OUTPUT_MAX_BYTES`` per stream and attempt, about one a second."""
+
+    __tablename__ = "execution_output"
+    __table_args__ = (CheckConstraint("stream IN ('stdout', 'stderr')", name="stream"),)
+
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+    )
+    attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
+    stream: Mapped[str] = mapped_column(Text, primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True)
+    chunk: Mapped[str] = mapped_column(Text)
+    at: Mapped[datetime] = mapped_column(
+        DateTime(timezone=True), server_default=text("clock_timestamp()"), nullable=False
+    )

@@ -116,6 +116,25 @@ def redact_text(text: str) -> str:
     return text if pattern is None else pattern.sub(MASK, text)
 
 
+def unsafe_tail(text: str) -> int:
+    """How many of ``text``'s last characters to hold back when it is masked alone, the rest
+    of the stream still to come: the longest end of it that begins a known secret (whose
+    rest may be on its way), and a secret found across that cut."""
+    pattern = _pattern
+    if pattern is None:
+        return 0
+    cut = len(text)
+    for secret in _known:
+        for size in range(min(len(secret) - 1, len(text)), 0, -1):
+            if text.endswith(secret[:size]):
+                cut = min(cut, len(text) - size)
+                break
+    for match in pattern.finditer(text):
+        if match.start() < cut < match.end():
+            cut = match.start()
+    return len(text) - cut
+
+
 def mask_edges(head: str, tail: str, marker: str = "") -> str:
     """``head + marker + tail`` (each already redacted), with a known secret's start that
     ends ``head``, or its end that starts ``tail``, masked: what is left of a secret that a

@@ -21,7 +21,7 @@ from celery import Task, shared_task
 
 from app import secretstore
 from policies import admission
-from tasks import context, runners
+from tasks import context, output, runners
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +121,13 @@ def execute(self: Task, execution_id: int, attempt: int) -> Any:
         # A duplicate or stale message (cancelled, republished, already running elsewhere).
         log.info("execution %s attempt %s is not ours to run; skipped", execution_id, attempt)
         return SKIPPED
-    with leases.hold(execution_id, attempt), _masked():
+    with (
+        leases.hold(execution_id, attempt),
+        output.writer.recording(
+            claimed.runner, execution_id, attempt, settings.output_max_bytes
+        ) as recorded,
+        _masked(),
+    ):
         # Masked here, not only when stored: Celery sends a task's result and exception to
         # Flower in its task events.
         return secretstore.redact(
@@ -134,6 +140,7 @@ def execute(self: Task, execution_id: int, attempt: int) -> Any:
                 execution_id=execution_id,
                 attempt=attempt,
                 secrets_dir=settings.secrets_dir,
+                output=recorded,
             )
         )
 

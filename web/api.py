@@ -281,6 +281,10 @@ def show_execution(path: schemas.ExecutionPath) -> Any:
     return row
 
 
+# An execution's live output: its own module, on this blueprint (tasks.output writes it).
+from web import api_output  # noqa: E402, F401
+
+
 @bp.post(
     "/executions/<int:execution_id>/cancel",
     summary="Cancel a delayed, queued, scheduled, running or retrying execution",

@@ -333,4 +333,47 @@ def executions_cancel(rt: Runtime, execution_id: int) -> None:
     console.print(f"execution {execution_id}: cancelled (was {cancelled.previous_status})")
 
 
+@executions_group.command("tail")
+@click.argument("execution_id", type=int)
+@click.option(
+    "--interval",
+    type=click.FloatRange(0.1, 60),
+    default=0.5,
+    show_default=True,
+    help="seconds between looks",
+)
+@pass_runtime
+def executions_tail(rt: Runtime, execution_id: int, interval: float) -> None:
+    """Print an execution's output as it arrives (stdout here, stderr on stderr), attempt
+    by attempt, until it is final; exit code 0 if it succeeded, 1 otherwise."""
+    from app import output
+
+    attempt, shown = 0, {"stdout": 0, "stderr": 0}
+    while True:
+        with db.unit_of_work(rt.engine) as session:
+            now = output.read(session, execution_id)
+            if now["attempt"] != attempt and attempt:
+                # The attempt before may have written its last piece since the last look.
+                _print_new(output.read(session, execution_id, attempt), shown)
+                err_console.print(f"--- attempt {now['attempt']} ---")
+                shown = {"stdout": 0, "stderr": 0}
+        attempt = now["attempt"]
+        _print_new(now, shown)
+        if now["finished"]:
+            break
+        time.sleep(interval)
+    if now["status"] != "succeeded":
+        err_console.print(f"execution {execution_id}: {now['status']}")
+        sys.exit(1)
+
+
+def _print_new(read: dict[str, Any], shown: dict[str, int]) -> None:
+    for name, stream in (("stdout", sys.stdout), ("stderr", sys.stderr)):
+        text = read[name]
+        if len(text) > shown[name]:
+            stream.write(text[shown[name] :])
+            stream.flush()
+            shown[name] = len(text)
+
+
 COMMANDS = [run_action, queues_cmd, executions_group]

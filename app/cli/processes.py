@@ -35,6 +35,7 @@ def environment(settings: config.Settings) -> dict[str, str]:
         USHER_EVENT_TIME_LIMIT_S=str(settings.event_time_limit_s),
         USHER_EVENT_MAX_FAILURES=str(settings.event_max_failures),
         USHER_MAX_CHAIN_DEPTH=str(settings.max_chain_depth),
+        USHER_OUTPUT_MAX_BYTES=str(settings.output_max_bytes),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
     if settings.broker_url:

@@ -11,6 +11,7 @@ from app import secretstore
 from app.errors import InvalidParameters
 from policies import commands, pack_schema, templates
 from policies.pack_schema import NAMES
+from tasks.runners import base
 from tasks.runners.base import RunContext, RunnerError, RunnerTimeout, render_config
 
 __all__ = ["NAMES", "RunContext", "RunnerError", "RunnerTimeout", "declared", "run"]
@@ -49,6 +50,7 @@ def run(
     execution_id: int = 0,
     attempt: int = 1,
     secrets_dir: Path | None = None,
+    output: base.Output | None = None,
 ) -> Any:
     # A schema without additionalProperties: false lets extra keys through validation; they
     # never reach a runner (as options of a command, keyword arguments of a function).
@@ -65,7 +67,14 @@ def run(
         raise RunnerError(error.message, permanent=True) from None
     templated = frozenset(key for key, value in config.items() if _holds_template(value))
     ctx = RunContext(
-        rendered, given, timeout_s, execution_id, attempt, templated=templated, source=config
+        rendered,
+        given,
+        timeout_s,
+        execution_id,
+        attempt,
+        templated=templated,
+        source=config,
+        output=output,
     )
     return _runner(name)(ctx)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from app import secretstore
 from policies import templates
@@ -26,6 +26,12 @@ class RunnerTimeout(RunnerError):
     """The runner gave up after its own timeout (transient: a retry may succeed)."""
 
 
+class Output(Protocol):
+    """Where a runner sends output as it arrives (``tasks.output.Recording``): never blocks."""
+
+    def add(self, stream: str, data: bytes) -> None: ...
+
+
 @dataclass(frozen=True)
 class RunContext:
     """One attempt's input. ``config`` is the action's ``runner_config`` with its templates
@@ -42,6 +48,8 @@ class RunContext:
     # The runner_config as the pack wrote it, before rendering.
     source: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # The attempt's live output (stdout, stderr), when a worker records it.
+    output: Output | None = None
 
     def require(self, key: str, kind: type | tuple[type, ...] = str) -> Any:
         value = self.config.get(key)

@@ -42,6 +42,7 @@ def run(ctx: base.RunContext) -> Any:
         timeout_s=base.timeout_s(ctx, DEFAULT_TIMEOUT_S),
         verify_tls=verify_tls,
         allow_hosts=_allow_hosts(ctx.config.get("allow_hosts")),
+        output=ctx.output,
     )
 
 
@@ -71,6 +72,7 @@ def send(
     timeout_s: float,
     verify_tls: bool = True,
     allow_hosts: tuple[str, ...] | None = None,
+    output: base.Output | None = None,
 ) -> dict[str, Any]:
     """Send one request; return ``{"status", "body"}`` for a 1xx/2xx answer, raise otherwise."""
     parts = urlsplit(url)
@@ -90,7 +92,7 @@ def send(
             httpx.Client(timeout=timeout_s, verify=verify_tls, follow_redirects=False) as client,
             client.stream(method, url, headers=request_headers, **payload) as response,
         ):
-            raw = _read(response, deadline)
+            raw = _read(response, deadline, output)
     except httpx.TimeoutException as error:
         raise base.RunnerTimeout(
             f"{where}: no answer within {timeout_s:g}s ({type(error).__name__})"
@@ -149,12 +151,16 @@ def _payload(body: Any, headers: dict[str, str]) -> dict[str, Any]:
     return {"content": _text(body).encode()}
 
 
-def _read(response: httpx.Response, deadline: float) -> bytes:
+def _read(response: httpx.Response, deadline: float, output: base.Output | None) -> bytes:
+    """The body, at most MAX_BODY_BYTES of it; each piece also to ``output`` (as stdout)
+    as it arrives."""
     chunks: list[bytes] = []
     size = 0
     for chunk in response.iter_bytes():
         if time.monotonic() > deadline:
             raise httpx.ReadTimeout("the answer took too long to arrive")
+        if output is not None:
+            output.add("stdout", chunk[: MAX_BODY_BYTES - size])
         chunks.append(chunk)
         size += len(chunk)
         if size >= MAX_BODY_BYTES:

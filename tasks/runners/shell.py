@@ -32,13 +32,19 @@ STDERR_TAIL_CHARS = 500
 class _Capture:
     """The first and last ``keep`` bytes of a stream: a chatty command must not fill memory."""
 
-    def __init__(self, keep: int = base.MAX_OUTPUT_CHARS) -> None:
+    def __init__(
+        self, keep: int = base.MAX_OUTPUT_CHARS, live: base.Output | None = None, name: str = ""
+    ) -> None:
         self.keep = keep
+        # Everything read goes to the live output too, as it arrives.
+        self.live, self.name = live, name
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
 
     def add(self, data: bytes) -> None:
+        if self.live is not None:
+            self.live.add(self.name, data)
         self.total += len(data)
         room = self.keep - len(self.head)
         if room > 0:
@@ -70,7 +76,8 @@ def run(ctx: base.RunContext) -> Any:
     grace = _seconds(ctx.config.get("kill_grace_s", DEFAULT_KILL_GRACE_S), "kill_grace_s")
     timeout = base.timeout_s(ctx, DEFAULT_TIMEOUT_S, grace)
     retryable, retryable_codes = _retry_policy(ctx)
-    stdout, stderr = _Capture(), _Capture()
+    stdout = _Capture(live=ctx.output, name="stdout")
+    stderr = _Capture(live=ctx.output, name="stderr")
     process = _start(argv, env, ctx.config.get("cwd"))
     try:
         finished = _supervise(process, stdout, stderr, timeout, grace)

@@ -21,6 +21,7 @@ from web.dashboard import (
     executions,
     lines,
     login,
+    output,
     pools,
     schedules,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "executions",
     "lines",
     "login",
+    "output",
     "pools",
     "schedules",
     "secret_key",

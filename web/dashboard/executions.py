@@ -8,7 +8,7 @@ from flask import current_app, flash, redirect, render_template, url_for
 
 import web
 from app import celery as usher_celery
-from app import queries
+from app import output, queries
 from policies import admission, dlq, eta
 from web import settings, unit_of_work, views_data
 from web.dashboard import base, timeline
@@ -20,6 +20,7 @@ def execution_page(execution_id: int) -> Any:
         execution = queries.execution(db_session, execution_id)
         extra = views_data.execution_extra(db_session, execution_id)
         standing = eta.estimate(db_session, execution_id)
+        live = output.read(db_session, execution_id)
     return render_template(
         "dashboard/execution.html",
         e=execution,
@@ -27,6 +28,7 @@ def execution_page(execution_id: int) -> Any:
         position=standing["position"],
         eta_at=standing["eta"],
         timeline=timeline.steps(execution, extra),
+        output=live,
     )
 
 
