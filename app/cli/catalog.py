@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from app import db
-from app.cli.common import Runtime, console, emit_json, pass_runtime, table
+from app.cli.common import Runtime, audited, console, emit_json, pass_runtime, table
 
 TOTALS = ("total_enqueued", "total_completed", "total_failed", "total_cancelled", "total_expired")
 
@@ -201,6 +201,7 @@ def _print_rule(rule: dict[str, Any]) -> None:
 @rules_group.command("enable")
 @click.argument("ref")
 @pass_runtime
+@audited("rules enable", "ref")
 def rules_enable(rt: Runtime, ref: str) -> None:
     """Enable a rule until its pack is loaded again (then its file says)."""
     _switch(rt, ref, True)
@@ -209,6 +210,7 @@ def rules_enable(rt: Runtime, ref: str) -> None:
 @rules_group.command("disable")
 @click.argument("ref")
 @pass_runtime
+@audited("rules disable", "ref")
 def rules_disable(rt: Runtime, ref: str) -> None:
     """Disable a rule: its events get skipped enforcements, until the pack is loaded again."""
     _switch(rt, ref, False)

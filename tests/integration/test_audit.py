@@ -231,9 +231,9 @@ def test_a_rules_and_a_schedules_executions_name_them(
     assert execution(engine, fire.enforcement.execution_id).requested_by == f"schedule:{pack}.tick"
 
 
-def test_the_cli_records_its_mutations_and_lists_the_audit(
-    engine: Engine, settings: config.Settings, pack: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
+@pytest.fixture
+def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
+    """Point the command at this test's database, broker and home, and nothing else."""
     for name in list(os.environ):
         if name.startswith("USHER_"):
             monkeypatch.delenv(name)
@@ -242,6 +242,10 @@ def test_the_cli_records_its_mutations_and_lists_the_audit(
     monkeypatch.setenv("USHER_HOME", str(settings.home))
     if settings.broker_url:
         monkeypatch.setenv("USHER_BROKER_URL", settings.broker_url)
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_the_cli_records_its_mutations_and_lists_the_audit(engine: Engine, pack: str) -> None:
     runner = CliRunner()
     me = f"cli:{getpass.getuser()}"
     # When the CLI runs an execution, cancels it, and is refused a cancel of what is over
@@ -283,3 +287,18 @@ def test_the_audit_pages_newest_first_in_the_api_and_the_dashboard(
     # And the dashboard's Audit page shows them (and the login that opened it)
     page = logged_in(app, TOKEN).get("/audit").get_data(as_text=True)
     assert page.count("api.purge_dlq") == 3 and "dashboard.login" in page
+
+
+@pytest.mark.usefixtures("cli_env")
+def test_the_clis_rule_switches_are_recorded(engine: Engine, pack: str) -> None:
+    # When a rule is disabled and an unknown one enabled
+    runner = CliRunner()
+    runner.invoke(cli.main, ["rules", "disable", f"{pack}.run"], catch_exceptions=False)
+    assert runner.invoke(cli.main, ["rules", "enable", f"{pack}.nope"]).exit_code != 0
+    # Then both are in the audit, the second as refused
+    rows = audit_rows(engine)
+    assert [(r.verb, r.target) for r in rows] == [
+        ("rules disable", f"{pack}.run"),
+        ("rules enable", f"{pack}.nope"),
+    ]
+    assert rows[0].outcome == "ok" and rows[1].outcome.startswith("refused: unknown_rule")
