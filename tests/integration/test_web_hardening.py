@@ -276,10 +276,10 @@ def test_metrics_are_computed_once_per_window(
     calls: list[float] = []
     real = metrics.render
 
-    def counted(engine: Engine) -> bytes:
+    def counted(engine: Engine, *args: Any) -> bytes:
         calls.append(time.monotonic())
         time.sleep(0.2)  # slow enough for the scrapers below to arrive while it runs
-        return real(engine)
+        return real(engine, *args)
 
     monkeypatch.setattr(metrics, "render", counted)
     client = web.create_app(settings.model_copy(update={"metrics_cache_s": 1.0}), celery_app)
