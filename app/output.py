@@ -24,11 +24,10 @@ def read(session: Session, execution_id: int, attempt: int | None = None) -> dic
     if row is None:
         raise UnknownExecution(f"no execution with id {execution_id}")
     wanted = row["attempt"] if attempt is None else attempt
-    texts: dict[str, str] = dict(
-        session.execute(
-            sql.query("output_text"), {"execution_id": execution_id, "attempt": wanted}
-        ).tuples()
+    found = session.execute(
+        sql.query("output_text"), {"execution_id": execution_id, "attempt": wanted}
     )
+    texts = {stream: text for stream, text in found}
     return {
         "execution_id": execution_id,
         "attempt": wanted,
