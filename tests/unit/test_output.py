@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -93,3 +94,31 @@ def test_the_shell_runner_sends_both_streams_as_they_are_read() -> None:
     assert result["stdout"] == "out\n"
     assert b"".join(d for s, d in sink.got if s == "stdout") == b"out\n"
     assert b"".join(d for s, d in sink.got if s == "stderr") == b"err\n"
+
+
+def test_a_slow_postgres_never_blocks_the_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Given a writer whose Postgres answers each statement after 1.5 s
+    taken: list[float] = []
+
+    def slow(work: Any) -> None:
+        taken.append(time.monotonic())
+        time.sleep(1.5)
+
+    monkeypatch.setattr(output.context, "hot", lambda: type("Hot", (), {"run": staticmethod(slow)}))
+    monkeypatch.setattr(output, "FINAL_WAIT_S", 0.2)
+    writer = output.Writer()
+    # When a runner sends a lot of output and ends
+    started = time.monotonic()
+    with writer.recording("shell", 1, 1, 1 << 16) as recording:
+        assert recording is not None
+        for _ in range(1000):
+            recording.add("stdout", b"x" * 100)
+        time.sleep(0.3)
+    # Then adding never waited for Postgres, and the end waited only FINAL_WAIT_S for it
+    assert time.monotonic() - started < 1.2
+    assert taken, "the writer wrote while the runner ran"
+
+
+def test_other_runners_record_nothing() -> None:
+    with output.Writer().recording("noop", 1, 1, 1024) as recording:
+        assert recording is None
