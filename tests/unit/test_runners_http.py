@@ -317,3 +317,16 @@ def test_untrusted_certificate_is_permanent_unless_verification_is_off(tls_serve
         run_http({"url": tls_server})
     assert raised.value.permanent
     assert run_http({"url": tls_server, "verify_tls": False}) == {"status": 200, "body": "ok"}
+
+
+def test_the_answer_body_goes_to_the_live_output_as_it_arrives(server: Server) -> None:
+    got: list[tuple[str, bytes]] = []
+
+    class Sink:
+        def add(self, stream: str, data: bytes) -> None:
+            got.append((stream, data))
+
+    config = {"method": "GET", "url": server.url + "/text"}
+    result = runners.run("http", config, {}, schema=declaring(), timeout_s=20, output=Sink())
+    assert result == {"status": 200, "body": "hello"}
+    assert b"".join(data for stream, data in got if stream == "stdout") == b"hello"
