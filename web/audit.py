@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, current_app, request
+from flask import Flask, current_app, g, request
 from werkzeug.wrappers import Response
 
 import web
@@ -27,10 +27,11 @@ def register(flask_app: Flask) -> None:
 
 def outcome(response: Response) -> str:
     """``202``, or ``403 forbidden``: the status, and a refusal's code (its JSON's, else the
-    status's name)."""
+    status's name); a dashboard form refused by a policy answers a redirect with a message,
+    ``303 already_finished``."""
     status = response.status_code
     if status < 400:
-        return str(status)
+        return f"{status} {g.refused}" if g.get("refused") else str(status)
     code: Any = None
     if response.is_json:
         body = response.get_json(silent=True)

@@ -165,6 +165,7 @@ def throttled(error: RateLimitExceeded) -> Any:
 @bp.errorhandler(UsherError)
 def usher_failed(error: UsherError) -> Any:
     if request.method == "POST":  # e.g. cancelling what just finished: say so where we were
+        g.refused = error.code  # the redirect's audit row says so too (web.audit)
         flash(error.message, "error")
         return back(url_for("dashboard.overview"))
     return render_template(
