@@ -12,14 +12,12 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import config
 from tests.support import invariants, packs
+from tests.support.api import AUTH, TOKEN
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 STATS_FIELDS = {
     "action_ref",
     "queue_length",
@@ -59,20 +57,8 @@ JOB_SCHEMA: dict[str, Any] = {
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    """The shared settings plus an admin API token (overrides the conftest fixture)."""
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        lease_s=6,
-        api_token=TOKEN,
-    )
-
-
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 @pytest.fixture

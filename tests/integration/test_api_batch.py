@@ -15,37 +15,24 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import celery as usher_celery
 from app import config, db, tokens
 from policies import admission, events, intake, recovery
 from policies import packs as app_packs
 from tests.support import invariants, packs
+from tests.support.api import AUTH
 from tests.support.flow import wait_until
 from tests.support.workers import Pool
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 BATCH = "/api/v1/executions/batch"
 EVENTS = "/api/v1/events/batch"
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=TOKEN,
-        lease_s=6,
-    )
-
-
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 @pytest.fixture

@@ -11,29 +11,19 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import cli, config, db
 from app.errors import AlreadyFinished
 from policies import admission, dlq, events, lines
 from tests.support import invariants, packs
+from tests.support.api import AUTH
 from tests.support.flow import WaitingOnALock, submit
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url, broker_url=broker_url, home=tmp_path / "home", api_token=TOKEN
-    )
-
-
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 @pytest.fixture

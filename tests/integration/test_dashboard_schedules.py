@@ -12,17 +12,15 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 import web
 from app import config, db, tokens
 from policies import schedules, ticks
 from tests.integration.test_schedules import fire, load, next_fire_at, write_pack
+from tests.support.api import TOKEN, csrf, signed_in
 
 pytestmark = pytest.mark.timeout(60)
-TOKEN = "admin-token-for-dashboard-schedule-tests"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PLAN = {
     "nightly": {
         "description": "Back the databases up.",
@@ -38,14 +36,8 @@ STRICT = {"type": "object", "properties": {"n": {"type": "integer"}}, "required"
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=TOKEN,
-        insecure_cookies=True,
-    )
+def settings(dashboard_settings: config.Settings) -> config.Settings:
+    return dashboard_settings
 
 
 @pytest.fixture
@@ -57,19 +49,6 @@ def pack(engine: Engine, tmp_path: Path) -> str:
     }
     actions = {"a": {"runner": "noop"}, "strict": {"runner": "noop", "parameters": STRICT}}
     return load(engine, write_pack(tmp_path, plan, actions=actions, name=name))
-
-
-def _client(settings: config.Settings, celery_app: Any, token: str) -> FlaskClient:
-    client = web.create_app(settings, celery_app).test_client()
-    data = {"token": token, "csrf_token": _csrf(client, "/login"), "next": "/"}
-    assert client.post("/login", data=data).status_code == 303
-    return client
-
-
-def _csrf(client: FlaskClient, path: str) -> str:
-    found = CSRF.search(client.get(path).get_data(as_text=True))
-    assert found, path
-    return found.group(1)
 
 
 def _rows(html: str) -> dict[str, str]:
@@ -95,7 +74,7 @@ def test_the_page_shows_each_schedule_its_next_ticks_and_its_last_one(
     ]
     ticked = next(f for f in fires if f.schedule == f"{pack}.nightly")
     assert ticked.enforcement is not None and ticked.enforcement.execution_id
-    client = _client(settings, celery_app, TOKEN)
+    client = signed_in(settings, celery_app, TOKEN)
     # When the schedules page is opened
     page = client.get("/schedules")
     assert page.status_code == 200
@@ -138,8 +117,8 @@ def test_the_page_shows_each_schedule_its_next_ticks_and_its_last_one(
 def test_an_admin_pauses_and_resumes_through_the_forms(
     engine: Engine, settings: config.Settings, celery_app: Any, pack: str
 ) -> None:
-    client = _client(settings, celery_app, TOKEN)
-    token = _csrf(client, "/schedules")
+    client = signed_in(settings, celery_app, TOKEN)
+    token = csrf(client, "/schedules")
     ref = f"{pack}.nightly"
     # Without the CSRF token nothing changes
     assert client.post(f"/schedules/{ref}/pause").status_code == 400
@@ -174,10 +153,10 @@ def test_a_read_only_session_sees_the_page_and_cannot_pause(
     assert web.create_app(settings, celery_app).test_client().get("/schedules").status_code == 302
     with db.unit_of_work(engine) as session:
         reader = tokens.create(session, "reader", True)
-    client = _client(settings, celery_app, reader)
+    client = signed_in(settings, celery_app, reader)
     html = client.get("/schedules").get_data(as_text=True)
     assert re.search(r'data-testid="pause-dash\.nightly"\s+disabled title="read-only token"', html)
-    token = _csrf(client, "/schedules")
+    token = csrf(client, "/schedules")
     assert (
         client.post("/schedules/dash.nightly/pause", data={"csrf_token": token}).status_code == 403
     )
@@ -188,5 +167,5 @@ def test_a_read_only_session_sees_the_page_and_cannot_pause(
 def test_a_page_with_no_schedules_says_how_to_add_one(
     settings: config.Settings, celery_app: Any
 ) -> None:
-    html = _client(settings, celery_app, TOKEN).get("/schedules").get_data(as_text=True)
+    html = signed_in(settings, celery_app, TOKEN).get("/schedules").get_data(as_text=True)
     assert "No schedules." in html

@@ -5,7 +5,6 @@ under the line's limit and FIFO; a cancelled one never runs; a full line rejects
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from datetime import datetime, timedelta
@@ -17,33 +16,19 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import cli, config, db
 from policies import delayed
 from tests.support import invariants, packs
+from tests.support.api import AUTH
 from tests.support.flow import wait_final, wait_until
 from tests.support.workers import Pool
 
 pytestmark = pytest.mark.timeout(180)
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=TOKEN,
-        lease_s=6,
-    )
-
-
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 def _pack(engine: Engine, tmp_path: Path, **policy: Any) -> str:
@@ -365,25 +350,12 @@ def test_a_thousand_due_at_one_second_join_in_request_order_and_run_fifo_under_t
 
 
 @pytest.mark.broker
-def test_usher_run_in_2s_waits_then_runs(
-    engine: Engine,
-    settings: config.Settings,
-    worker_pool: Pool,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+@pytest.mark.usefixtures("cli_env")
+def test_usher_run_in_2s_waits_then_runs(engine: Engine, worker_pool: Pool, tmp_path: Path) -> None:
     # Given a worker, a beat, and the command pointed at this test's database and broker
     ref = _pack(engine, tmp_path)
     worker_pool.start(concurrency=2)
     _beat(worker_pool)
-    for name in list(os.environ):
-        if name.startswith("USHER_"):
-            monkeypatch.delenv(name)
-    assert settings.database_url
-    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("USHER_HOME", str(settings.home))
-    if settings.broker_url:
-        monkeypatch.setenv("USHER_BROKER_URL", settings.broker_url)
     # When `usher run REF --in 2s --wait` runs
     before = _db_now(engine)
     result = CliRunner().invoke(

@@ -5,7 +5,6 @@ payloads, bounded limits, the plan on a big table, and the CLI's table and JSON.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -14,27 +13,19 @@ from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import bounds, cli, config, db, queries, sql
 from policies import events
 from tests.integration.test_schedules import load, write_pack
+from tests.support.api import AUTH
+from tests.support.command import usher
 from web import schemas
 
 pytestmark = pytest.mark.timeout(60)
-TOKEN = "admin-token-for-events-list-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url, broker_url=broker_url, home=tmp_path / "home", api_token=TOKEN
-    )
-
-
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 @pytest.fixture
@@ -225,22 +216,6 @@ def test_a_page_of_one_trigger_reads_the_trigger_index(engine: Engine) -> None:
     assert "ix_events_trigger_id" in json.dumps(plan)
     assert len(page) == expected < 50 and following is None
     assert {e["trigger"] for e in page} == {"rare"}
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
-    for name in list(os.environ):
-        if name.startswith("USHER_"):
-            monkeypatch.delenv(name)
-    assert settings.database_url
-    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("USHER_HOME", str(settings.home))
-
-
-def usher(*args: str) -> str:
-    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 @pytest.mark.usefixtures("cli_env")

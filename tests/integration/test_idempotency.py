@@ -14,38 +14,19 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import config, db
 from policies import idempotency
 from tests.support import packs
+from tests.support.api import AUTH, settings_with_token
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 TTL_S = 2
 
 
 @pytest.fixture
 def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=TOKEN,
-        lease_s=6,
-        idempotency_ttl_s=TTL_S,
-    )
-
-
-@pytest.fixture
-def app(settings: config.Settings, celery_app: Any) -> Any:
-    return web.create_app(settings, celery_app)
-
-
-@pytest.fixture
-def client(app: Any) -> FlaskClient:
-    return app.test_client()
+    return settings_with_token(db_url, broker_url, tmp_path, idempotency_ttl_s=TTL_S)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ list|set`` and the levels table of ``usher queues``; ``GET /api/v1/pools[/<ref>]
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -18,17 +17,16 @@ from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
-import web
 from app import cli, config, db, tokens
 from app.errors import NotFound
 from policies import control, levels, pools
 from policies import packs as app_packs
+from tests.support.api import AUTH, TOKEN, bearer, csrf, signed_in
+from tests.support.command import usher
 from tests.support.flow import WaitingOnALock, submit
 from web import level_schemas, schemas
 
 pytestmark = pytest.mark.timeout(90)
-ADMIN = "admin-token-for-pool-tests"
-CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 PACK = "shop"
 # Two actions share the pool db (1 slot); restart has a total of 1 over its hosts, no pool.
 ACTIONS = [
@@ -43,14 +41,8 @@ ACTIONS = [
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=ADMIN,
-        insecure_cookies=True,
-    )
+def settings(dashboard_settings: config.Settings) -> config.Settings:
+    return dashboard_settings
 
 
 def _write(tmp_path: Path) -> Path:
@@ -111,22 +103,6 @@ def test_a_live_change_waits_for_a_pack_load_holding_the_group_and_holds_nothing
 
 
 # --- the command line ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
-    for name in list(os.environ):
-        if name.startswith("USHER_"):
-            monkeypatch.delenv(name)
-    assert settings.database_url
-    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("USHER_HOME", str(settings.home))
-
-
-def usher(*args: str) -> str:
-    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 def _row(table: str, first: str) -> str:
@@ -194,41 +170,32 @@ def test_usher_actions_set_changes_a_total_live(
 # --- the API ------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_the_api_lists_shows_and_sets_pools(
     client: FlaskClient, engine: Engine, loaded: dict[str, list[int]]
 ) -> None:
     with db.unit_of_work(engine) as session:
         reader = tokens.create(session, "reader", True)
     # Any token reads
-    listed = client.get("/api/v1/pools", headers=_bearer(reader))
+    listed = client.get("/api/v1/pools", headers=bearer(reader))
     assert listed.status_code == 200
     items = level_schemas.Pools.model_validate(listed.get_json()).items
     assert [(p.ref, p.limit, p.active, p.waiting, p.live) for p in items] == [
         ("shop.db", 1, 1, 3, False)
     ]
-    shown = client.get("/api/v1/pools/shop.db", headers=_bearer(reader))
+    shown = client.get("/api/v1/pools/shop.db", headers=bearer(reader))
     assert shown.status_code == 200 and shown.get_json() == listed.get_json()["items"][0]
-    missing = client.get("/api/v1/pools/shop.nope", headers=_bearer(reader))
+    missing = client.get("/api/v1/pools/shop.nope", headers=bearer(reader))
     assert missing.status_code == 404 and missing.get_json()["error"]["code"] == "not_found"
     assert client.get("/api/v1/pools").status_code == 401
     # A write needs an admin token, and a limit within bounds
     url = "/api/v1/pools/shop.db"
-    forbidden = client.patch(url, json={"limit": 3}, headers=_bearer(reader))
+    forbidden = client.patch(url, json={"limit": 3}, headers=bearer(reader))
     assert forbidden.status_code == 403 and forbidden.get_json()["error"]["code"] == "forbidden"
     for body in ({"limit": 0}, {"limit": 10_001}, {"limit": "2"}, {"limit": 2.0}, {}, {"max": 2}):
-        bad = client.patch(url, json=body, headers=_bearer(ADMIN))
+        bad = client.patch(url, json=body, headers=AUTH)
         assert bad.status_code == 400, body
         assert bad.get_json()["error"]["code"] == "invalid_request", body
-    unknown = client.patch("/api/v1/pools/shop.nope", json={"limit": 2}, headers=_bearer(ADMIN))
+    unknown = client.patch("/api/v1/pools/shop.nope", json={"limit": 2}, headers=AUTH)
     assert (
         unknown.status_code == 404
         and "no pool named 'shop.nope'" in unknown.get_json()["error"]["message"]
@@ -240,7 +207,7 @@ def test_the_api_lists_shows_and_sets_pools(
         "queued",
     ]
     # A raised limit grants at once, oldest request first across both actions
-    raised = client.patch(url, json={"limit": 3}, headers=_bearer(ADMIN))
+    raised = client.patch(url, json={"limit": 3}, headers=AUTH)
     assert raised.status_code == 200
     pool = level_schemas.Pool.model_validate(raised.get_json())
     assert (pool.limit, pool.pack_limit, pool.live, pool.active, pool.waiting) == (3, 1, True, 3, 1)
@@ -251,14 +218,14 @@ def test_the_api_lists_shows_and_sets_pools(
         "queued",
     ]
     # A lowered one grants nothing more; running work keeps its slots
-    lowered = client.patch(url, json={"limit": 1}, headers=_bearer(ADMIN)).get_json()
+    lowered = client.patch(url, json={"limit": 1}, headers=AUTH).get_json()
     assert (lowered["limit"], lowered["active"], lowered["waiting"]) == (1, 3, 1)
 
 
 def test_queue_stats_carry_the_total_and_pools_and_a_total_changes_live(
     client: FlaskClient, engine: Engine, loaded: dict[str, list[int]]
 ) -> None:
-    auth = _bearer(ADMIN)
+    auth = AUTH
     write = client.get("/api/v1/actions/shop.write/queue-stats", headers=auth).get_json()
     stats = schemas.QueueStats.model_validate(write)
     assert stats.total is None
@@ -296,7 +263,7 @@ def test_queue_stats_carry_the_total_and_pools_and_a_total_changes_live(
 def test_metrics_carry_each_level_active_and_limit(
     client: FlaskClient, loaded: dict[str, list[int]]
 ) -> None:
-    client.patch("/api/v1/pools/shop.db", json={"limit": 2}, headers=_bearer(ADMIN))
+    client.patch("/api/v1/pools/shop.db", json={"limit": 2}, headers=AUTH)
     response = client.get("/metrics")
     assert response.status_code == 200
     samples = {
@@ -316,23 +283,10 @@ def test_metrics_carry_each_level_active_and_limit(
 # --- the dashboard ------------------------------------------------------------------------------
 
 
-def _session(settings: config.Settings, celery_app: Any, token: str) -> FlaskClient:
-    client = web.create_app(settings, celery_app).test_client()
-    data = {"token": token, "csrf_token": _csrf(client, "/login"), "next": "/"}
-    assert client.post("/login", data=data).status_code == 303
-    return client
-
-
-def _csrf(client: FlaskClient, path: str) -> str:
-    found = CSRF.search(client.get(path).get_data(as_text=True))
-    assert found, path
-    return found.group(1)
-
-
 def test_the_dashboard_lists_pools_and_sets_a_limit_with_an_admin_session(
     settings: config.Settings, celery_app: Any, engine: Engine, loaded: dict[str, list[int]]
 ) -> None:
-    admin = _session(settings, celery_app, ADMIN)
+    admin = signed_in(settings, celery_app, TOKEN)
     page = admin.get("/pools").get_data(as_text=True)
     assert 'aria-current="page">Pools</a>' in page
     row = re.search(r'<tr data-pool="shop.db">.*?</tr>', page, re.S)
@@ -340,7 +294,7 @@ def test_the_dashboard_lists_pools_and_sets_a_limit_with_an_admin_session(
     assert "shop.report" in row.group(0) and "shop.write" in row.group(0)
     # Without the CSRF token the form is refused
     assert admin.post("/pools/shop.db/limit", data={"limit": "2"}).status_code == 400
-    form = {"limit": "2", "csrf_token": _csrf(admin, "/pools"), "next": "/pools"}
+    form = {"limit": "2", "csrf_token": csrf(admin, "/pools"), "next": "/pools"}
     done = admin.post("/pools/shop.db/limit", data=form, follow_redirects=True)
     assert done.status_code == 200
     html = done.get_data(as_text=True)
@@ -362,8 +316,8 @@ def test_the_dashboard_lists_pools_and_sets_a_limit_with_an_admin_session(
     # A read-only session sees the page, its form disabled, and may not post it
     with db.unit_of_work(engine) as session:
         reader_token = tokens.create(session, "reader", True)
-    reader = _session(settings, celery_app, reader_token)
+    reader = signed_in(settings, celery_app, reader_token)
     page = reader.get("/pools").get_data(as_text=True)
     assert re.search(r'data-testid="set-shop.db"\s+disabled', page)
-    form["csrf_token"], form["limit"] = _csrf(reader, "/pools"), "3"
+    form["csrf_token"], form["limit"] = csrf(reader, "/pools"), "3"
     assert reader.post("/pools/shop.db/limit", data=form).status_code == 403

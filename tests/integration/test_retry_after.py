@@ -11,27 +11,17 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import config, db
 from policies import admission
 from tests.support import packs
+from tests.support.api import AUTH
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "admin-token-for-tests"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url, broker_url=broker_url, home=tmp_path / "home", api_token=TOKEN
-    )
-
-
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 def _line(engine: Engine, tmp_path: Path, **policy: Any) -> str:

@@ -4,23 +4,21 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
-from typing import Any
 
 import pytest
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
-import web
 from app import cli, config, db, tokens
 from app.errors import NotFound
 from tests.integration.test_schedules import load, write_pack
+from tests.support.api import AUTH, bearer
+from tests.support.command import usher
 from web import schedule_schemas
 
 pytestmark = pytest.mark.timeout(60)
-ADMIN = "admin-token-for-schedule-tests"
 PLAN = {
     "nightly": {"cron": "0 3 * * *", "timezone": "Europe/Berlin", "action": "w.a"},
     "pulse": {"every_s": 30, "trigger": "w.pulse", "missed": "run_once"},
@@ -28,32 +26,13 @@ PLAN = {
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url, broker_url=broker_url, home=tmp_path / "home", api_token=ADMIN
-    )
+def settings(api_settings: config.Settings) -> config.Settings:
+    return api_settings
 
 
 @pytest.fixture
 def loaded(engine: Engine, tmp_path: Path) -> str:
     return load(engine, write_pack(tmp_path, PLAN, name="w"))
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
-    """Point the command at this test's database and home, and nothing else."""
-    for name in list(os.environ):
-        if name.startswith("USHER_"):
-            monkeypatch.delenv(name)
-    assert settings.database_url
-    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("USHER_HOME", str(settings.home))
-
-
-def usher(*args: str) -> str:
-    result = CliRunner().invoke(cli.main, list(args), catch_exceptions=False)
-    assert result.exit_code == 0, result.output
-    return result.stdout
 
 
 @pytest.mark.usefixtures("cli_env")
@@ -81,34 +60,23 @@ def test_usher_schedules_lists_pauses_and_resumes(loaded: str) -> None:
         CliRunner().invoke(cli.main, ["schedules", "pause", "w.nope"], catch_exceptions=False)
 
 
-@pytest.fixture
-def client(settings: config.Settings, celery_app: Any) -> FlaskClient:
-    return web.create_app(settings, celery_app).test_client()
-
-
-def _bearer(token: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {token}"}
-
-
 def test_the_api_lists_schedules_to_any_token_and_pauses_them_with_an_admin_one(
     client: FlaskClient, engine: Engine, loaded: str
 ) -> None:
     with db.unit_of_work(engine) as session:
         reader = tokens.create(session, "reader", True)
     # Any valid token reads
-    response = client.get("/api/v1/schedules", headers=_bearer(reader))
+    response = client.get("/api/v1/schedules", headers=bearer(reader))
     assert response.status_code == 200
     listed = schedule_schemas.Schedules.model_validate(response.get_json())
     assert [s.ref for s in listed.items] == ["w.nightly", "w.pulse"]
     assert client.get("/api/v1/schedules").status_code == 401
     # A write needs an admin token
-    assert (
-        client.post("/api/v1/schedules/w.pulse/pause", headers=_bearer(reader)).status_code == 403
-    )
-    paused = client.post("/api/v1/schedules/w.pulse/pause", headers=_bearer(ADMIN))
+    assert client.post("/api/v1/schedules/w.pulse/pause", headers=bearer(reader)).status_code == 403
+    paused = client.post("/api/v1/schedules/w.pulse/pause", headers=AUTH)
     assert paused.status_code == 200
     assert schedule_schemas.Schedule.model_validate(paused.get_json()).paused
-    resumed = client.post("/api/v1/schedules/w.pulse/resume", headers=_bearer(ADMIN))
+    resumed = client.post("/api/v1/schedules/w.pulse/resume", headers=AUTH)
     assert resumed.status_code == 200 and resumed.get_json()["paused"] is False
-    unknown = client.post("/api/v1/schedules/w.nope/resume", headers=_bearer(ADMIN))
+    unknown = client.post("/api/v1/schedules/w.nope/resume", headers=AUTH)
     assert unknown.status_code == 404 and unknown.get_json()["error"]["code"] == "not_found"

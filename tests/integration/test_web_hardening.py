@@ -5,66 +5,37 @@ from __future__ import annotations
 
 import io
 import json
-import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 import web
 from app import config, queries
-from app.cli import serve as cli_serve
 from tests.support import packs
+from tests.support.api import AUTH, TOKEN, log_in, settings_with_token
 from tests.support.flow import submit
+from tests.support.wire import Unreadable, exchange
 
 pytestmark = pytest.mark.timeout(120)
 
-TOKEN = "hardening-admin-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIMIT = 4096
 
 
 @pytest.fixture
 def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=TOKEN,
-        max_body_bytes=LIMIT,
-        insecure_cookies=True,
+    return settings_with_token(
+        db_url, broker_url, tmp_path, max_body_bytes=LIMIT, insecure_cookies=True
     )
-
-
-@pytest.fixture
-def app(settings: config.Settings, celery_app: Any) -> Flask:
-    return web.create_app(settings, celery_app)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 @pytest.fixture
 def ref(engine: Engine, tmp_path: Path) -> str:
     return packs.load(engine, tmp_path, [{"name": "job", "runner": "noop"}]) + ".job"
-
-
-class Unreadable(io.RawIOBase):
-    """A request body that fails the test if anything reads it."""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        raise AssertionError("the body was read")
 
 
 def _payload_too_large(response: Any) -> None:
@@ -113,33 +84,9 @@ def test_a_chunked_body_stops_being_read_at_the_limit(client: FlaskClient, ref: 
     assert fits.status_code == 202
 
 
-@pytest.fixture
-def served(app: Flask, settings: config.Settings) -> Iterator[int]:
-    """The app behind waitress, configured as ``usher web`` runs it; yields the port."""
-    server = cli_serve.create_server(app, settings.max_body_bytes, "127.0.0.1", 0, threads=2)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
-    yield server.effective_port
-    server.close()
-    thread.join(timeout=10)
-
-
-def _exchange(port: int, request: bytes) -> tuple[str, dict[str, str], bytes]:
-    """Send ``request`` and read the answer until the server closes (it must, by itself)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    status, *lines = head.decode().split("\r\n")
-    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
-    return status, headers, body
-
-
 def test_waitress_refuses_a_big_body_as_json_without_reading_it(served: int) -> None:
     # Only the headers are sent: an answer proves that nothing waited for the 100 MB.
-    status, headers, body = _exchange(
+    status, headers, body = exchange(
         served,
         b"POST /api/v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         b"Content-Length: 100000000\r\n\r\n",
@@ -156,7 +103,7 @@ def test_waitress_refuses_chunks_past_the_limit_and_serves_a_body_at_it(
 ) -> None:
     chunk = b"x" * 1000
     chunks = b"".join(b"%x\r\n%s\r\n" % (len(chunk), chunk) for _ in range(5))
-    status, _, body = _exchange(
+    status, _, body = exchange(
         served,
         b"POST /api/v1/executions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
         + chunks,
@@ -165,7 +112,7 @@ def test_waitress_refuses_chunks_past_the_limit_and_serves_a_body_at_it(
     exact = json.dumps({"action": ref, "parameters": {}}).encode()
     exact = exact[:-1] + b" " * (LIMIT - len(exact)) + b"}"
     assert len(exact) == LIMIT
-    status, _, body = _exchange(
+    status, _, body = exchange(
         served,
         b"POST /api/v1/executions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
         + f"Authorization: Bearer {TOKEN}\r\nConnection: close\r\n".encode()
@@ -230,24 +177,14 @@ def test_lists_truncate_big_values_in_postgres(
     assert whole["parameters"] == {"blob": huge} and whole["error"] == huge
     assert queries.LIST_VALUE_BYTES == 4096
     # And the dashboard's action page lists it by its size
-    _login(client)
+    log_in(client, TOKEN)
     page = client.get(f"/actions/{ref}").get_data(as_text=True)
     assert huge not in page and huge[:5000] not in page and f"{size:,} bytes" in page
 
 
-def _login(client: FlaskClient) -> None:
-    import re
-
-    form = client.get("/login").get_data(as_text=True)
-    csrf = re.search(r'name="csrf_token" value="([^"]+)"', form)
-    assert csrf
-    data = {"token": TOKEN, "csrf_token": csrf.group(1), "next": "/"}
-    assert client.post("/login", data=data).status_code == 303
-
-
 @pytest.mark.parametrize("value", ["²", "--5", "٣", "1_000", " 5", "+5", "9" * 30, "-1"])
 def test_integer_query_values_are_ascii_digits_only(client: FlaskClient, value: str) -> None:
-    _login(client)
+    log_in(client, TOKEN)
     for path in ["/dlq", "/events", "/actions/x.y"]:
         answer = client.get(path, query_string={"before": value, "wp": value, "ws": value})
         assert answer.status_code in (200, 404), (path, answer.status_code)

@@ -12,12 +12,9 @@ import json
 import logging
 import os
 import shutil
-import socket
 import subprocess
 import threading
-import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +26,9 @@ from sqlalchemy import Engine, text
 
 import web
 from app import cli, config, db
-from app.cli import serve as cli_serve
 from policies import events, packs, webhooks
-from tests.support.flow import status, wait_until
+from tests.support.flow import status, wait_for_lock_waits, wait_until
+from tests.support.wire import Unreadable, exchange
 from tests.support.workers import Pool
 
 pytestmark = pytest.mark.timeout(120)
@@ -118,16 +115,6 @@ def pack(engine: Engine, tmp_path: Path) -> str:
     with db.unit_of_work(engine) as session:
         packs.load(session, root)
     return name
-
-
-@pytest.fixture
-def app(settings: config.Settings, celery_app: Any) -> Flask:
-    return web.create_app(settings, celery_app)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
 
 
 def _signed(body: bytes, secret: str = GITHUB_SECRET) -> str:
@@ -258,21 +245,6 @@ def test_the_same_delivery_twice_makes_one_event_and_answers_it_again(
     assert token.status_code == 202
 
 
-def _wait_for_lock_waits(engine: Engine, n: int) -> None:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with engine.connect() as conn:
-            waiting = conn.execute(
-                text("""SELECT count(*) FROM pg_stat_activity
-                        WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
-                          AND datname = current_database()""")
-            ).scalar_one()
-        if waiting >= n:
-            return
-        time.sleep(0.02)
-    raise AssertionError(f"{n} requests never came to wait on the first one's claim")
-
-
 def _post_in_threads(app: Flask, pack: str, delivery: str, n: int) -> tuple[list[Any], Any]:
     """``n`` threads sending the same delivery at once; (their answers, a join)."""
     answers: list[Any] = []
@@ -306,7 +278,9 @@ def test_racing_deliveries_of_one_id_make_one_event(
         held = webhooks.receive(holder, hook, "race", {"headers": {}, "body": {}})
         # When two requests with the same id arrive meanwhile, they wait on that claim
         answers, join = _post_in_threads(app, pack, "race", 2)
-        _wait_for_lock_waits(engine, 2)
+        wait_for_lock_waits(
+            engine, 2, timeout=20, what="2 requests never came to wait on the first one's claim"
+        )
         # And the first one commits, or rolls back
         if first_commits:
             holder.commit()
@@ -337,16 +311,6 @@ def test_many_requests_racing_one_delivery_make_one_event(
     assert sorted(a.status_code for a in answers) == [200] * 7 + [202]
     assert len({a.get_json()["event_id"] for a in answers}) == 1
     assert len(_events(engine)) == 1
-
-
-class Unreadable(io.RawIOBase):
-    """A request body that fails the test if anything reads it."""
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        raise AssertionError("the body was read")
 
 
 def test_a_body_of_2_mib_is_413_before_it_is_read(
@@ -382,30 +346,14 @@ def test_a_body_within_the_limit_but_past_the_payload_cap_is_413(
     assert _events(engine) == []
 
 
-@pytest.fixture
-def served(app: Flask, settings: config.Settings) -> Iterator[int]:
-    """The app behind waitress, as ``usher web`` runs it; yields the port."""
-    server = cli_serve.create_server(app, settings.max_body_bytes, "127.0.0.1", 0, threads=2)
-    thread = threading.Thread(target=server.run, name="waitress", daemon=True)
-    thread.start()
-    yield server.effective_port
-    server.close()
-    thread.join(timeout=10)
-
-
 def test_waitress_answers_413_to_a_2_mib_delivery_from_its_headers(served: int, pack: str) -> None:
     # Only the headers are sent: an answer proves nothing waited for the 2 MiB.
     request = (
         f"POST /hooks/{pack}.github_push HTTP/1.1\r\nHost: x\r\n"
         f"Content-Type: application/json\r\nContent-Length: {2 * MIB}\r\n\r\n"
     ).encode()
-    with socket.create_connection(("127.0.0.1", served), timeout=10) as sock:
-        sock.sendall(request)
-        received = b""
-        while chunk := sock.recv(65536):
-            received += chunk
-    head, _, body = received.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 413"), head
+    status_line, _, body = exchange(served, request)
+    assert status_line.startswith("HTTP/1.1 413"), status_line
     assert json.loads(body)["error"]["code"] == "payload_too_large"
 
 

@@ -68,9 +68,15 @@ def statuses(engine: Engine, ref: str) -> dict[str, int]:
     return {r[0]: r[1] for r in rows}
 
 
-def _wait_for_a_lock_wait(engine: Engine) -> None:
-    """Until another backend of this database waits on a lock (a row lock, in the tests)."""
-    deadline = time.monotonic() + 10
+def wait_for_lock_waits(
+    engine: Engine,
+    n: int = 1,
+    timeout: float = 10,
+    what: str = "no other transaction came to wait on a lock",
+) -> None:
+    """Until ``n`` other backends of this database wait on a lock (a row lock, in the tests);
+    else fail with ``what``."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with engine.connect() as conn:
             waiting = conn.execute(
@@ -78,10 +84,10 @@ def _wait_for_a_lock_wait(engine: Engine) -> None:
                         WHERE wait_event_type = 'Lock' AND pid <> pg_backend_pid()
                           AND datname = current_database()""")
             ).scalar_one()
-        if waiting:
+        if waiting >= n:
             return
         time.sleep(0.02)
-    raise AssertionError("no other transaction came to wait on a lock")
+    raise AssertionError(what)
 
 
 class WaitingOnALock:
@@ -91,7 +97,7 @@ class WaitingOnALock:
         self.errors: list[BaseException] = []
         self._thread = threading.Thread(target=self._run, args=(work,))
         self._thread.start()
-        _wait_for_a_lock_wait(engine)
+        wait_for_lock_waits(engine)
 
     def _run(self, work: Callable[[], Any]) -> None:
         try:
