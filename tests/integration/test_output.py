@@ -145,8 +145,12 @@ def test_tail_follows_a_running_execution_until_it_ends(
     pool: Pool,
     tmp_path: Path,
 ) -> None:
-    # Given a running shell action that fails at the end
-    command = 'for i in 1 2 3 4 5 6; do echo "step $i"; sleep 0.3; done; exit 4'
+    # Given a running shell action that fails at the end, which the test lets come
+    go = tmp_path / "go"
+    command = (
+        'for i in 1 2 3 4 5 6; do echo "step $i"; sleep 0.3; done; '
+        f"while [ ! -e {go} ]; do sleep 0.1; done; exit 4"
+    )
     name = packs.load(engine, tmp_path, [_action("fails", command)])
     pool.start(concurrency=1)
     [execution] = submit(engine, output_settings, celery_app, f"{name}.fails", [{}])
@@ -162,6 +166,7 @@ def test_tail_follows_a_running_execution_until_it_ends(
     assert tail.stdout is not None
     first = tail.stdout.readline()
     while_first = status(engine, execution)
+    go.touch()
     assert tail.stderr is not None
     out, err = tail.stdout.read(), tail.stderr.read()
     tail.wait(timeout=60)
