@@ -8,7 +8,6 @@ its exit code and stderr. No worker runs: executions stay ``scheduled`` or ``que
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -23,7 +22,8 @@ from sqlalchemy import Engine
 from app import cli, config, db, queries
 from tests.support import invariants, workers
 
-pytestmark = pytest.mark.timeout(120)
+# Every command here runs against this test's database, broker and home (the cli_env fixture).
+pytestmark = [pytest.mark.timeout(120), pytest.mark.usefixtures("cli_env")]
 
 REPO = Path(__file__).resolve().parents[2]
 EXECUTION_FIELDS = {
@@ -56,19 +56,6 @@ LINE_FIELDS = {
     "oldest_enqueued_at",
     "oldest_wait_s",
 }
-
-
-@pytest.fixture(autouse=True)
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
-    """Point the command at this test's database, broker and home, and nothing else."""
-    for name in list(os.environ):
-        if name.startswith("USHER_"):
-            monkeypatch.delenv(name)
-    assert settings.database_url
-    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("USHER_HOME", str(settings.home))
-    if settings.broker_url:
-        monkeypatch.setenv("USHER_BROKER_URL", settings.broker_url)
 
 
 def write_pack(
