@@ -13,31 +13,13 @@ from sqlalchemy import Engine, text
 from app import config, db
 from app.errors import InvalidPack
 from policies import admission
-from policies import packs as app_packs
 from tests.support import invariants
-from tests.support.flow import WaitingOnALock, submit
-
-
-def _write(root: Path, pack: dict[str, Any], actions: list[dict[str, Any]]) -> Path:
-    (root / "actions").mkdir(parents=True, exist_ok=True)
-    (root / "pack.yaml").write_text(yaml.safe_dump(pack))
-    for action in actions:
-        (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
-    return root
-
-
-def _load(engine: Engine, root: Path) -> None:
-    with db.unit_of_work(engine) as session:
-        app_packs.load(session, root)
+from tests.support.flow import WaitingOnALock, finish, submit
+from tests.support.packs import action, load_folder, write_folder
 
 
 def _run(name: str, policy: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "runner": "noop",
-        "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
-        "policy": policy,
-    }
+    return action(name, "noop", policy)
 
 
 def _granted(engine: Engine, ids: list[int]) -> list[int]:
@@ -48,16 +30,6 @@ def _granted(engine: Engine, ids: list[int]) -> list[int]:
             {"ids": ids},
         )
         return list(rows.scalars())
-
-
-def _finish(engine: Engine, settings: config.Settings, execution_id: int) -> list[int]:
-    with db.unit_of_work(engine) as session:
-        assert admission.claim(session, execution_id, 1, "w", 30) is not None
-    with db.unit_of_work(engine) as session:
-        released = admission.release(
-            session, settings, admission.Ended(execution_id, 1, "succeeded")
-        )
-    return [g.execution_id for g in released.grants]
 
 
 def _granted_at(engine: Engine, execution_id: int) -> Any:
@@ -86,12 +58,12 @@ def test_a_total_serves_the_partitions_round_robin(
     engine: Engine, settings: config.Settings, tmp_path: Path
 ) -> None:
     # Given restarts at most 1 per host and 2 in all
-    root = _write(
+    root = write_folder(
         tmp_path / "ops",
         {"name": "ops"},
         [_run("restart", {"concurrency": 1, "partition_by": ["host"], "total_concurrency": 2})],
     )
-    _load(engine, root)
+    load_folder(engine, root)
     # When host a asks three times, then b three times, then c three times
     ids = submit(
         engine,
@@ -105,7 +77,7 @@ def test_a_total_serves_the_partitions_round_robin(
     assert [by_host[i] for i in _granted(engine, ids)] == ["a", "b"]
     assert _levels(engine) == {"ops.restart": (2, 2)}
     first_a = ids[0]
-    after = _finish(engine, settings, first_a)
+    after = finish(engine, settings, first_a)
     assert [by_host[i] for i in after] == ["c"]
     # And every host is served in turn while each keeps its own FIFO order
     running = [i for i in _granted(engine, ids)]
@@ -113,7 +85,7 @@ def test_a_total_serves_the_partitions_round_robin(
         running.sort()
         oldest = min(running, key=lambda i: _granted_at(engine, i))
         running.remove(oldest)
-        running += _finish(engine, settings, oldest)
+        running += finish(engine, settings, oldest)
     with engine.connect() as conn:
         grants = list(
             conn.execute(text("SELECT id FROM executions ORDER BY scheduled_at, id")).scalars()
@@ -128,25 +100,25 @@ def test_a_pool_of_two_packs_grants_in_request_order(
     engine: Engine, settings: config.Settings, tmp_path: Path
 ) -> None:
     # Given pool db of pack a (2 slots), taken by a.write and by b.write (another pack)
-    _write(
+    write_folder(
         tmp_path / "packs" / "a",
         {"name": "a", "pools": {"db": 2}},
         [_run("write", {"concurrency": 2, "pools": ["db"]})],
     )
-    _write(
+    write_folder(
         tmp_path / "packs" / "b",
         {"name": "b"},
         [_run("write", {"concurrency": 2, "pools": ["a.db"]})],
     )
-    _load(engine, tmp_path / "packs")
+    load_folder(engine, tmp_path / "packs")
     # When requests alternate between the two actions
     refs = ["a.write", "b.write"] * 4
     ids = [submit(engine, settings, None, ref, [{}])[0] for ref in refs]
     # Then two run, and each free slot goes to the oldest request, whichever action it is
     assert _granted(engine, ids) == ids[:2]
-    assert _finish(engine, settings, ids[0]) == [ids[2]]
-    assert _finish(engine, settings, ids[1]) == [ids[3]]
-    assert _finish(engine, settings, ids[3]) == [ids[4]]
+    assert finish(engine, settings, ids[0]) == [ids[2]]
+    assert finish(engine, settings, ids[1]) == [ids[3]]
+    assert finish(engine, settings, ids[3]) == [ids[4]]
     assert _levels(engine) == {"a.db": (2, 2)}
     with engine.connect() as conn:
         level_id = conn.execute(text("SELECT id FROM levels WHERE ref = 'a.db'")).scalar_one()
@@ -156,30 +128,30 @@ def test_a_pool_of_two_packs_grants_in_request_order(
 def test_pack_files_name_pools_that_exist_and_keep_those_in_use(
     engine: Engine, tmp_path: Path
 ) -> None:
-    lonely = _write(
+    lonely = write_folder(
         tmp_path / "lonely",
         {"name": "lonely"},
         [_run("write", {"pools": ["nowhere"]})],
     )
     with pytest.raises(InvalidPack, match=r"lonely\.nowhere, which no pack declares"):
-        _load(engine, lonely)
-    owner = _write(tmp_path / "owner", {"name": "owner", "pools": {"db": 1}}, [])
-    user = _write(tmp_path / "user", {"name": "user"}, [_run("w", {"pools": ["owner.db"]})])
-    _load(engine, owner)
-    _load(engine, user)
+        load_folder(engine, lonely)
+    owner = write_folder(tmp_path / "owner", {"name": "owner", "pools": {"db": 1}}, [])
+    user = write_folder(tmp_path / "user", {"name": "user"}, [_run("w", {"pools": ["owner.db"]})])
+    load_folder(engine, owner)
+    load_folder(engine, user)
     (owner / "pack.yaml").write_text(yaml.safe_dump({"name": "owner"}))
     with pytest.raises(InvalidPack, match=r"action user\.w still takes it"):
-        _load(engine, owner)
+        load_folder(engine, owner)
 
 
 def _pool_pair(engine: Engine, tmp_path: Path) -> None:
-    _write(
+    write_folder(
         tmp_path / "packs" / "a",
         {"name": "a", "pools": {"db": 1}},
         [_run("write", {"concurrency": 1, "pools": ["db"]})],
     )
-    _write(tmp_path / "packs" / "b", {"name": "b"}, [_run("write", {"pools": ["a.db"]})])
-    _load(engine, tmp_path / "packs")
+    write_folder(tmp_path / "packs" / "b", {"name": "b"}, [_run("write", {"pools": ["a.db"]})])
+    load_folder(engine, tmp_path / "packs")
 
 
 def test_a_release_that_grants_in_another_line_waits_for_the_group_first(
@@ -214,14 +186,14 @@ def test_a_pack_load_that_regroups_waits_for_the_group_before_any_line(
 ) -> None:
     # Given the pool pair, and a third action that joins the pool on the next load
     _pool_pair(engine, tmp_path)
-    _write(tmp_path / "packs" / "c", {"name": "c"}, [_run("write", {"concurrency": 1})])
-    _load(engine, tmp_path / "packs" / "c")
+    write_folder(tmp_path / "packs" / "c", {"name": "c"}, [_run("write", {"concurrency": 1})])
+    load_folder(engine, tmp_path / "packs" / "c")
     submit(engine, settings, None, "c.write", [{}])
     (running,) = submit(engine, settings, None, "a.write", [{}])
-    _write(tmp_path / "packs" / "c", {"name": "c"}, [_run("write", {"pools": ["a.db"]})])
+    write_folder(tmp_path / "packs" / "c", {"name": "c"}, [_run("write", {"pools": ["a.db"]})])
 
     def reload() -> None:
-        _load(engine, tmp_path / "packs" / "c")
+        load_folder(engine, tmp_path / "packs" / "c")
 
     # Given a transaction that holds the group (a cancel in a.write's line)
     with db.unit_of_work(engine) as session:
@@ -246,8 +218,8 @@ def test_a_rate_limit_holds_on_a_line_of_a_pool(
 ) -> None:
     # Given a pooled action that may start once a minute
     policy = {"concurrency": 3, "pools": ["db"], "rate_limit": {"count": 1, "per_s": 60}}
-    _write(tmp_path / "r", {"name": "r", "pools": {"db": 3}}, [_run("go", policy)])
-    _load(engine, tmp_path / "r")
+    write_folder(tmp_path / "r", {"name": "r", "pools": {"db": 3}}, [_run("go", policy)])
+    load_folder(engine, tmp_path / "r")
     first, *rest = submit(engine, settings, None, "r.go", [{}, {}, {}])
     # Then one starts, the pool's free slots notwithstanding, and its end grants nothing
     assert _granted(engine, [first, *rest]) == [first]

@@ -8,32 +8,19 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from sqlalchemy import Engine, text
 
-from app import config, db
-from policies import packs as app_packs
+from app import config
 from tests.support import invariants
 from tests.support.flow import submit, wait_final
+from tests.support.packs import action, load_folder, write_folder
 from tests.support.workers import Pool
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 
-def _write(root: Path, pack: dict[str, Any], actions: list[dict[str, Any]]) -> None:
-    (root / "actions").mkdir(parents=True, exist_ok=True)
-    (root / "pack.yaml").write_text(yaml.safe_dump(pack))
-    for action in actions:
-        (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
-
-
 def _sleep(name: str, policy: dict[str, Any]) -> dict[str, Any]:
-    return {
-        "name": name,
-        "runner": "sleep",
-        "parameters": {"type": "object", "properties": {"host": {"type": "string"}}},
-        "policy": policy,
-    }
+    return action(name, "sleep", policy)
 
 
 def _grants(engine: Engine, refs: list[str]) -> list[Any]:
@@ -68,13 +55,12 @@ def test_three_hosts_under_a_total_of_two_are_served_fairly(
     tmp_path: Path,
 ) -> None:
     # Given restarts at most 1 per host and 2 in all, and 4 worker processes to run them
-    _write(
+    write_folder(
         tmp_path / "ops",
         {"name": "ops"},
         [_sleep("restart", {"concurrency": 1, "partition_by": ["host"], "total_concurrency": 2})],
     )
-    with db.unit_of_work(engine) as session:
-        app_packs.load(session, tmp_path / "ops")
+    load_folder(engine, tmp_path / "ops")
     # When host a asks 20 times, then b 20 times, then c 20 times, before workers start
     hosts = "a" * 20 + "b" * 20 + "c" * 20
     submit(
@@ -112,18 +98,17 @@ def test_a_pool_shared_by_two_packs_holds_and_grants_in_request_order(
     tmp_path: Path,
 ) -> None:
     # Given pool db of 2 in pack orders, taken by orders.write and billing.write (2 each)
-    _write(
+    write_folder(
         tmp_path / "packs" / "orders",
         {"name": "orders", "pools": {"db": 2}},
         [_sleep("write", {"concurrency": 2, "pools": ["db"]})],
     )
-    _write(
+    write_folder(
         tmp_path / "packs" / "billing",
         {"name": "billing"},
         [_sleep("write", {"concurrency": 2, "pools": ["orders.db"]})],
     )
-    with db.unit_of_work(engine) as session:
-        app_packs.load(session, tmp_path / "packs")
+    load_folder(engine, tmp_path / "packs")
     worker_pool.start(concurrency=2)
     worker_pool.start(concurrency=2)
     # When 50 requests of each arrive interleaved

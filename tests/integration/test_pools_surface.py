@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from click.testing import CliRunner
 from flask.testing import FlaskClient
 from prometheus_client.parser import text_string_to_metric_families
@@ -24,6 +23,7 @@ from policies import packs as app_packs
 from tests.support.api import AUTH, TOKEN, bearer, csrf, signed_in
 from tests.support.command import usher
 from tests.support.flow import WaitingOnALock, submit
+from tests.support.packs import load_folder, write_folder
 from web import level_schemas, schemas
 
 pytestmark = pytest.mark.timeout(90)
@@ -46,17 +46,11 @@ def settings(dashboard_settings: config.Settings) -> config.Settings:
 
 
 def _write(tmp_path: Path) -> Path:
-    root = tmp_path / PACK
-    (root / "actions").mkdir(parents=True, exist_ok=True)
-    (root / "pack.yaml").write_text(yaml.safe_dump({"name": PACK, "pools": {"db": 1}}))
-    for action in ACTIONS:
-        (root / "actions" / f"{action['name']}.yaml").write_text(yaml.safe_dump(action))
-    return root
+    return write_folder(tmp_path / PACK, {"name": PACK, "pools": {"db": 1}}, ACTIONS)
 
 
 def _load(engine: Engine, tmp_path: Path) -> None:
-    with db.unit_of_work(engine) as session:
-        app_packs.load(session, _write(tmp_path))
+    load_folder(engine, _write(tmp_path))
 
 
 @pytest.fixture
