@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session
 
-from app import models, sql
+from app import models, queries, sql
 from app.config import Settings
 from app.errors import AlreadyFinished
 from policies import emitted, lines
@@ -72,3 +72,41 @@ def leave(
         lines.count(session, {line.queue_id: {"total_cancelled": 1, **freed}})
     grants = lines.admit(session, line).grants if counter == "active_count" else []
     return Cancelled(previous, grants)
+
+
+@dataclass(frozen=True)
+class CancelledWaiting:
+    """What ``cancel_waiting`` cancelled: the ids, oldest first, and the execution events."""
+
+    ids: list[int]
+    events: tuple[int, ...] = ()
+
+
+def cancel_waiting(
+    session: Session,
+    settings: Settings,
+    action_ref: str,
+    partition_key: str | None = None,
+    cancelled_by: str | None = None,
+) -> CancelledWaiting:
+    """Cancel every queued execution of the action's line ``partition_key`` (of each of its
+    lines when None), each line under its lock, through ``leave``: the counters and events
+    are those of single cancels. A queued one holds no slot, so nothing is granted; delayed
+    ones are not in line yet and stay."""
+    found = session.execute(
+        sql.query("action_line_ids"), {"ref": action_ref, "k": partition_key}
+    ).all()
+    if not found:
+        refs = list(session.execute(sql.query("action_refs")).scalars())
+        if action_ref not in refs:
+            raise queries.unknown_action(session, action_ref, refs)
+    ids: list[int] = []
+    for row in found:  # in partition-key order, as every multi-line transaction locks
+        line = lines.lock_line(session, settings, row.id)
+        waiting = session.execute(
+            sql.query("line_others"), {"queue_id": row.id, "keep": 0, "active": False}
+        ).scalars()
+        for execution_id in list(waiting):
+            leave(session, line, execution_id, BY_REQUEST, cancelled_by)
+            ids.append(int(execution_id))
+    return CancelledWaiting(ids, emitted.read(session) if ids else ())

@@ -514,3 +514,7 @@ def patch_pool(path: level_schemas.PoolPath, body: requests.PoolChange) -> Any:
         answer = pools.show(session, path.ref)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
     return answer
+
+
+# The bulk controls (cancel a line's waiting executions) live in their own module.
+import web.api_controls  # noqa: E402

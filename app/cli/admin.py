@@ -10,6 +10,7 @@ from app import bounds, db, tokens
 from app import celery as usher_celery
 from app.cli.common import (
     Runtime,
+    actor,
     audited,
     console,
     emit_json,
@@ -160,6 +161,23 @@ def actions_set(
     with db.unit_of_work(rt.engine) as session:
         grants = control.update_policy(session, rt.settings, ref, changes)
     _after_control(rt, ref, grants)
+
+
+@actions_group.command("cancel-waiting")
+@click.argument("ref")
+@click.option("--partition", help="the line's partition key; without it, every line")
+@pass_runtime
+@audited("actions cancel-waiting", "ref")
+def actions_cancel_waiting(rt: Runtime, ref: str, partition: str | None) -> None:
+    """Cancel every queued execution of the action's line (as POST
+    /api/v1/actions/REF/cancel-waiting); running and delayed ones stay."""
+    from policies import cancels
+
+    with db.unit_of_work(rt.engine) as session:
+        done = cancels.cancel_waiting(session, rt.settings, ref, partition, cancelled_by=actor())
+    usher_celery.send_events(rt.celery, list(done.events))
+    line = f" [{partition}]" if partition is not None else ""
+    console.print(f"{ref}{line}: {len(done.ids)} waiting cancelled", soft_wrap=True)
 
 
 GROUPS = [tokens_group, actions_group]

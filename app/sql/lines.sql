@@ -142,6 +142,13 @@ SELECT id FROM actions WHERE ref = :ref FOR NO KEY UPDATE
 -- name: action_lines
 SELECT id, partition_key FROM queues WHERE action_id = :a
 
+-- name: action_line_ids
+-- The lines of an action by its ref (one, when :k names a partition), in the partition-key
+-- order every multi-line transaction locks them in.
+SELECT q.id, q.partition_key FROM queues q JOIN actions a ON a.id = q.action_id
+WHERE a.ref = :ref AND (CAST(:k AS text) IS NULL OR q.partition_key = CAST(:k AS text))
+ORDER BY q.partition_key
+
 -- name: line_id
 SELECT id FROM queues WHERE action_id = :a AND partition_key = :k
 

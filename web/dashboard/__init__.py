@@ -6,8 +6,9 @@ writes take the same path as the REST API: a unit of work, then publish after co
 
 One blueprint, ``bp`` (endpoints ``dashboard.*``), made in ``base`` with what every page
 shares; its views by concept: ``login``, ``lines`` (the overview), ``actions`` (an action's
-page), ``executions`` (an execution, the dead-letter queue), ``events``, ``schedules``,
-``pools``, ``catalog`` (the packs and rules) and ``audit`` (every mutation).
+page) and its ``controls``, ``executions`` (an execution, the dead-letter queue),
+``events``, ``schedules``, ``pools``, ``catalog`` (the packs and rules) and ``audit`` (every
+mutation).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from web.dashboard import (
     actions,
     audit,
     catalog,
+    controls,
     events,
     executions,
     lines,
@@ -33,6 +35,7 @@ __all__ = [
     "audit",
     "bp",
     "catalog",
+    "controls",
     "events",
     "executions",
     "lines",

@@ -11,7 +11,7 @@ from typing import Any
 from flask import render_template, request, url_for
 from sqlalchemy.orm import Session
 
-from app import queries
+from app import bounds, queries
 from policies import eta, limits, pools, retry
 from web import formatting, settings, unit_of_work, views_data
 from web.dashboard import base, lines
@@ -169,8 +169,15 @@ def _page(db_session: Session, ref: str) -> dict[str, Any]:
 def action_page(ref: str) -> Any:
     with unit_of_work() as db_session:
         page = _page(db_session, ref)
+    action = page["action"]
     return render_template(
-        "dashboard/action.html", policy=_policy(page["action"]), sources=SOURCES, **page
+        "dashboard/action.html",
+        policy=_policy(action),
+        sources=SOURCES,
+        # The controls' form starts from the limits in force (web.dashboard.controls).
+        resolved=limits.resolve(action["policy"] or {}, action["pack_policy"] or {}, settings()),
+        bounds=bounds,
+        **page,
     )
 
 
