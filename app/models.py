@@ -185,6 +185,20 @@ class Execution(Base):
             "params_hash",
             postgresql_where=text("status = 'queued' AND params_hash IS NOT NULL"),
         ),
+        # The list's filters (GET /api/v1/executions): parameters, requester, time.
+        Index(
+            "ix_executions_parameters",
+            "parameters",
+            postgresql_using="gin",
+            postgresql_ops={"parameters": "jsonb_path_ops"},
+        ),
+        Index(
+            "ix_executions_requested_by_id",
+            "requested_by",
+            text("id DESC"),
+            postgresql_where=text("requested_by IS NOT NULL"),
+        ),
+        Index("ix_executions_enqueued_at", "enqueued_at"),
         UniqueConstraint("queue_id", "seq"),
     )
 
@@ -211,6 +225,8 @@ class Execution(Base):
     result: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
     replay_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
+    # A re-run (policies.rerun) names the execution it repeats, with its overrides merged in.
+    rerun_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
     # The levels (totals, pools) whose slots this execution holds; its release frees them.
     levels: Mapped[list[int]] = mapped_column(
         ARRAY(Integer), server_default=text("'{}'::integer[]")

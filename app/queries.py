@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import models, sql
+from app import models, search, sql
 from app.errors import UnknownAction, UnknownExecution
 
 # A list shows a value of at most this many bytes of JSON text; a bigger one stays in Postgres
@@ -94,13 +94,33 @@ def executions(
     status: str | None = None,
     limit: int = 50,
     before: int | None = None,
+    params: dict[str, str] | None = None,
+    requested_by: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    rule: str | None = None,
 ) -> list[dict[str, Any]]:
     """Newest first; ``before`` is the cursor (an id) for the next page. Big parameters,
     results and errors are shown truncated (``LIST_VALUE_BYTES``). A filter not given costs
-    nothing: the planner walks the index of those given (``executions_newest_first``)."""
+    nothing: the planner walks the index of those given (``executions_newest_first``).
+    ``params`` match as ``app.search`` says; ``since <= enqueued_at < until``; ``rule`` is
+    the requester ``rule:<ref>``."""
+    if rule is not None:
+        if requested_by not in (None, f"rule:{rule}"):
+            return []  # two requesters: nothing was asked for by both
+        requested_by = f"rule:{rule}"
     rows = session.execute(
         sql.query("executions_newest_first"),
-        {"action": action, "status": status, "before": before, "limit": limit},
+        {
+            "action": action,
+            "status": status,
+            "before": before,
+            "limit": limit,
+            "match": search.match(params or {}),
+            "requester": requested_by,
+            "since": since,
+            "until": until,
+        },
     ).mappings()
     return [iso_row(dict(r)) for r in rows]
 

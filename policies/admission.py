@@ -103,6 +103,7 @@ def enqueue(
     delay_s: float | None = None,
     when_busy: str | None = None,
     requested_by: str | None = None,
+    rerun_of: int | None = None,
 ) -> Enqueued:
     """Put a new execution at the tail of its line and admit what fits (or, with a time
     ahead, store it ``delayed`` until then): the batch of one (``intake.enqueue_many``), its
@@ -113,7 +114,15 @@ def enqueue(
         settings,
         [
             intake.Request(
-                action_ref, params, priority, replay_of, run_at, delay_s, when_busy, requested_by
+                action_ref,
+                params,
+                priority,
+                replay_of,
+                run_at,
+                delay_s,
+                when_busy,
+                requested_by,
+                rerun_of,
             )
         ],
     )

@@ -43,8 +43,9 @@ MAX_BATCH = requests.MAX_BATCH
 @dataclass(frozen=True)
 class Request:
     """A request already checked for shape (``fields``), as the product's own callers make
-    them; ``replay_of`` links a DLQ replay to the dead execution; ``requested_by`` is who
-    asked (``rule:<ref>``, ``schedule:<ref>``, a token's name, ``cli:<user>``)."""
+    them; ``replay_of`` links a DLQ replay to the dead execution, ``rerun_of`` a re-run to the
+    one it repeats; ``requested_by`` is who asked (``rule:<ref>``, ``schedule:<ref>``, a
+    token's name, ``cli:<user>``)."""
 
     action: str
     parameters: Any
@@ -54,6 +55,7 @@ class Request:
     delay_s: float | None = None  # or this many seconds from now, by the database's clock
     when_busy: str | None = None  # else the action's policy (policies.busy)
     requested_by: str | None = None
+    rerun_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -280,6 +282,7 @@ def _delay(
             "r": item.request.replay_of,
             "h": _hash(item),
             "b": item.request.requested_by,
+            "o": item.request.rerun_of,
         }
         for execution_id, (key, item, at) in zip(ids, wanted, strict=True)
     ]
@@ -321,6 +324,7 @@ def _round(
                     "r": item.request.replay_of,
                     "h": _hash(item),
                     "b": item.request.requested_by,
+                    "o": item.request.rerun_of,
                 }
             )
     lines.count(
@@ -404,6 +408,7 @@ def _one_by_one(
             "r": item.request.replay_of,
             "h": digest,
             "b": item.request.requested_by,
+            "o": item.request.rerun_of,
         }
         execution_id = _insert(session, [row])[(queue_id, seq)]
         granted = lines.admit(session, line).grants

@@ -131,6 +131,14 @@ class ExecutionRequest(BaseModel, json_schema_extra=no_null_defaults):
         return self
 
 
+class Rerun(BaseModel, extra="forbid"):
+    """A re-run's edits: merged into the original's parameters, key by key."""
+
+    parameters: dict[str, Any] = Field(
+        default_factory=dict, description="overrides of the original's top-level parameters"
+    )
+
+
 class ExecutionItem(ExecutionRequest):
     """One item of a batch: a request, and its idempotency key."""
 

@@ -17,7 +17,7 @@ from flask_openapi3 import APIBlueprint, OpenAPI
 
 import web
 from app import celery as usher_celery
-from app import queries, tokens
+from app import queries, search, tokens
 from app.errors import Forbidden, Unauthorized
 from policies import (
     admission,
@@ -253,10 +253,14 @@ def submit_executions(body: requests.ExecutionBatch) -> Any:
 
 @bp.get(
     "/executions",
-    summary="Executions, newest first, by cursor",
+    summary="Executions, newest first, by cursor; by action, status, parameters, time, requester",
     responses={200: schemas.Executions},
 )
 def list_executions(query: schemas.ExecutionsQuery) -> Any:
+    """Filters: `param.<name>=<value>` (up to 5, each a top-level parameter equal to the
+    value as a string, or as the number or boolean it spells), `since <= enqueued_at <
+    until`, `rule` (requested by `rule:<ref>`), `requested_by`; all must match."""
+    params = search.filters(request.args.items(multi=True))
     with unit_of_work() as session:
         items = queries.executions(
             session,
@@ -264,9 +268,18 @@ def list_executions(query: schemas.ExecutionsQuery) -> Any:
             status=query.status,
             limit=query.limit,
             before=query.before,
+            params=params,
+            requested_by=query.requested_by,
+            since=search.utc(query.since),
+            until=search.utc(query.until),
+            rule=query.rule,
         )
     next_cursor = items[-1]["id"] if len(items) == query.limit else None
     return {"items": items, "next": next_cursor}
+
+
+# Re-runs of an execution: their own module, on this blueprint.
+from web import api_reruns  # noqa: E402, F401
 
 
 @bp.get(

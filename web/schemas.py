@@ -145,10 +145,24 @@ class Query(BaseModel, json_schema_extra=requests.no_null_defaults):
 
 
 class ExecutionsQuery(Query):
+    """Besides these, up to 5 ``param.<name>=<value>`` filters (``app.search``)."""
+
     action: Annotated[str, Blank] = requests.absent()
     status: Annotated[Status, Blank] = requests.absent()
     limit: Annotated[int, Field(ge=1, le=1000), Digits, Blank] = 50
     before: Annotated[Cursor, Blank] = requests.absent()
+    since: Annotated[datetime, Field(description="enqueued at or after (ISO 8601)"), Blank] = (
+        requests.absent()
+    )
+    until: Annotated[datetime, Field(description="enqueued before (ISO 8601)"), Blank] = (
+        requests.absent()
+    )
+    rule: Annotated[
+        str, Field(max_length=300, description="requested by this rule (`rule:<ref>`)"), Blank
+    ] = requests.absent()
+    requested_by: Annotated[
+        str, Field(max_length=300, description="exactly this requester"), Blank
+    ] = requests.absent()
 
 
 class DlqQuery(Query):
@@ -264,6 +278,7 @@ class Execution(BaseModel):
         description="`rule:<ref>`, `schedule:<ref>`, the token's name or `cli:<user>`"
     )
     cancelled_by: str | None = Field(description="who cancelled it, if it was cancelled")
+    rerun_of: int | None = Field(description="the execution this re-run repeats")
 
 
 class Attempt(BaseModel):
@@ -317,6 +332,10 @@ class Submitted(BaseModel, json_schema_extra=requests.no_null_defaults):
     position: int | None = Field(description="1 = next, while queued; null while delayed")
     run_at: RunAt = requests.absent()
     coalesced: Coalesced = False
+
+
+class Rerun(Submitted):
+    rerun_of: int = Field(description="the execution it repeats")
 
 
 class Accepted(BaseModel, json_schema_extra=requests.no_null_defaults):

@@ -12,7 +12,7 @@ from typing import Any
 import click
 from rich.table import Table
 
-from app import bounds, db, queries
+from app import bounds, db, queries, search
 from app import celery as usher_celery
 from app.cli import pools as cli_pools
 from app.cli.common import (
@@ -257,14 +257,39 @@ def executions_group() -> None:
 @click.option("--action", default=None)
 @click.option("--status", type=click.Choice(STATUSES), default=None)
 @click.option("--limit", type=click.IntRange(1, 1000), default=50, show_default=True)
+@click.option("--param", "params", multiple=True, help="NAME=VALUE, a parameter equal to it")
+@click.option("--since", default=None, help="enqueued at or after (ISO 8601)")
+@click.option("--until", default=None, help="enqueued before (ISO 8601)")
+@click.option("--rule", default=None, help="requested by this rule")
+@click.option("--requested-by", default=None)
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
 def executions_list(
-    rt: Runtime, action: str | None, status: str | None, limit: int, as_json: bool
+    rt: Runtime,
+    action: str | None,
+    status: str | None,
+    limit: int,
+    params: tuple[str, ...],
+    since: str | None,
+    until: str | None,
+    rule: str | None,
+    requested_by: str | None,
+    as_json: bool,
 ) -> None:
-    """Newest first."""
+    """Newest first; filters as the API's (``app.search``)."""
+    pairs = [(search.PREFIX + k, v) for k, _, v in (p.partition("=") for p in params)]
     with db.unit_of_work(rt.engine) as session:
-        rows = queries.executions(session, action=action, status=status, limit=limit)
+        rows = queries.executions(
+            session,
+            action=action,
+            status=status,
+            limit=limit,
+            params=search.filters(pairs),
+            since=_time(since) if since else None,
+            until=_time(until) if until else None,
+            rule=rule,
+            requested_by=requested_by,
+        )
     if as_json:
         emit_json(rows)
         return
@@ -377,3 +402,6 @@ def _print_new(read: dict[str, Any], shown: dict[str, int]) -> None:
 
 
 COMMANDS = [run_action, queues_cmd, executions_group]
+
+# ``usher executions rerun``: its own module, on this group.
+from app.cli import reruns  # noqa: E402, F401

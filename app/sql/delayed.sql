@@ -15,10 +15,11 @@ SELECT nextval(pg_get_serial_sequence('executions', 'id')) FROM generate_series(
 -- The delayed executions of a batch in one statement. enqueued_at is the request's time
 -- until the execution joins its line, when it becomes the join's.
 INSERT INTO executions (id, action_id, queue_id, seq, priority, status, parameters,
-                        enqueued_at, run_at, replay_of, requested_by)
-SELECT r.i, r.a, r.q, NULL, r.p, 'delayed', r.d, clock_timestamp(), r.t, r.r, r.b
+                        enqueued_at, run_at, replay_of, requested_by, rerun_of)
+SELECT r.i, r.a, r.q, NULL, r.p, 'delayed', r.d, clock_timestamp(), r.t, r.r, r.b, r.o
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r(i bigint, a integer, q integer, p integer, d jsonb, t timestamptz, r bigint, b text)
+    AS r(i bigint, a integer, q integer, p integer, d jsonb, t timestamptz, r bigint, b text,
+         o bigint)
 ORDER BY r.i
 
 -- name: due_delayed

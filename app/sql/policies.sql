@@ -84,6 +84,12 @@ ORDER BY e.id DESC LIMIT :limit
 -- name: dlq_count
 SELECT count(*) FROM executions e WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
 
+-- name: rerun_source
+-- What a re-run repeats (policies.rerun): the execution's action, parameters and priority.
+SELECT a.ref, e.parameters, e.priority
+FROM executions e JOIN actions a ON a.id = e.action_id
+WHERE e.id = :id
+
 -- name: dlq_line_of
 -- A replay's line, read without a lock: the lines are locked first, then the execution
 -- (dlq_lock_dead).
@@ -253,11 +259,14 @@ FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
 -- name: insert_executions
 -- Every execution of an intake batch in one statement, in (line, seq) order. The rows
 -- travel as one JSON document: cheaper to encode and to parse than one array per column.
--- h: the parameters' hash, for an action that coalesces (NULL otherwise); b: who asked.
+-- h: the parameters' hash, for an action that coalesces (NULL otherwise); b: who asked;
+-- o: the execution a re-run repeats.
 INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                        enqueued_at, queued_at, replay_of, params_hash, requested_by)
-SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r, r.h, r.b
+                        enqueued_at, queued_at, replay_of, params_hash, requested_by, rerun_of)
+SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r, r.h, r.b,
+       r.o
 FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint, b text)
+    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint, b text,
+         o bigint)
 ORDER BY r.q, r.s
 RETURNING id, queue_id, seq

@@ -55,7 +55,7 @@ ORDER BY a.ref, q.partition_key
 SELECT e.id, a.ref AS action_ref, e.status, e.parameters, e.priority, e.seq, e.attempt,
        e.enqueued_at, e.scheduled_at, e.started_at, e.finished_at, e.worker, e.result, e.error,
        q.partition_key, e.not_before, e.replay_of, e.run_at, e.requested_by, e.cancelled_by,
-       cause.event_id, cause.rule,
+       e.rerun_of, cause.event_id, cause.rule,
        CASE WHEN cause.trigger = 'usher.schedule' THEN cause.payload ->> 'schedule' END
            AS schedule,
        CASE WHEN cause.trigger = 'usher.schedule' THEN cause.payload ->> 'fire_at' END
@@ -80,16 +80,23 @@ FROM attempts WHERE execution_id = :id ORDER BY attempt
 -- of the whole table, as if the statement named only the filters given. Prepared, it stays
 -- planned for its values: the generic plan, which keeps every NULL test, is priced far above
 -- those plans (and would walk the primary key), so Postgres does not take it.
+-- The search filters fold the same way: match is a jsonpath over the parameters (GIN
+-- ix_executions_parameters, jsonb_path_ops; app.search builds it from param.<name>=),
+-- requester a requested_by ((requested_by, id DESC)), since/until the enqueued_at range.
 SELECT e.id, a.ref AS action_ref, e.status, usher_capped_json(e.parameters) AS parameters,
        e.priority, e.seq, e.attempt, e.enqueued_at, e.scheduled_at, e.started_at,
        e.finished_at, e.worker, usher_capped_json(e.result) AS result,
        usher_capped_text(e.error) AS error, q.partition_key, e.not_before, e.replay_of,
-       e.run_at, e.requested_by, e.cancelled_by
+       e.run_at, e.requested_by, e.cancelled_by, e.rerun_of
 FROM executions e JOIN actions a ON a.id = e.action_id JOIN queues q ON q.id = e.queue_id
 WHERE (CAST(:action AS text) IS NULL
        OR e.action_id = (SELECT id FROM actions WHERE ref = :action))
   AND (CAST(:status AS text) IS NULL OR e.status = :status)
   AND (CAST(:before AS bigint) IS NULL OR e.id < :before)
+  AND (CAST(:match AS jsonpath) IS NULL OR e.parameters @@ CAST(:match AS jsonpath))
+  AND (CAST(:requester AS text) IS NULL OR e.requested_by = :requester)
+  AND (CAST(:since AS timestamptz) IS NULL OR e.enqueued_at >= :since)
+  AND (CAST(:until AS timestamptz) IS NULL OR e.enqueued_at < :until)
 ORDER BY e.id DESC LIMIT :limit
 
 -- name: events_newest_first

@@ -1,15 +1,18 @@
-"""An execution's page and its cancel; the dead-letter queue, its replays and its purge."""
+"""An execution's page, its cancel and its re-run; the dead-letter queue, its replays and
+its purge."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from flask import current_app, flash, redirect, render_template, url_for
+from flask import current_app, flash, redirect, render_template, request, url_for
 
 import web
 from app import celery as usher_celery
 from app import output, queries
-from policies import admission, dlq, eta
+from app.errors import InvalidParameters
+from policies import admission, dlq, eta, rerun
 from web import settings, unit_of_work, views_data
 from web.dashboard import base, timeline
 
@@ -49,6 +52,23 @@ def cancel(execution_id: int) -> Any:
     )
     flash(f"Execution {execution_id} cancelled (it was {cancelled.previous_status}).", "info")
     return base.back(url_for("dashboard.execution_page", execution_id=execution_id))
+
+
+@base.bp.post("/executions/<int:execution_id>/rerun")
+def rerun_form(execution_id: int) -> Any:
+    """The form's JSON object is merged into the original's parameters (as the API's
+    overrides), then checked against the action's schema by the intake."""
+    try:
+        edited = json.loads(request.form.get("parameters") or "{}")
+    except json.JSONDecodeError as error:
+        raise InvalidParameters(f"the parameters are not JSON: {error}") from None
+    if not isinstance(edited, dict):
+        raise InvalidParameters("the parameters must be a JSON object")
+    with unit_of_work() as db_session:
+        enqueued = rerun.rerun(db_session, settings(), execution_id, edited, web.actor())
+    usher_celery.after_intake(current_app.config["USHER_CELERY"], enqueued)
+    flash(f"Execution {execution_id} re-run as {enqueued.execution_id}.", "info")
+    return redirect(url_for("dashboard.execution_page", execution_id=enqueued.execution_id), 303)
 
 
 @base.bp.get("/dlq")
