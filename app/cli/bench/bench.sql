@@ -182,7 +182,7 @@ WITH lines AS (
 )
 INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters, attempt,
                         enqueued_at, queued_at, scheduled_at, published_at, started_at,
-                        finished_at, worker, result, error)
+                        finished_at, worker, result, error, requested_by)
 SELECT action_id, queue_id, row_number() OVER (PARTITION BY queue_id ORDER BY g), 0,
        status,
        jsonb_build_object('host', CASE WHEN partition_key = ''
@@ -198,7 +198,9 @@ SELECT action_id, queue_id, row_number() OVER (PARTITION BY queue_id ORDER BY g)
        CASE WHEN status = 'succeeded' THEN '{"ok": true}'::jsonb END,
        CASE status WHEN 'dead' THEN 'RuntimeError: boom'
                    WHEN 'cancelled' THEN 'cancelled by request'
-                   WHEN 'expired' THEN 'waited longer than queue_timeout_s' END
+                   WHEN 'expired' THEN 'waited longer than queue_timeout_s' END,
+       -- who asked (the search's requester filters): 1 in 10 a rule, 1 in 10 a token
+       CASE g % 10 WHEN 0 THEN 'rule:bench.r' || (g % 7) WHEN 1 THEN 'ops' END
 FROM timed CROSS JOIN LATERAL (
     SELECT t + make_interval(secs => attempt - 1 + r2 * 2) AS scheduled_at,
            t + make_interval(secs => attempt - 1 + r2 * 2 + 0.003) AS started_at

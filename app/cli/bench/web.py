@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ def _targets(engine: Engine) -> dict[str, str]:
     with engine.connect() as conn:
         busy = conn.execute(statements.query("busy_action_ref")).scalar_one()
         partitioned = conn.execute(statements.query("partitioned_action_ref")).scalar_one_or_none()
+    now = datetime.now(UTC)
+    day = (now - timedelta(days=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    today = now.strftime("%Y-%m-%dT00:00:00Z")
     found = {
         "dashboard overview": "/",
         "overview refresh (json)": "/ui/overview.json",
@@ -51,6 +55,15 @@ def _targets(engine: Engine) -> dict[str, str]:
             "GET /api/v1/executions": "/api/v1/executions",
             "executions ?action=busy": f"/api/v1/executions?action={busy}",
             "executions ?status=queued": "/api/v1/executions?status=queued",
+            # The search (issue 18): a parameter, a rare parameter, a requester, a rule's
+            # work of the last day, "everything for host db3 today".
+            "search ?param.host=db3": "/api/v1/executions?param.host=db3",
+            "search ?param.n=123456": "/api/v1/executions?param.n=123456",
+            "search ?requested_by=ops": "/api/v1/executions?requested_by=ops",
+            "search ?rule=&since=1 day": f"/api/v1/executions?rule=bench.r3&since={day}",
+            "search ?param.host=db3&since=today": (
+                f"/api/v1/executions?param.host=db3&since={today}"
+            ),
             "GET /metrics": "/metrics",
         }
     )
