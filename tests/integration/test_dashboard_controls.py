@@ -113,7 +113,9 @@ def test_cancel_all_waiting_cancels_exactly_the_queued_ones_of_the_line(
     admin = signed_in(settings, celery_app, TOKEN)
     page = f"/actions/{ref}?line=host%3Dx"
     html = admin.get(page).get_data(as_text=True)
-    assert re.search(r'data-confirm="Cancel every execution waiting in the line host=x \(2 now\)', html)
+    assert re.search(
+        r'data-confirm="Cancel every execution waiting in the line host=x \(2 now\)', html
+    )
     # When the admin cancels all waiting of line x
     html = _post(admin, f"/actions/{ref}/cancel-waiting", page, partition="host=x")
     # Then exactly its two queued ones are cancelled, by the admin; y is untouched
@@ -162,7 +164,9 @@ def test_a_control_without_the_csrf_token_is_refused(
     ids = _submit(engine, settings, ref, "x", 2)
     admin = signed_in(settings, celery_app, TOKEN)
     for path in ("pause", "limits", "cancel-waiting"):
-        refused = admin.post(f"/actions/{ref}/{path}", data={"partition": "host=x", "concurrency": "4"})
+        refused = admin.post(
+            f"/actions/{ref}/{path}", data={"partition": "host=x", "concurrency": "4"}
+        )
         assert refused.status_code == 400
         assert "The form could not be trusted" in refused.get_data(as_text=True)
     assert not _paused(engine, ref)
