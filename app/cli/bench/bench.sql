@@ -186,7 +186,7 @@ INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters, 
 SELECT action_id, queue_id, row_number() OVER (PARTITION BY queue_id ORDER BY g), 0,
        status,
        jsonb_build_object('host', CASE WHEN partition_key = ''
-                                       THEN 'db' || (g % 5 + 1)
+                                       THEN 'db' || (floor(r3 * 5) + 1)
                                        ELSE split_part(partition_key, '=', 2) END,
                           'n', g),
        attempt, t, t + make_interval(secs => attempt - 1),
