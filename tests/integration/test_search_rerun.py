@@ -200,3 +200,26 @@ def test_dashboard_rerun_form(
     # Without the CSRF token: refused
     forged = admin.post(f"/executions/{a}/rerun", data={"parameters": "{}"})
     assert forged.status_code == 400
+
+
+def test_dashboard_executions_page_filters(
+    settings: config.Settings, celery_app: Any, seeded: list[int]
+) -> None:
+    a, b, c, d = seeded
+    reader = signed_in(settings, celery_app, TOKEN)
+
+    def shown(query: str) -> list[int]:
+        answer = reader.get(f"/executions?{query}")
+        assert answer.status_code == 200, answer.get_data(as_text=True)
+        return [int(i) for i in re.findall(r'href="/executions/(\d+)"', answer.get_data(True))]
+
+    assert shown("") == [d, c, b, a]
+    assert shown("params=host%3Ddb3+n%3D5") == [b, a]
+    assert shown("param.host=db3&requested_by=alice") == [d, b]
+    assert shown(f"rule=p.r&since={_ago(1)}") == [c]
+    page = reader.get("/executions?params=host%3Ddb3").get_data(as_text=True)
+    assert 'value="host=db3"' in page
+    assert reader.get("/executions?since=yesterday").status_code == 400
+    assert (
+        reader.get("/executions?" + "&".join(f"param.k{i}=v" for i in range(6))).status_code == 400
+    )

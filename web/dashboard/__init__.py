@@ -7,8 +7,8 @@ writes take the same path as the REST API: a unit of work, then publish after co
 One blueprint, ``bp`` (endpoints ``dashboard.*``), made in ``base`` with what every page
 shares; its views by concept: ``login``, ``lines`` (the overview), ``actions`` (an action's
 page) and its ``controls``, ``executions`` (an execution, the dead-letter queue),
-``events``, ``schedules``, ``pools``, ``catalog`` (the packs and rules) and ``audit`` (every
-mutation).
+``search`` (the executions list and its filters), ``events``, ``schedules``, ``pools``,
+``catalog`` (the packs and rules) and ``audit`` (every mutation).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from web.dashboard import (
     output,
     pools,
     schedules,
+    search,
 )
 from web.dashboard.base import SESSION_LIFETIME, bp, secret_key
 
@@ -43,5 +44,6 @@ __all__ = [
     "output",
     "pools",
     "schedules",
+    "search",
     "secret_key",
 ]
