@@ -121,10 +121,6 @@ def resume_action(path: schemas.ActionPath) -> Any:
     return answer
 
 
-# The packs' and rules' routes live in their own module, on this blueprint.
-from web import api_catalog  # noqa: E402, F401
-
-
 @bp.patch(
     "/actions/<path:ref>/policy",
     summary="Change concurrency, max_queue_length, queue_timeout_s or total_concurrency live",
@@ -531,3 +527,6 @@ def patch_pool(path: level_schemas.PoolPath, body: requests.PoolChange) -> Any:
 
 # The bulk controls (cancel a line's waiting executions) live in their own module.
 import web.api_controls  # noqa: E402
+
+# The packs' and rules' routes live in their own module, on this blueprint.
+from web import api_catalog  # noqa: E402, F401
