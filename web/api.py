@@ -8,8 +8,8 @@ schedules' ``web.schedule_schemas``).
 
 from __future__ import annotations
 
+import importlib
 import logging
-import time
 from typing import Any, cast
 
 from flask import current_app, g, request
@@ -23,16 +23,12 @@ from policies import (
     admission,
     catalog,
     control,
-    dlq,
     eta,
-    events,
     idempotency,
-    pools,
     requests,
-    schedules,
     stats,
 )
-from web import catalog_schemas, level_schemas, schedule_schemas, schemas, settings, unit_of_work
+from web import catalog_schemas, schemas, settings, unit_of_work
 
 bp = APIBlueprint(
     "api",
@@ -317,216 +313,17 @@ def cancel_execution(path: schemas.ExecutionPath) -> Any:
     return row
 
 
-@bp.post(
-    "/events",
-    summary="Store an event; a worker matches rules (`?wait=S` waits up to S s)",
-    responses={
-        200: schemas.replayed(schemas.EventState),
-        202: schemas.EventState,
-        **schemas.WRITE,
-        **CONFLICT,
-    },
+# The other routes of /api/v1 live in modules of their own, on this blueprint, registered
+# in this order (the order of the OpenAPI document and docs/api.md).
+ROUTE_MODULES = (
+    "web.api_events",
+    "web.api_dlq",
+    "web.api_schedules",
+    "web.api_event_list",
+    "web.api_audit",
+    "web.api_pools",
+    "web.api_controls",
+    "web.api_catalog",
 )
-def post_event(
-    query: schemas.EventQuery, header: requests.IdempotencyHeader, body: requests.Event
-) -> Any:
-    """Store the event and answer at once; a worker matches rules on queue usher.events.
-    With an Idempotency-Key seen before (same trigger): 200 and the first answer."""
-    key = header.idempotency_key
-    with unit_of_work() as session:
-        event_id, first = idempotency.store_event(
-            session, settings(), body.trigger, body.payload, key
-        )
-    if first is not None:
-        return first, 200
-    usher_celery.send_event(current_app.config["USHER_CELERY"], event_id)
-    answer = _event(event_id, query.wait)
-    if key is not None and answer != idempotency.event_body(event_id):
-        with unit_of_work() as session:  # a replay answers what this one did
-            idempotency.restate(session, body.trigger, key, answer)
-    return answer, 202
-
-
-@bp.post(
-    "/events/batch",
-    summary="Store up to 1000 events at once (all or none); one worker message",
-    responses={
-        200: schemas.replayed(schemas.EventIds),
-        202: schemas.EventIds,
-        **schemas.WRITE,
-        **CONFLICT,
-    },
-)
-def post_events(body: requests.EventBatch) -> Any:
-    """A bad event refuses the batch (400 naming the first bad one); so does a key seen
-    with a different event (409). A key seen before gives its first event's id."""
-    with unit_of_work() as session:
-        event_ids, stored, replayed = idempotency.store_events(session, settings(), body.events)
-    usher_celery.send_events(current_app.config["USHER_CELERY"], stored)
-    answer = {"event_ids": event_ids, "count": len(event_ids), "replayed": replayed}
-    return answer, 200 if len(replayed) == len(event_ids) else 202
-
-
-@bp.get(
-    "/events/<int:event_id>",
-    summary="An event and its enforcements",
-    responses={200: schemas.EventState, **READ_ONE},
-)
-def get_event(path: schemas.EventPath) -> Any:
-    return _event(path.event_id, 0)
-
-
-@bp.post(
-    "/events/<int:event_id>/replay",
-    summary="Process an event that failed for good again, its tries given back",
-    responses={
-        200: schemas.EventState,
-        **WRITE_ONE,
-        409: schemas.error("The event has not failed"),
-    },
-)
-def replay_event(path: schemas.EventPath) -> Any:
-    with unit_of_work() as session:
-        events.replay(session, path.event_id)
-    usher_celery.send_event(current_app.config["USHER_CELERY"], path.event_id)
-    return _event(path.event_id, 0)
-
-
-def _event(event_id: int, wait_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + wait_s
-    while True:
-        with unit_of_work() as session:
-            state = events.state(session, event_id)
-            found = events.enforcements(session, event_id)
-        done = state["processed"] or state["failed"]
-        if done or time.monotonic() >= deadline:
-            return {"event_id": event_id, **state, "enforcements": found}
-        time.sleep(0.1)
-
-
-@bp.get("/dlq", summary="The dead-letter queue, newest first", responses={200: schemas.Dlq})
-def list_dlq(query: schemas.DlqQuery) -> Any:
-    with unit_of_work() as session:
-        items = dlq.items(session, query.limit, query.before)
-        total = dlq.count(session)
-    return {
-        "items": items,
-        "total": total,
-        "next": items[-1]["id"] if len(items) == query.limit else None,
-    }
-
-
-@bp.post(
-    "/dlq/<int:execution_id>/replay",
-    summary="Enqueue a dead execution again (a new execution, `replay_of` set)",
-    responses={
-        200: schemas.Replayed,
-        **WRITE_ONE,
-        409: schemas.error("Not in the dead-letter queue"),
-    },
-)
-def replay_dlq(path: schemas.ExecutionPath) -> Any:
-    with unit_of_work() as session:
-        enqueued = dlq.replay(session, settings(), path.execution_id, web.actor())
-    usher_celery.after_intake(current_app.config["USHER_CELERY"], enqueued)
-    return {"replayed": path.execution_id, "id": enqueued.execution_id}
-
-
-@bp.post(
-    "/dlq/purge",
-    summary="Empty the dead-letter queue",
-    responses={200: schemas.Purged, **schemas.WRITE},
-)
-def purge_dlq() -> Any:
-    with unit_of_work() as session:
-        return {"purged": dlq.purge(session)}
-
-
-@bp.get(
-    "/schedules",
-    summary="Every schedule: its timing, next and last tick, state",
-    responses={200: schedule_schemas.Schedules},
-)
-def list_schedules() -> Any:
-    with unit_of_work() as session:
-        return {"items": schedules.listing(session)}
-
-
-@bp.post(
-    "/schedules/<path:ref>/pause",
-    summary="Pause a schedule: no tick fires until it is resumed",
-    responses={200: schedule_schemas.Schedule, **WRITE_ONE},
-)
-def pause_schedule(path: schedule_schemas.SchedulePath) -> Any:
-    with unit_of_work() as session:
-        return schedules.set_paused(session, path.ref, True)
-
-
-@bp.post(
-    "/schedules/<path:ref>/resume",
-    summary="Resume a schedule from its next tick (the paused ones do not run)",
-    responses={200: schedule_schemas.Schedule, **WRITE_ONE},
-)
-def resume_schedule(path: schedule_schemas.SchedulePath) -> Any:
-    with unit_of_work() as session:
-        return schedules.set_paused(session, path.ref, False)
-
-
-# --- the events list ----------------------------------------------------------------------
-
-
-@bp.get(
-    "/events",
-    summary="Events, newest first, with their enforcements (`?trigger=` exactly), by cursor",
-    responses={200: schemas.Events},
-)
-def list_events(query: schemas.EventsQuery) -> Any:
-    with unit_of_work() as session:
-        items, following = queries.events(session, query.trigger, query.limit, query.before)
-    return {"items": items, "next": following}
-
-
-# The audit's listing lives in its own module, on this blueprint (web.audit writes the rows).
-from web import api_audit  # noqa: E402, F401
-
-# --- pools ------------------------------------------------------------------------------------
-
-
-@bp.get(
-    "/pools",
-    summary="Every pool: its limit (live or pack.yaml's), active, waiting, the actions using it",
-    responses={200: level_schemas.Pools},
-)
-def list_pools() -> Any:
-    with unit_of_work() as session:
-        return {"items": pools.listing(session)}
-
-
-@bp.get("/pools/<path:ref>", summary="One pool", responses={200: level_schemas.Pool, **READ_ONE})
-def show_pool(path: level_schemas.PoolPath) -> Any:
-    with unit_of_work() as session:
-        return pools.show(session, path.ref)
-
-
-@bp.patch(
-    "/pools/<path:ref>",
-    summary="Change a pool's limit live, until its pack is loaded again; raising it grants at once",
-    responses={
-        200: level_schemas.Pool,
-        **WRITE_ONE,
-        409: schemas.error("A pack load is regrouping the pool's actions just now: retry"),
-    },
-)
-def patch_pool(path: level_schemas.PoolPath, body: requests.PoolChange) -> Any:
-    with unit_of_work() as session:
-        grants = pools.set_limit(session, settings(), path.ref, body.limit)
-        answer = pools.show(session, path.ref)
-    usher_celery.publish(current_app.config["USHER_CELERY"], grants)
-    return answer
-
-
-# The bulk controls (cancel a line's waiting executions) live in their own module.
-import web.api_controls  # noqa: E402
-
-# The packs' and rules' routes live in their own module, on this blueprint.
-from web import api_catalog  # noqa: E402, F401
+for _module in ROUTE_MODULES:
+    importlib.import_module(_module)
