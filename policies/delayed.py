@@ -16,13 +16,15 @@ Functions take a session and never commit; publish the grants after the commit.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session
 
-from app import sql
+from app import bounds, sql
 from app.config import Settings
+from app.errors import InvalidRequest, UsherError
 from policies import lines
 
 BATCH = 1000  # delayed executions per look
@@ -89,3 +91,29 @@ def next_due_s(session: Session) -> float | None:
     less: due already), None if none waits: how long a beat may sleep."""
     wait = session.execute(sql.query("next_delayed_due")).scalar_one()
     return None if wait is None else float(wait)
+
+
+def due_times(
+    session: Session, timed: Iterable[tuple[int, datetime | None, float | None]]
+) -> tuple[dict[int, datetime], dict[int, UsherError]]:
+    """When each request ``(index, run_at, delay_s)`` with a time still ahead falls due, by
+    the database's clock read once (the requests of one batch asking for the same delay
+    share one time); a time further ahead than ``bounds.DELAY_S`` is that request's error.
+    A request without a time, or with one already passed, joins at once: it is in neither."""
+    timed = [(i, at, delay) for i, at, delay in timed if at is not None or delay]
+    if not timed:
+        return {}, {}
+    now: datetime = session.execute(sql.query("database_now")).scalar_one()
+    most = now + timedelta(seconds=bounds.DELAY_S.high)
+    due: dict[int, datetime] = {}
+    errors: dict[int, UsherError] = {}
+    for index, run_at, delay_s in timed:
+        at = run_at or now + timedelta(seconds=delay_s or 0)
+        if at > most:
+            errors[index] = InvalidRequest(
+                f"run_at: at most {bounds.DELAY_S.high / 86_400:g} days ahead "
+                f"({most.isoformat(timespec='seconds')})"
+            )
+        elif at > now:
+            due[index] = at
+    return due, errors

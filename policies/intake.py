@@ -25,15 +25,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app import bounds, queries, sql
+from app import queries, sql
 from app.config import Settings
-from app.errors import InvalidParameters, InvalidRequest, UsherError
-from policies import actions, busy, emitted, eta, limits, lines, requests
+from app.errors import InvalidParameters, UsherError
+from policies import actions, busy, delayed, emitted, eta, limits, lines, requests
 
 # Items per batch request (API): enough to amortise the round trips, small enough for one
 # short transaction.
@@ -186,7 +186,11 @@ def enqueue_many(
     groups: dict[tuple[int, str], list[_Item]] = {}
     later: dict[tuple[int, str], list[tuple[_Item, datetime]]] = {}
     items = _validated(session, settings, requests, errors, requested_by)
-    due = _due_times(session, items, errors)
+    due, refused = delayed.due_times(
+        session,
+        [(i.index, i.request.run_at, i.request.delay_s) for i in items if i.index not in errors],
+    )
+    errors.update(refused)
     for item in items:
         if item.index in errors:
             continue
@@ -195,7 +199,7 @@ def enqueue_many(
             later.setdefault((item.action.id, key), []).append((item, due[item.index]))
         else:
             groups.setdefault((item.action.id, key), []).append(item)
-    delayed = _delay(session, groups, later) if later else {}
+    waiting = _delay(session, groups, later) if later else {}
     placed: dict[int, tuple[int, int]] = {}  # index -> (execution id, seq)
     grants: list[lines.Grant] = []
     minding = sorted(k for k, group in groups.items() if any(map(_minds, group)))
@@ -222,8 +226,8 @@ def enqueue_many(
     for index in range(len(requests)):
         if index in errors:
             results.append(ItemResult(index, error=errors[index]))
-        elif index in delayed:
-            execution_id, run_at = delayed[index]
+        elif index in waiting:
+            execution_id, run_at = waiting[index]
             results.append(ItemResult(index, execution_id, None, "delayed", run_at=run_at))
         else:
             execution_id, seq = placed[index]
@@ -233,30 +237,6 @@ def enqueue_many(
             )
     events = emitted.read(session) if ended.cancelled else ()
     return Intake(results, grants, ended.stopped, events)
-
-
-def _due_times(
-    session: Session, items: list[_Item], errors: dict[int, UsherError]
-) -> dict[int, datetime]:
-    """When each item with a time still ahead falls due (by the database's clock, read once,
-    so the items of one batch asking for the same delay share one time); a time further
-    ahead than ``bounds.DELAY_S`` is the item's error."""
-    timed = [i for i in items if i.request.run_at is not None or i.request.delay_s]
-    if not timed:
-        return {}
-    now: datetime = session.execute(sql.query("database_now")).scalar_one()
-    most = now + timedelta(seconds=bounds.DELAY_S.high)
-    due = {}
-    for item in timed:
-        at = item.request.run_at or now + timedelta(seconds=item.request.delay_s or 0)
-        if at > most:
-            errors[item.index] = InvalidRequest(
-                f"run_at: at most {bounds.DELAY_S.high / 86_400:g} days ahead "
-                f"({most.isoformat(timespec='seconds')})"
-            )
-        elif at > now:
-            due[item.index] = at
-    return due
 
 
 def _delay(
@@ -272,18 +252,7 @@ def _delay(
     wanted.sort(key=lambda w: w[1].index)
     ids = sorted(session.execute(sql.query("execution_ids"), {"n": len(wanted)}).scalars().all())
     rows = [
-        {
-            "i": execution_id,
-            "a": item.action.id,
-            "q": located[key].id,
-            "p": item.request.priority,
-            "d": item.params,
-            "t": at.isoformat(),
-            "r": item.request.replay_of,
-            "h": _hash(item),
-            "b": item.request.requested_by,
-            "o": item.request.rerun_of,
-        }
+        {**_row(item, located[key].id), "i": execution_id, "t": at.isoformat()}
         for execution_id, (key, item, at) in zip(ids, wanted, strict=True)
     ]
     session.execute(sql.query("insert_delayed"), {"rows": sql.jsonb(rows)})
@@ -314,19 +283,7 @@ def _round(
             taken[line.id] = len(take)
         for n, item in enumerate(take):
             indexes.append(item.index)
-            rows.append(
-                {
-                    "a": item.action.id,
-                    "q": line.id,
-                    "s": line.next_seq + n + 1,
-                    "p": item.request.priority,
-                    "d": item.params,
-                    "r": item.request.replay_of,
-                    "h": _hash(item),
-                    "b": item.request.requested_by,
-                    "o": item.request.rerun_of,
-                }
-            )
+            rows.append(_row(item, line.id, line.next_seq + n + 1))
     lines.count(
         session,
         {q: {"next_seq": n, "queue_length": n, "total_enqueued": n} for q, n in taken.items()},
@@ -356,6 +313,22 @@ def _minds(item: _Item) -> bool:
     """Whether the item's line must take its items one by one (``policies.busy``)."""
     limits = item.action.limits
     return limits.coalesce or (item.request.when_busy or limits.when_busy) != busy.QUEUE
+
+
+def _row(item: _Item, queue_id: int, seq: int | None = None) -> dict[str, Any]:
+    """One execution as the insert statements read it (``insert_executions``,
+    ``insert_delayed``: a delayed one has no seq yet)."""
+    return {
+        "a": item.action.id,
+        "q": queue_id,
+        "s": seq,
+        "p": item.request.priority,
+        "d": item.params,
+        "r": item.request.replay_of,
+        "h": _hash(item),
+        "b": item.request.requested_by,
+        "o": item.request.rerun_of,
+    }
 
 
 def _hash(item: _Item) -> int | None:
@@ -399,18 +372,7 @@ def _one_by_one(
         savepoint = session.begin_nested() if mode == busy.SKIP else None
         seq = now.next_seq + 1
         lines.count(session, {queue_id: {"next_seq": 1, "queue_length": 1, "total_enqueued": 1}})
-        row = {
-            "a": action.id,
-            "q": queue_id,
-            "s": seq,
-            "p": item.request.priority,
-            "d": item.params,
-            "r": item.request.replay_of,
-            "h": digest,
-            "b": item.request.requested_by,
-            "o": item.request.rerun_of,
-        }
-        execution_id = _insert(session, [row])[(queue_id, seq)]
+        execution_id = _insert(session, [_row(item, queue_id, seq)])[(queue_id, seq)]
         granted = lines.admit(session, line).grants
         if savepoint is not None and not any(g.execution_id == execution_id for g in granted):
             savepoint.rollback()  # skip: as if it had never been asked
