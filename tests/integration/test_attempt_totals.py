@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.utils import floatToGoString
 from sqlalchemy import Engine, event, text
 
 import web
@@ -54,7 +55,8 @@ def _histogram(
 ) -> dict[tuple[Any, ...], float]:
     seen = [v for v in values if v is not None]
     out = {
-        (f"{name}_bucket", *sorted({**labels, "le": str(b)}.items())): float(
+        # The bound as prometheus_client writes it ("1.0", not "1"), as /metrics does
+        (f"{name}_bucket", *sorted({**labels, "le": floatToGoString(b)}.items())): float(
             sum(1 for v in seen if v <= b)
         )
         for b in bounds
