@@ -17,13 +17,13 @@ from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
-import web
 from app import cli, config, db, tokens
 from policies import events, schedules
 from tests.integration.test_schedules import load, next_fire_at, write_pack
+from tests.support import api
 
 pytestmark = pytest.mark.timeout(120)
-TOKEN = "admin-token-for-audit-tests"
+TOKEN = api.TOKEN  # the token of the folder's settings (tests/support/api.py)
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 ADMIN = tokens.ADMIN_NAME
 MUTATING = {"POST", "PUT", "PATCH", "DELETE"}
@@ -31,24 +31,10 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 @pytest.fixture
-def settings(db_url: str, broker_url: str | None, tmp_path: Path) -> config.Settings:
-    return config.load(
-        database_url=db_url,
-        broker_url=broker_url,
-        home=tmp_path / "home",
-        api_token=TOKEN,
-        insecure_cookies=True,
-    )
-
-
-@pytest.fixture
-def app(settings: config.Settings, celery_app: Any) -> Flask:
-    return web.create_app(settings, celery_app)
-
-
-@pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def settings(dashboard_settings: config.Settings) -> config.Settings:
+    """The API's token, with session cookies over http:// (``app`` and ``client`` are the
+    folder's, tests/integration/conftest.py)."""
+    return dashboard_settings
 
 
 @pytest.fixture
