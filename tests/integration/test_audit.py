@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -217,19 +216,6 @@ def test_a_rules_and_a_schedules_executions_name_them(
     assert execution(engine, enforced.execution_id).requested_by == f"rule:{pack}.run"
     assert fire.enforcement is not None and fire.enforcement.execution_id is not None
     assert execution(engine, fire.enforcement.execution_id).requested_by == f"schedule:{pack}.tick"
-
-
-@pytest.fixture
-def cli_env(monkeypatch: pytest.MonkeyPatch, settings: config.Settings) -> None:
-    """Point the command at this test's database, broker and home, and nothing else."""
-    for name in list(os.environ):
-        if name.startswith("USHER_"):
-            monkeypatch.delenv(name)
-    assert settings.database_url
-    monkeypatch.setenv("USHER_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("USHER_HOME", str(settings.home))
-    if settings.broker_url:
-        monkeypatch.setenv("USHER_BROKER_URL", settings.broker_url)
 
 
 @pytest.mark.usefixtures("cli_env")
