@@ -1,13 +1,13 @@
 """The audit: who did what, one row per mutation, refused ones too.
 
 Every mutating request of the API, the dashboard and the webhooks is recorded by one
-``after_request`` hook (``web.audit``), every mutating CLI command in database mode by
-``app.cli.common.audited``; each row in its own short transaction, so a refused request,
-whose unit of work rolled back, still leaves its record. A row holds the actor (a token's
-name, ``webhook:<ref>``, ``cli:<os user>``, ``anonymous``), the verb (the route's endpoint
-or the command), the target (the path or the object) and the outcome (the HTTP status and
-error code, or ``ok`` / ``refused: ...``); never a request's body, whose values may be
-secrets. ``detail`` is small and bounded (``DETAIL_BYTES``).
+``after_request`` hook (``web.audit``): the CLI's too, whose commands are API requests
+(over HTTP with ``--url``, else to its own app in-process); each row in its own short
+transaction, so a refused request, whose unit of work rolled back, still leaves its record.
+A row holds the actor (a token's name, ``webhook:<ref>``, ``cli:<os user>``, ``anonymous``),
+the verb (the route's endpoint), the target (the path) and the outcome (the HTTP status and
+error code); never a request's body, whose values may be secrets. ``detail`` is small and
+bounded (``DETAIL_BYTES``).
 """
 
 from __future__ import annotations

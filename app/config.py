@@ -86,6 +86,10 @@ class Settings(BaseSettings):
     log_format: LogFormat = LogFormat.text
     flower_basic_auth: Annotated[str | None, Field(pattern=r"^[^:,]+:[^,]+$")] = None
     flower_port: Annotated[int, Field(ge=1, le=65535)] = 5555
+    # `usher` through the REST API of this Usher (its base URL), with this token; unset: on
+    # the database, as the admin `cli:<os user>`.
+    url: Annotated[str | None, Field(pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")] = None
+    token: Annotated[str | None, Field(min_length=1, max_length=1000)] = None
 
     @field_validator("database_url")
     @classmethod
@@ -120,7 +124,7 @@ class Settings(BaseSettings):
 
 # Settings whose value is a secret: an error names them but never shows the value.
 SECRET_SETTINGS = frozenset(
-    {"api_token", "flower_basic_auth", "database_url", "broker_url", "secret_key"}
+    {"api_token", "flower_basic_auth", "database_url", "broker_url", "secret_key", "token"}
 )
 # USHER_* variables that are not settings: the TOML file's name, and the namespaces of
 # template secrets (USHER_SECRET_<NAME>), of a shell action's parameters (USHER_PARAM_<NAME>,

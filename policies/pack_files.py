@@ -194,3 +194,64 @@ def discover(path: Path) -> list[Path]:
         if directory.is_symlink():
             raise InvalidPack(f"{directory}: a symbolic link; packs are read as plain files only")
     return found
+
+
+# --- a pack tree as one request's body (``usher packs load`` through the API) --------------
+
+KINDS = ("actions", "rules", "schedules", "webhooks")
+MAX_BUNDLE_FILES = 1000
+_SEGMENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.@+-]{0,199}")  # no leading dot: no "..", no /
+_BUNDLE_PATH = "<pack>/pack.yaml or <pack>/<actions|rules|schedules|webhooks>/<name>.yaml"
+
+
+def bundle(path: Path) -> tuple[dict[str, str], dict[str, Path]]:
+    """Every file a load of ``path`` reads (read as ``content`` reads it: plain files, 1 MiB
+    each), by ``<pack directory>/pack.yaml`` and ``<pack directory>/<kind>s/<file>``: the
+    body of ``POST /api/v1/packs``, whose ``unpack`` lays the same tree out again; and
+    where each ``<pack directory>`` is here (``here`` names the files of an error so)."""
+    found: dict[str, str] = {}
+    origins: dict[str, Path] = {}
+    for number, directory in enumerate(discover(path), 1):
+        # The folder's name names the pack's files in errors; one an upload cannot carry
+        # (a space, say) is numbered instead: the pack's own name is in its pack.yaml.
+        prefix = directory.name if _SEGMENT.fullmatch(directory.name) else f"pack-{number}"
+        origins[prefix] = directory
+        sources = [(directory / "pack.yaml", content(directory / "pack.yaml"), "pack.yaml")]
+        for kind in KINDS:
+            sources += [(file, raw, f"{kind}/{file.name}") for file, raw in files(directory / kind)]
+        for file, raw, name in sources:
+            if not _SEGMENT.fullmatch(file.name):
+                raise InvalidPack(f"{file}: a pack file's name is letters, digits and _ . @ + -")
+            try:
+                found[f"{prefix}/{name}"] = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise InvalidPack(f"{file}: not UTF-8 text (byte {error.start})") from None
+    return found, origins
+
+
+def here(message: str, origins: dict[str, Path]) -> str:
+    """An upload's error with its files named where they are here (``bundle``'s origins)."""
+    for prefix, directory in origins.items():
+        message = re.sub(rf"(?<![\w./-]){re.escape(prefix)}/", f"{directory}/", message)
+    return message
+
+
+def unpack(uploaded: dict[str, str], root: Path) -> None:
+    """Lay an uploaded ``bundle`` out under ``root`` (a new, empty directory), refusing any
+    path that is not a pack file's (``..``, absolute, hidden, too deep) and any file over
+    MAX_FILE_BYTES: nothing is written outside ``root``."""
+    if len(uploaded) > MAX_BUNDLE_FILES:
+        raise InvalidPack(f"{len(uploaded)} files; an upload holds at most {MAX_BUNDLE_FILES}")
+    for key, text in uploaded.items():
+        parts = key.split("/")
+        shaped = (len(parts) == 2 and parts[1] == "pack.yaml") or (
+            len(parts) == 3 and parts[1] in KINDS and fnmatch.fnmatch(parts[2], FILES)
+        )
+        if not shaped or not all(_SEGMENT.fullmatch(part) for part in parts):
+            raise InvalidPack(f"{key[:200]!r} is not a pack file's path ({_BUNDLE_PATH})")
+        raw = text.encode("utf-8", errors="surrogatepass")
+        if len(raw) > MAX_FILE_BYTES:
+            raise InvalidPack(f"{key}: larger than 1 MiB; a pack file is at most 1 MiB")
+        target = root.joinpath(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(raw)

@@ -26,7 +26,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 
 from app import bounds
 from app.errors import InvalidRequest
-from policies import parameters, policy
+from policies import pack_files, parameters, policy
 
 # Items per batch request: enough to amortise the round trips, small enough for one short
 # transaction.
@@ -220,6 +220,26 @@ class PoolChange(BaseModel, extra="forbid"):
     """A pool's limit, live: granted at once when raised (until its pack is loaded again)."""
 
     limit: Concurrency
+
+
+class NewToken(BaseModel, extra="forbid"):
+    """An API token to make: admin unless ``read_only``."""
+
+    name: Annotated[
+        str, Field(strict=True, min_length=1, max_length=200), AfterValidator(_storable)
+    ]
+    read_only: bool = Field(default=False, strict=True, description="may read, not change")
+
+
+class PackUpload(BaseModel, extra="forbid"):
+    """A pack tree as ``usher packs load`` reads it (``policies.pack_files.bundle``)."""
+
+    files: dict[str, str] = Field(
+        description="<pack>/pack.yaml and <pack>/<actions|rules|schedules|webhooks>/<name>"
+        ".yaml -> the file's text",
+        min_length=1,
+        max_length=pack_files.MAX_BUNDLE_FILES,
+    )
 
 
 Model = TypeVar("Model", bound=BaseModel)

@@ -119,6 +119,8 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
 
     @flask_app.errorhandler(OperationalError)
     def database_down(error: OperationalError) -> Any:
+        if flask_app.config["PROPAGATE_EXCEPTIONS"]:
+            raise error  # the CLI's own app (local_app): its one line names the reason
         return usher_error(DatabaseUnavailable())
 
     @flask_app.errorhandler(RateLimitExceeded)
@@ -138,6 +140,19 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
             return http_error(error)  # a form field over Flask's own limit
         return _too_large(settings.max_body_bytes)
 
+    return flask_app
+
+
+def local_app(settings: config.Settings, celery_app: Celery, actor: str) -> Flask:
+    """The app ``usher`` calls in its own process when no ``--url`` is given: the same API
+    with the database's credentials, every request made as the admin ``actor`` (who the
+    command's audit rows and executions name). Only this process's code can reach it."""
+    from web import api
+
+    flask_app = create_app(settings, celery_app)
+    flask_app.config[api.LOCAL_ACTOR] = actor
+    # What no answer can carry (the database down, a bug) reaches the command as it was.
+    flask_app.config["PROPAGATE_EXCEPTIONS"] = True
     return flask_app
 
 

@@ -39,6 +39,7 @@ bp = APIBlueprint(
 )
 log = logging.getLogger(__name__)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOCAL_ACTOR = "USHER_LOCAL_ACTOR"  # set by web.local_app only: never from a setting
 
 
 @bp.before_request
@@ -46,6 +47,12 @@ def authenticate() -> None:
     """Reads need any valid token; every mutating method needs an admin token."""
     if request.endpoint == "api.openapi":
         return  # the API's description is public, like /healthz
+    local = current_app.config.get(LOCAL_ACTOR)
+    if local is not None:
+        # The CLI's own app in its own process (``web.local_app``): it holds the database's
+        # credentials already, so it acts as admin, by the name of the user who runs it.
+        g.identity = tokens.Identity(local, admin=True)
+        return
     header = request.headers.get("Authorization", "").strip()
     scheme, _, token = header.partition(" ")
     identity = None
@@ -96,38 +103,38 @@ def queue_stats(path: schemas.ActionPath) -> Any:
 @bp.post(
     "/actions/<path:ref>/pause",
     summary="Pause the action's lines: nothing granted, waiting keeps its place",
-    responses={200: schemas.QueueStats, **WRITE_ONE},
+    responses={200: schemas.Controlled, **WRITE_ONE},
 )
 def pause_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
         control.set_paused(session, settings(), path.ref, True)
-        return stats.action_stats(session, settings(), path.ref)
+        return stats.action_stats(session, settings(), path.ref) | {"granted": 0}
 
 
 @bp.post(
     "/actions/<path:ref>/resume",
     summary="Resume the action's lines; what fits is granted at once",
-    responses={200: schemas.QueueStats, **WRITE_ONE},
+    responses={200: schemas.Controlled, **WRITE_ONE},
 )
 def resume_action(path: schemas.ActionPath) -> Any:
     with unit_of_work() as session:
         grants = control.set_paused(session, settings(), path.ref, False)
         answer = stats.action_stats(session, settings(), path.ref)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
-    return answer
+    return answer | {"granted": len(grants)}
 
 
 @bp.patch(
     "/actions/<path:ref>/policy",
     summary="Change concurrency, max_queue_length, queue_timeout_s or total_concurrency live",
-    responses={200: schemas.QueueStats, **WRITE_ONE},
+    responses={200: schemas.Controlled, **WRITE_ONE},
 )
 def patch_policy(path: schemas.ActionPath, body: requests.PolicyChange) -> Any:
     with unit_of_work() as session:
         grants = control.update_policy(session, settings(), path.ref, body.changes())
         answer = stats.action_stats(session, settings(), path.ref)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
-    return answer
+    return answer | {"granted": len(grants)}
 
 
 @bp.get(
@@ -324,6 +331,7 @@ ROUTE_MODULES = (
     "web.api_pools",
     "web.api_controls",
     "web.api_catalog",
+    "web.api_admin",
 )
 for _module in ROUTE_MODULES:
     importlib.import_module(_module)

@@ -33,7 +33,7 @@ def show_pool(path: level_schemas.PoolPath) -> Any:
     "/pools/<path:ref>",
     summary="Change a pool's limit live, until its pack is loaded again; raising it grants at once",
     responses={
-        200: level_schemas.Pool,
+        200: level_schemas.PoolChanged,
         **WRITE_ONE,
         409: schemas.error("A pack load is regrouping the pool's actions just now: retry"),
     },
@@ -43,4 +43,4 @@ def patch_pool(path: level_schemas.PoolPath, body: requests.PoolChange) -> Any:
         grants = pools.set_limit(session, settings(), path.ref, body.limit)
         answer = pools.show(session, path.ref)
     usher_celery.publish(current_app.config["USHER_CELERY"], grants)
-    return answer
+    return answer | {"granted": len(grants)}

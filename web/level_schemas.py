@@ -33,5 +33,9 @@ class Pool(BaseModel):
     actions: list[str] = Field(description="the actions that take a slot of it")
 
 
+class PoolChanged(Pool):
+    granted: int = Field(description="executions the change started at once")
+
+
 class Pools(BaseModel):
     items: list[Pool] = Field(description="in ref order")

@@ -228,6 +228,12 @@ class QueueStats(Line):
     pools: list[PoolUse] = Field(description="the pools it takes a slot of")
 
 
+class Controlled(QueueStats):
+    """The action's counters after a live control."""
+
+    granted: int = Field(description="executions the change started at once")
+
+
 class Action(BaseModel):
     ref: str
     name: str

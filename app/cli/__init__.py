@@ -16,26 +16,43 @@ import click
 import kombu.exceptions
 import sqlalchemy.exc
 
-from app import celery as usher_celery
 from app import db
 from app.cli import admin as cli_admin
 from app.cli import audit as cli_audit
 from app.cli import catalog as cli_catalog
+from app.cli import client
 from app.cli import events as cli_events
 from app.cli import executions as cli_executions
 from app.cli import pools as cli_pools
 from app.cli import schedules as cli_schedules
 from app.cli import serve as cli_serve
 from app.cli import webhooks as cli_webhooks
-from app.cli.common import Runtime, audited, console, emit_json, err_console, pass_runtime, table
-from app.errors import UsherError
-from policies import packs
+from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime, table
+from app.errors import ConfigError, UsherError
+
+# The commands that serve a process (or its schema): on the database always, never --url.
+SERVING = frozenset({"db", "worker", "beat", "web", "flower", "up", "bench", "bench-web"})
 
 
 @click.group()
 @click.version_option(package_name="usher")
-def main() -> None:
+@click.option(
+    "--url",
+    metavar="URL",
+    help="run the command through the REST API of the Usher at URL (or USHER_URL), with "
+    "--token's rights; without it, on the database",
+)
+@click.option(
+    "--token",
+    metavar="TOKEN",
+    help="the API token for --url (better: USHER_TOKEN, which `ps` does not show)",
+)
+@click.pass_context
+def main(ctx: click.Context, url: str | None, token: str | None) -> None:
     """Usher: automation actions on Celery under strict FIFO lines and global limits."""
+    rt = ctx.ensure_object(Runtime)
+    rt.overrides.update({k: v for k, v in (("url", url), ("token", token)) if v is not None})
+    rt.serving = ctx.invoked_subcommand in SERVING
 
 
 @main.group("db")
@@ -61,18 +78,17 @@ def packs_group() -> None:
 @click.argument("path", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="machine-readable output")
 @pass_runtime
-@audited("packs load", "path")
 def packs_load(rt: Runtime, path: Path, as_json: bool) -> None:
     """Register or update the pack(s) at PATH: a pack directory or a directory of packs.
     Changed limits take effect at once: every line of the loaded actions is re-admitted."""
-    from policies import control
+    from policies import pack_files
 
-    with db.unit_of_work(rt.engine) as session:
-        specs = packs.load(session, path)
-        refs = [f"{s.name}.{a['name']}" for s in specs for a in s.actions]
-        grants = control.readmit_refs(session, rt.settings, refs)
-    usher_celery.publish(rt.celery, grants)
-    loaded = [{"pack": s.name, "actions": [a["name"] for a in s.actions]} for s in specs]
+    files, origins = pack_files.bundle(path)
+    try:
+        loaded = rt.api.call("load_packs", {"files": files})["items"]
+    except client.ApiError as error:
+        error.args = (pack_files.here(error.message, origins),)  # the files by their paths here
+        raise
     if as_json:
         emit_json(loaded)
         return
@@ -107,8 +123,10 @@ def entry() -> None:
         error.show()
         sys.exit(error.exit_code)
     except UsherError as error:
+        # 1: refused (by the API, or before asking it); 2: it cannot run here at all (a bad
+        # setting) or got no answer (the API, database or broker down), as for usage errors.
         err_console.print(f"[red]error:[/red] {error.message}", highlight=False)
-        sys.exit(2)
+        sys.exit(2 if isinstance(error, ConfigError) else getattr(error, "exit_code", 1))
     except sqlalchemy.exc.OperationalError as error:
         # One line, not a traceback: the database named by USHER_DATABASE_URL did not answer.
         reason = str(error.orig or error).strip().splitlines()[0][:300]

@@ -6,12 +6,9 @@ from typing import Any
 
 import click
 
-from app import bounds, db, tokens
-from app import celery as usher_celery
+from app import bounds
 from app.cli.common import (
     Runtime,
-    actor,
-    audited,
     console,
     emit_json,
     err_console,
@@ -30,12 +27,9 @@ def tokens_group() -> None:
 @click.argument("name")
 @click.option("--read-only", is_flag=True, help="may read but not change anything")
 @pass_runtime
-@audited("tokens create", "name")
 def tokens_create(rt: Runtime, name: str, read_only: bool) -> None:
     """Create a token and print it once; only its hash is stored."""
-
-    with db.unit_of_work(rt.engine) as session:
-        token = tokens.create(session, name, read_only)
+    token = rt.api.call("create_token", {"name": name, "read_only": read_only})["token"]
     err_console.print(
         f"token {name!r} ({'read-only' if read_only else 'admin'}); it is shown only now:"
     )
@@ -47,9 +41,7 @@ def tokens_create(rt: Runtime, name: str, read_only: bool) -> None:
 @pass_runtime
 def tokens_list(rt: Runtime, as_json: bool) -> None:
     """Every token: name, kind, created, last used, revoked."""
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = tokens.listing(session)
+    rows = rt.api.call("tokens")["items"]
     if as_json:
         emit_json(rows)
         return
@@ -71,12 +63,9 @@ def tokens_list(rt: Runtime, as_json: bool) -> None:
 @tokens_group.command("revoke")
 @click.argument("name")
 @pass_runtime
-@audited("tokens revoke", "name")
 def tokens_revoke(rt: Runtime, name: str) -> None:
     """Revoke a token: it stops working at once."""
-
-    with db.unit_of_work(rt.engine) as session:
-        tokens.revoke(session, name)
+    rt.api.call("revoke_token", name=name)
     console.print(f"token {name!r} revoked")
 
 
@@ -85,16 +74,12 @@ def actions_group() -> None:
     """Control an action's lines live: pause, resume, limits."""
 
 
-def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
-    from policies import stats
-
-    usher_celery.publish(rt.celery, grants)
-    with db.unit_of_work(rt.engine) as session:
-        line = stats.action_stats(session, rt.settings, ref)
+def _after_control(ref: str, line: dict[str, Any]) -> None:
+    """What a control did to the action's lines: the API's answer, the queue stats after."""
     state = "paused (nothing is granted; `usher actions resume` to go on)" if line["paused"] else ""
     console.print(
         f"{ref}: {state + ', ' if state else ''}{line['queue_length']} waiting, "
-        f"{line['active_count']}/{line['max_concurrent']} active, {len(grants)} granted now",
+        f"{line['active_count']}/{line['max_concurrent']} active, {line['granted']} granted now",
         soft_wrap=True,
     )
 
@@ -102,7 +87,6 @@ def _after_control(rt: Runtime, ref: str, grants: list[Any]) -> None:
 @actions_group.command("pause")
 @click.argument("ref")
 @pass_runtime
-@audited("actions pause", "ref")
 def actions_pause(rt: Runtime, ref: str) -> None:
     """Grant nothing more; running work finishes, waiting work keeps its place."""
     _set_paused(rt, ref, True)
@@ -111,18 +95,13 @@ def actions_pause(rt: Runtime, ref: str) -> None:
 @actions_group.command("resume")
 @click.argument("ref")
 @pass_runtime
-@audited("actions resume", "ref")
 def actions_resume(rt: Runtime, ref: str) -> None:
     """Resume granting; what fits under the limit starts at once."""
     _set_paused(rt, ref, False)
 
 
 def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
-    from policies import control
-
-    with db.unit_of_work(rt.engine) as session:
-        grants = control.set_paused(session, rt.settings, ref, paused)
-    _after_control(rt, ref, grants)
+    _after_control(ref, rt.api.call("pause" if paused else "resume", ref=ref))
 
 
 @actions_group.command("set")
@@ -136,7 +115,6 @@ def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
     help="over all its partitions (an action whose files give one)",
 )
 @pass_runtime
-@audited("actions set", "ref")
 def actions_set(
     rt: Runtime,
     ref: str,
@@ -146,8 +124,6 @@ def actions_set(
     total_concurrency: int | None,
 ) -> None:
     """Change limits live (until the pack is loaded again). Raising grants at once."""
-    from policies import control
-
     changes = {
         key: value
         for key, value in (
@@ -158,26 +134,19 @@ def actions_set(
         )
         if value is not None
     }
-    with db.unit_of_work(rt.engine) as session:
-        grants = control.update_policy(session, rt.settings, ref, changes)
-    _after_control(rt, ref, grants)
+    _after_control(ref, rt.api.call("policy", changes, ref=ref))
 
 
 @actions_group.command("cancel-waiting")
 @click.argument("ref")
 @click.option("--partition", help="the line's partition key; without it, every line")
 @pass_runtime
-@audited("actions cancel-waiting", "ref")
 def actions_cancel_waiting(rt: Runtime, ref: str, partition: str | None) -> None:
     """Cancel every queued execution of the action's line (as POST
     /api/v1/actions/REF/cancel-waiting); running and delayed ones stay."""
-    from policies import cancels
-
-    with db.unit_of_work(rt.engine) as session:
-        done = cancels.cancel_waiting(session, rt.settings, ref, partition, cancelled_by=actor())
-    usher_celery.send_events(rt.celery, list(done.events))
+    done = rt.api.call("cancel_waiting", params={"partition": partition}, ref=ref)
     line = f" [{partition}]" if partition is not None else ""
-    console.print(f"{ref}{line}: {len(done.ids)} waiting cancelled", soft_wrap=True)
+    console.print(f"{ref}{line}: {len(done['cancelled'])} waiting cancelled", soft_wrap=True)
 
 
 GROUPS = [tokens_group, actions_group]

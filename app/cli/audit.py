@@ -1,10 +1,9 @@
-"""``usher audit``: who did what, newest first (``app.audit``)."""
+"""``usher audit``: who did what, newest first (``GET /api/v1/audit``)."""
 
 from __future__ import annotations
 
 import click
 
-from app import audit, db
 from app.cli.common import Runtime, emit_json, pass_runtime, table
 
 
@@ -20,8 +19,8 @@ def audit_group() -> None:
 @pass_runtime
 def audit_list(rt: Runtime, limit: int, before: int | None, as_json: bool) -> None:
     """Newest first: time, actor, verb, target, outcome."""
-    with db.unit_of_work(rt.engine) as session:
-        rows, following = audit.newest(session, limit, before)
+    page = rt.api.call("audit", params={"limit": limit, "before": before})
+    rows, following = page["items"], page["next"]
     if as_json:
         emit_json({"items": rows, "next": following})
         return

@@ -9,8 +9,7 @@ from typing import Any
 
 import click
 
-from app import db
-from app.cli.common import Runtime, audited, console, emit_json, pass_runtime, table
+from app.cli.common import Runtime, console, emit_json, pass_runtime, table
 
 TOTALS = ("total_enqueued", "total_completed", "total_failed", "total_cancelled", "total_expired")
 
@@ -24,10 +23,7 @@ def _counts(counts: dict[str, int]) -> str:
 @pass_runtime
 def packs_list(rt: Runtime, as_json: bool) -> None:
     """Every pack: what it holds and when it was last loaded."""
-    from policies import catalog
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = catalog.packs(session)
+    rows = rt.api.call("packs")["items"]
     if as_json:
         emit_json({"items": rows})
         return
@@ -53,16 +49,7 @@ def packs_list(rt: Runtime, as_json: bool) -> None:
 @pass_runtime
 def actions_list(rt: Runtime, as_json: bool) -> None:
     """Every action: runner, limit, waiting and active, paused (as GET /api/v1/actions)."""
-    from app import queries
-    from policies import stats
-
-    with db.unit_of_work(rt.engine) as session:
-        items = queries.actions(session)
-        found = stats.all_action_stats(session, rt.settings)
-        for item in items:
-            item["queue_stats"] = found.get(item["ref"]) or stats.action_stats(
-                session, rt.settings, item["ref"]
-            )
+    items = rt.api.call("actions")["items"]
     if as_json:
         emit_json({"items": items})
         return
@@ -90,10 +77,7 @@ def actions_list(rt: Runtime, as_json: bool) -> None:
 def actions_show(rt: Runtime, ref: str, as_json: bool) -> None:
     """One action: runner, its policy as resolved (action > pack > settings), its parameters'
     schema and its counters (as GET /api/v1/actions/REF)."""
-    from policies import catalog
-
-    with db.unit_of_work(rt.engine) as session:
-        action = catalog.action(session, rt.settings, ref)
+    action = rt.api.call("action", ref=ref)
     if as_json:
         emit_json(action)
         return
@@ -144,10 +128,7 @@ def rules_group() -> None:
 @pass_runtime
 def rules_list(rt: Runtime, trigger: str | None, as_json: bool) -> None:
     """Every rule: trigger, action, enabled, and its enforcements among the newest 10,000."""
-    from policies import rules
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = rules.listing(session, trigger=trigger)
+    rows = rt.api.call("rules", params={"trigger": trigger})["items"]
     if as_json:
         emit_json({"items": rows})
         return
@@ -173,10 +154,7 @@ def rules_list(rt: Runtime, trigger: str | None, as_json: bool) -> None:
 @pass_runtime
 def rules_show(rt: Runtime, ref: str, as_json: bool) -> None:
     """One rule: trigger, criteria, action, parameters, enabled, recent enforcements."""
-    from policies import rules
-
-    with db.unit_of_work(rt.engine) as session:
-        rule = rules.show(session, ref)
+    rule = rt.api.call("rule", ref=ref)
     if as_json:
         emit_json(rule)
         return
@@ -201,7 +179,6 @@ def _print_rule(rule: dict[str, Any]) -> None:
 @rules_group.command("enable")
 @click.argument("ref")
 @pass_runtime
-@audited("rules enable", "ref")
 def rules_enable(rt: Runtime, ref: str) -> None:
     """Enable a rule until its pack is loaded again (then its file says)."""
     _switch(rt, ref, True)
@@ -210,17 +187,13 @@ def rules_enable(rt: Runtime, ref: str) -> None:
 @rules_group.command("disable")
 @click.argument("ref")
 @pass_runtime
-@audited("rules disable", "ref")
 def rules_disable(rt: Runtime, ref: str) -> None:
     """Disable a rule: its events get skipped enforcements, until the pack is loaded again."""
     _switch(rt, ref, False)
 
 
 def _switch(rt: Runtime, ref: str, enabled: bool) -> None:
-    from policies import rules
-
-    with db.unit_of_work(rt.engine) as session:
-        rule = rules.set_enabled(session, ref, enabled)
+    rule = rt.api.call("enable_rule" if enabled else "disable_rule", ref=ref)
     state = "enabled" if rule["enabled"] else "disabled (its events are skipped)"
     console.print(f"{ref}: {state} until its pack is loaded again", soft_wrap=True)
 

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import functools
 import getpass
 import json
 import os
 import re
 import sys
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 from celery import Celery
@@ -19,9 +17,9 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
-from app import audit, bounds, config, db
+from app import bounds, config, db
 from app import celery as usher_celery
-from app.errors import UsherError
+from app.cli import client
 
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -69,11 +67,12 @@ class Runtime:
 
     overrides: dict[str, Any] = field(default_factory=dict)
     embedded: bool = False
+    serving: bool = False  # a command that serves a process: on the database, never --url
 
     @cached_property
     def settings(self) -> config.Settings:
         settings = config.load(**self.overrides)
-        if not settings.database_url:
+        if not settings.database_url and (self.serving or not settings.url):
             # Resolve the embedded Postgres once; children and forks inherit the URL.
             url = db.embedded_url(settings.home)
             self.embedded = True
@@ -90,48 +89,25 @@ class Runtime:
     def celery(self) -> Celery:
         return usher_celery.create(self.settings)
 
+    @cached_property
+    def api(self) -> client.Api:
+        """The REST API: of ``--url`` with ``--token``, or this process's own (on the
+        database, as ``actor()``)."""
+        if self.settings.url and not self.serving:
+            return client.remote(self.settings.url, self.settings.token)
+        return client.local(self.settings, self.celery, actor())
+
 
 pass_runtime = click.make_pass_decorator(Runtime, ensure=True)
-Command = TypeVar("Command", bound=Callable[..., Any])
 
 
 def actor() -> str:
-    """Who a command in database mode acts as: ``cli:<os user>`` (the database's credentials
-    say no more), its executions' ``requested_by`` and ``cancelled_by`` too."""
+    """Who a command without ``--url`` acts as: ``cli:<os user>`` (the database's credentials
+    say no more), in its audit rows and its executions' ``requested_by`` and ``cancelled_by``."""
     try:
         return f"cli:{getpass.getuser()}"
     except (KeyError, OSError):  # no name for this uid (a bare container)
         return f"cli:uid-{os.getuid()}"
-
-
-def audited(verb: str, target: str | None = None) -> Callable[[Command], Command]:
-    """A mutating command: one audit row once it ends (``ok``, or ``refused: <code>: <message>``
-    for the UsherError or usage error it raised; a database that is down cannot take the row:
-    ``audit.record_now`` logs that), naming the value of its parameter ``target`` (never the
-    others: a parameter's value may be a secret). Below ``pass_runtime``."""
-
-    def wrap(command: Command) -> Command:
-        @functools.wraps(command)
-        def run(rt: Runtime, *args: Any, **kwargs: Any) -> Any:
-            aimed = "" if target is None else str(kwargs.get(target) or "")
-            outcome = "ok"
-            try:
-                return command(rt, *args, **kwargs)
-            except UsherError as error:
-                outcome = f"refused: {error.code}: {error.message}"
-                raise
-            except click.ClickException as error:
-                outcome = f"refused: usage: {error.message}"
-                raise
-            except SystemExit as exiting:  # e.g. run --wait for what did not succeed
-                outcome = "ok" if exiting.code in (0, None) else f"ok, exit {exiting.code}"
-                raise
-            finally:
-                audit.record_now(rt.engine, actor(), verb, aimed, outcome)
-
-        return run  # type: ignore[return-value]
-
-    return wrap
 
 
 def emit_json(data: Any) -> None:

@@ -10,12 +10,9 @@ from typing import Any
 
 import click
 
-from app import bounds, db
-from app import celery as usher_celery
+from app import bounds
 from app.cli.common import (
     Runtime,
-    actor,
-    audited,
     console,
     emit_json,
     err_console,
@@ -42,27 +39,22 @@ def events_group() -> None:
 )
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
-@audited("events send", "trigger")
 def events_send(rt: Runtime, trigger: str, payload: str, timeout: float, as_json: bool) -> None:
     """Emit an event; prints the enforcements it caused (rule, status, execution)."""
-    from policies import events
-
     try:
         document = json.loads(payload)
     except json.JSONDecodeError as error:
         raise click.BadParameter(f"not JSON: {error}", param_hint="--payload") from None
-    with db.unit_of_work(rt.engine) as session:
-        event_id = events.store(session, trigger, document, rt.settings.max_payload_bytes)
-    usher_celery.send_event(rt.celery, event_id)
+    event_id = rt.api.call("send_event", {"trigger": trigger, "payload": document})["event_id"]
     deadline = time.monotonic() + timeout
     with console.status(f"event {event_id}: waiting for a worker to process it"):
         while True:
-            with db.unit_of_work(rt.engine) as session:
-                done = events.processed(session, event_id)
-                found = events.enforcements(session, event_id)
+            state = rt.api.call("event", event_id=event_id)
+            done = bool(state["processed"])
             if done or time.monotonic() >= deadline:
                 break
             time.sleep(0.2)
+    found = state["enforcements"]
     if as_json:
         emit_json({"event_id": event_id, "processed": done, "enforcements": found})
         return
@@ -97,10 +89,8 @@ def events_list(
     rt: Runtime, trigger: str | None, limit: int, before: int | None, as_json: bool
 ) -> None:
     """Events, newest first, with what their rules did and whether they were processed."""
-    from app import queries
-
-    with db.unit_of_work(rt.engine) as session:
-        items, following = queries.events(session, trigger, limit, before)
+    page = rt.api.call("events", params={"trigger": trigger, "limit": limit, "before": before})
+    items, following = page["items"], page["next"]
     if as_json:
         emit_json({"items": items, "next": following})
         return
@@ -123,14 +113,9 @@ def summary(event: dict[str, Any]) -> str:
 @events_group.command("replay")
 @click.argument("event_id", type=click.IntRange(1))
 @pass_runtime
-@audited("events replay", "event_id")
 def events_replay(rt: Runtime, event_id: int) -> None:
     """Process an event that failed for good again, with its tries back."""
-    from policies import events
-
-    with db.unit_of_work(rt.engine) as session:
-        events.replay(session, event_id)
-    usher_celery.send_event(rt.celery, event_id)
+    rt.api.call("replay_event", event_id=event_id)
     console.print(f"event {event_id} sent to be processed again")
 
 
@@ -145,10 +130,7 @@ def dlq_group() -> None:
 @pass_runtime
 def dlq_list(rt: Runtime, limit: int, as_json: bool) -> None:
     """Newest first, with the last error."""
-    from policies import dlq
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = dlq.items(session, limit)
+    rows = rt.api.call("dlq", params={"limit": limit})["items"]
     if as_json:
         emit_json(rows)
         return
@@ -166,37 +148,38 @@ def dlq_list(rt: Runtime, limit: int, as_json: bool) -> None:
 @click.argument("execution_id", type=int, required=False)
 @click.option("--all", "replay_all", is_flag=True, help="replay every item")
 @pass_runtime
-@audited("dlq replay", "execution_id")
 def dlq_replay(rt: Runtime, execution_id: int | None, replay_all: bool) -> None:
     """Enqueue a dead execution again (at the tail of its line), or --all of them."""
-    from policies import dlq
-
     if (execution_id is None) != replay_all:
         raise click.UsageError("give an execution ID or --all")
-    with db.unit_of_work(rt.engine) as session:
-        ids = dlq.dead_ids(session) if replay_all else [execution_id]
+    ids = _dead_ids(rt) if replay_all else [execution_id]
     for dead_id in ids:
-        assert dead_id is not None
-        with db.unit_of_work(rt.engine) as session:
-            enqueued = dlq.replay(session, rt.settings, dead_id, actor())
-        usher_celery.after_intake(rt.celery, enqueued)
-        console.print(f"execution {dead_id} replayed as {enqueued.execution_id}")
+        replayed = rt.api.call("replay_dead", execution_id=dead_id)
+        console.print(f"execution {dead_id} replayed as {replayed['id']}")
     if not ids:
         console.print("the dead-letter queue is empty")
+
+
+def _dead_ids(rt: Runtime) -> list[int]:
+    """Every dead execution's id, oldest first (the order a replay keeps), page by page."""
+    found: list[int] = []
+    before = None
+    while True:
+        page = rt.api.call("dlq", params={"limit": 1000, "before": before})
+        found += [item["id"] for item in page["items"]]
+        before = page["next"]
+        if before is None:
+            return found[::-1]
 
 
 @dlq_group.command("purge")
 @click.option("--yes", is_flag=True, help="do not ask")
 @pass_runtime
-@audited("dlq purge")
 def dlq_purge(rt: Runtime, yes: bool) -> None:
     """Empty the dead-letter queue (the executions and their history are kept)."""
-    from policies import dlq
-
     if not yes and sys.stdin.isatty():
         click.confirm("remove every item from the dead-letter queue?", abort=True)
-    with db.unit_of_work(rt.engine) as session:
-        purged = dlq.purge(session)
+    purged = rt.api.call("purge_dlq")["purged"]
     console.print(f"purged {purged} item(s)")
 
 

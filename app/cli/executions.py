@@ -12,14 +12,11 @@ from typing import Any
 import click
 from rich.table import Table
 
-from app import bounds, db, queries, search
-from app import celery as usher_celery
+from app import bounds, search
 from app.cli import pools as cli_pools
 from app.cli.common import (
     Duration,
     Runtime,
-    actor,
-    audited,
     console,
     emit_json,
     err_console,
@@ -72,7 +69,6 @@ def parse_parameters(pairs: tuple[str, ...]) -> dict[str, Any]:
 @click.option("--timeout", type=float, default=None, help="give up waiting after this many seconds")
 @click.option("--json", "as_json", is_flag=True)
 @pass_runtime
-@audited("run", "action_ref")
 def run_action(
     rt: Runtime,
     action_ref: str,
@@ -86,35 +82,28 @@ def run_action(
 ) -> None:
     """Request an execution of ACTION_REF with key=value parameters (values may be JSON),
     now or later (--at, --in)."""
-    from policies import admission
-
     if run_at is not None and delay_s is not None:
         raise click.UsageError("give --at or --in, not both")
-    with db.unit_of_work(rt.engine) as session:
-        enqueued = admission.enqueue(
-            session,
-            rt.settings,
-            action_ref,
-            parse_parameters(parameters),
-            priority,
-            run_at=_time(run_at) if run_at is not None else None,
-            delay_s=delay_s,
-            requested_by=actor(),
-        )
-    usher_celery.after_intake(rt.celery, enqueued)
+    request: dict[str, Any] = {
+        "action": action_ref,
+        "parameters": parse_parameters(parameters),
+        "priority": priority,
+    }
+    if run_at is not None:
+        request["run_at"] = _time(run_at).isoformat()
+    if delay_s is not None:
+        request["delay_s"] = delay_s
+    submitted = rt.api.call("submit", request)
     if not wait:
         if as_json:
-            shown: dict[str, Any] = {"id": enqueued.execution_id, "seq": enqueued.seq}
-            if enqueued.run_at is not None:  # delayed: no seq until it joins its line then
-                shown["run_at"] = enqueued.run_at.isoformat()
-            emit_json(shown)
-        elif enqueued.run_at is not None:
-            click.echo(enqueued.execution_id)
-            err_console.print(f"delayed until {_local(enqueued.run_at)}")
+            emit_json(submitted)
+        elif submitted.get("run_at") is not None:
+            click.echo(submitted["id"])
+            err_console.print(f"delayed until {_local(submitted['run_at'])}")
         else:
-            click.echo(enqueued.execution_id)
+            click.echo(submitted["id"])
         return
-    result = wait_for(rt, enqueued.execution_id, timeout)
+    result = wait_for(rt, submitted["id"], timeout)
     if as_json:
         emit_json(result)
     else:
@@ -148,40 +137,45 @@ def wait_for(rt: Runtime, execution_id: int, timeout: float | None) -> dict[str,
     """Poll until the execution ends, showing where it stands: position and ETA while it
     waits, then the running time. In a terminal the line updates in place; piped, each
     change is printed once."""
-    from policies import eta
-
     deadline = None if timeout is None else time.monotonic() + timeout
     live = console.is_terminal
     shown = ""
     with console.status(f"execution {execution_id}: waiting") if live else nullcontext() as spot:
         while True:
-            with db.unit_of_work(rt.engine) as session:
-                row = queries.execution(session, execution_id)
-                where = eta.estimate(session, execution_id, rt.settings)
+            row = rt.api.call("execution", execution_id=execution_id)
             if row["status"] in FINISHED:
                 return row
-            text = _standing(execution_id, row, where)
+            text = _standing(execution_id, row)
             if spot is not None:
                 spot.update(text)
             elif text.split(" (")[0] != shown.split(" (")[0]:
                 click.echo(text)
             shown = text
             if deadline is not None and time.monotonic() > deadline:
-                raise UsherError(f"execution {execution_id} is still {row['status']}; gave up")
+                raise StillWaiting(f"execution {execution_id} is still {row['status']}; gave up")
             time.sleep(0.2)
 
 
-def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> str:
+class StillWaiting(UsherError):
+    """``run --wait --timeout`` gave up: exit code 2, as for no answer (1 is for an end other
+    than succeeded)."""
+
+    code = "still_waiting"
+    exit_code = 2
+
+
+def _standing(execution_id: int, row: dict[str, Any]) -> str:
+    """Where an execution stands, from its answer (with its place in line and ETA)."""
     if row["status"] == "delayed" and row.get("run_at"):
         return f"execution {execution_id}: delayed until {_local(row['run_at'])}"
-    if row["status"] == "queued" and where["position"]:
-        if where.get("paused"):
+    if row["status"] == "queued" and row.get("position"):
+        if row.get("paused"):
             when = "the line is paused: `usher actions resume` to go on"
-        elif where["eta"]:
-            when = f"ETA {datetime.fromisoformat(where['eta']).astimezone():%H:%M:%S}"
+        elif row.get("eta"):
+            when = f"ETA {datetime.fromisoformat(row['eta']).astimezone():%H:%M:%S}"
         else:
             when = "no ETA yet"
-        return f"execution {execution_id}: queued, position {where['position']} ({when})"
+        return f"execution {execution_id}: queued, position {row['position']} ({when})"
     if row["status"] == "running" and row["started_at"]:
         started = datetime.fromisoformat(row["started_at"])
         running = (datetime.now(UTC) - started).total_seconds()
@@ -195,13 +189,10 @@ def _standing(execution_id: int, row: dict[str, Any], where: dict[str, Any]) -> 
 def queues_cmd(rt: Runtime, as_json: bool) -> None:
     """One row per action line (and partition): waiting, active/limit, totals, oldest wait;
     then the levels above the lines: each action's total and pools, active/limit."""
-    from policies import pools, stats
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = stats.lines(session, rt.settings)
-        held = pools.usage(session)
+    answer = rt.api.call("queues")
+    rows, held = answer["items"], answer["levels"]
     if as_json:
-        emit_json([r | pools.held_by(held, r["action_ref"]) for r in rows])
+        emit_json(rows)
         return
     table(
         [
@@ -277,19 +268,21 @@ def executions_list(
     as_json: bool,
 ) -> None:
     """Newest first; filters as the API's (``app.search``)."""
-    pairs = [(search.PREFIX + k, v) for k, _, v in (p.partition("=") for p in params)]
-    with db.unit_of_work(rt.engine) as session:
-        rows = queries.executions(
-            session,
-            action=action,
-            status=status,
-            limit=limit,
-            params=search.filters(pairs),
-            since=_time(since) if since else None,
-            until=_time(until) if until else None,
-            rule=rule,
-            requested_by=requested_by,
-        )
+    query: list[tuple[str, Any]] = [
+        ("action", action),
+        ("status", status),
+        ("limit", limit),
+        ("since", _time(since).isoformat() if since else None),
+        ("until", _time(until).isoformat() if until else None),
+        ("rule", rule),
+        ("requested_by", requested_by),
+    ]
+    for pair in params:
+        name, sep, value = pair.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{pair!r} is not NAME=VALUE", param_hint="--param")
+        query.append((search.PREFIX + name, value))
+    rows = rt.api.call("executions", params=query)["items"]
     if as_json:
         emit_json(rows)
         return
@@ -317,11 +310,7 @@ def executions_list(
 @pass_runtime
 def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
     """Everything about one execution, with its place in line and ETA while it waits."""
-    from policies import eta
-
-    with db.unit_of_work(rt.engine) as session:
-        row = queries.execution(session, execution_id)
-        row.update(eta.estimate(session, execution_id, rt.settings))
+    row = rt.api.call("execution", execution_id=execution_id)
     if as_json:
         emit_json(row)
         return
@@ -339,23 +328,11 @@ def executions_show(rt: Runtime, execution_id: int, as_json: bool) -> None:
 @executions_group.command("cancel")
 @click.argument("execution_id", type=int)
 @pass_runtime
-@audited("executions cancel", "execution_id")
 def executions_cancel(rt: Runtime, execution_id: int) -> None:
     """Cancel a queued, scheduled or running execution (a running one is terminated)."""
-    from policies import admission
-
-    with db.unit_of_work(rt.engine) as session:
-        cancelled = admission.cancel(session, rt.settings, execution_id, actor())
-        attempt = queries.execution(session, execution_id)["attempt"]
-    usher_celery.after_cancel(
-        rt.celery,
-        execution_id,
-        attempt,
-        cancelled.previous_status,
-        cancelled.grants,
-        cancelled.events,
-    )
-    console.print(f"execution {execution_id}: cancelled (was {cancelled.previous_status})")
+    was = rt.api.call("execution", execution_id=execution_id)["status"]
+    rt.api.call("cancel", execution_id=execution_id)
+    console.print(f"execution {execution_id}: cancelled (was {was})")
 
 
 @executions_group.command("tail")
@@ -371,17 +348,15 @@ def executions_cancel(rt: Runtime, execution_id: int) -> None:
 def executions_tail(rt: Runtime, execution_id: int, interval: float) -> None:
     """Print an execution's output as it arrives (stdout here, stderr on stderr), attempt
     by attempt, until it is final; exit code 0 if it succeeded, 1 otherwise."""
-    from app import output
-
     attempt, shown = 0, {"stdout": 0, "stderr": 0}
     while True:
-        with db.unit_of_work(rt.engine) as session:
-            now = output.read(session, execution_id)
-            if now["attempt"] != attempt and attempt:
-                # The attempt before may have written its last piece since the last look.
-                _print_new(output.read(session, execution_id, attempt), shown)
-                err_console.print(f"--- attempt {now['attempt']} ---")
-                shown = {"stdout": 0, "stderr": 0}
+        now = rt.api.call("output", execution_id=execution_id)
+        if now["attempt"] != attempt and attempt:
+            # The attempt before may have written its last piece since the last look.
+            before = rt.api.call("output", params={"attempt": attempt}, execution_id=execution_id)
+            _print_new(before, shown)
+            err_console.print(f"--- attempt {now['attempt']} ---")
+            shown = {"stdout": 0, "stderr": 0}
         attempt = now["attempt"]
         _print_new(now, shown)
         if now["finished"]:

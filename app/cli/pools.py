@@ -6,9 +6,8 @@ from typing import Any
 
 import click
 
-from app import bounds, db
-from app import celery as usher_celery
-from app.cli.common import Runtime, audited, console, emit_json, int_range, pass_runtime, table
+from app import bounds
+from app.cli.common import Runtime, console, emit_json, int_range, pass_runtime, table
 
 
 @click.group("pools")
@@ -30,10 +29,7 @@ def limit_text(level: dict[str, Any]) -> str:
 def pools_list(rt: Runtime, as_json: bool) -> None:
     """Every pool: its limit (a live one marked), active, waiting across the lines of the
     actions that take it, and those actions."""
-    from policies import pools
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = pools.listing(session)
+    rows = rt.api.call("pools")["items"]
     if as_json:
         emit_json(rows)
         return
@@ -50,20 +46,13 @@ def pools_list(rt: Runtime, as_json: bool) -> None:
 @click.argument("ref")
 @click.option("--limit", type=int_range(bounds.CONCURRENCY), required=True)
 @pass_runtime
-@audited("pools set", "ref")
 def pools_set(rt: Runtime, ref: str, limit: int) -> None:
     """Change a pool's limit live, until its pack is loaded again. Raising it grants at once;
     lowering it lets running work finish."""
-    from policies import pools
-
-    with db.unit_of_work(rt.engine) as session:
-        grants = pools.set_limit(session, rt.settings, ref, limit)
-    usher_celery.publish(rt.celery, grants)
-    with db.unit_of_work(rt.engine) as session:
-        pool = pools.show(session, ref)
+    pool = rt.api.call("set_pool", {"limit": limit}, ref=ref)
     console.print(
         f"{ref}: limit {limit_text(pool)}, {pool['active']} active, {pool['waiting']} waiting, "
-        f"{len(grants)} granted now",
+        f"{pool['granted']} granted now",
         soft_wrap=True,
     )
 

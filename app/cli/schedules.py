@@ -6,8 +6,7 @@ from typing import Any
 
 import click
 
-from app import db
-from app.cli.common import Runtime, audited, console, emit_json, pass_runtime, table
+from app.cli.common import Runtime, console, emit_json, pass_runtime, table
 
 
 @click.group("schedules")
@@ -26,10 +25,7 @@ def state(schedule: dict[str, Any]) -> str:
 @pass_runtime
 def schedules_list(rt: Runtime, as_json: bool) -> None:
     """Every schedule: its timing, timezone, next and last tick, state and what it fires."""
-    from policies import schedules
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = schedules.listing(session)
+    rows = rt.api.call("schedules")["items"]
     if as_json:
         emit_json(rows)
         return
@@ -53,7 +49,6 @@ def schedules_list(rt: Runtime, as_json: bool) -> None:
 @schedules_group.command("pause")
 @click.argument("ref")
 @pass_runtime
-@audited("schedules pause", "ref")
 def schedules_pause(rt: Runtime, ref: str) -> None:
     """No tick fires until it is resumed."""
     _set_paused(rt, ref, True)
@@ -62,17 +57,13 @@ def schedules_pause(rt: Runtime, ref: str) -> None:
 @schedules_group.command("resume")
 @click.argument("ref")
 @pass_runtime
-@audited("schedules resume", "ref")
 def schedules_resume(rt: Runtime, ref: str) -> None:
     """Fire again from the next tick (the ticks of the pause are not run)."""
     _set_paused(rt, ref, False)
 
 
 def _set_paused(rt: Runtime, ref: str, paused: bool) -> None:
-    from policies import schedules
-
-    with db.unit_of_work(rt.engine) as session:
-        schedule = schedules.set_paused(session, ref, paused)
+    schedule = rt.api.call("pause_schedule" if paused else "resume_schedule", ref=ref)
     following = f", next fire {schedule['next_fire_at']}" if not paused else ""
     console.print(f"{ref}: {state(schedule)}{following}", soft_wrap=True)
 

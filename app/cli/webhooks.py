@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import click
 
-from app import db
 from app.cli.common import Runtime, emit_json, pass_runtime, table
 
 
@@ -19,10 +18,7 @@ def webhooks_group() -> None:
 def webhooks_list(rt: Runtime, as_json: bool) -> None:
     """Every webhook: its URL path, trigger, auth (the secret's name, never its value),
     delivery header and the requests it took and refused."""
-    from policies import webhooks
-
-    with db.unit_of_work(rt.engine) as session:
-        rows = webhooks.listing(session)
+    rows = rt.api.call("webhooks")["items"]
     if as_json:
         emit_json(rows)
         return

@@ -230,18 +230,19 @@ def test_the_cli_records_its_mutations_and_lists_the_audit(engine: Engine, pack:
     assert again.exit_code != 0
     # Then the execution names the CLI's user as requester and canceller
     assert execution(engine, execution_id) == (me, me)
-    # And the audit lists the three, newest first, without the parameters' values
+    # And the audit lists the three, newest first, as the API's requests the commands made,
+    # without the parameters' values
     listed = runner.invoke(cli.main, ["audit", "list", "--json"], catch_exceptions=False)
     items = json.loads(listed.stdout)["items"]
-    assert [(i["actor"], i["verb"], i["target"]) for i in items] == [
-        (me, "executions cancel", str(execution_id)),
-        (me, "executions cancel", str(execution_id)),
-        (me, "run", f"{pack}.job"),
+    cancel = f"/api/v1/executions/{execution_id}/cancel"
+    assert [(i["actor"], i["verb"], i["target"], i["outcome"]) for i in items] == [
+        (me, "api.cancel_execution", cancel, "409 already_finished"),
+        (me, "api.cancel_execution", cancel, "200"),
+        (me, "api.submit_execution", "/api/v1/executions", "202"),
     ]
-    assert [i["outcome"].split(":")[0] for i in items] == ["refused", "ok", "ok"]
     assert "s3cr3t" not in listed.stdout
     table = runner.invoke(cli.main, ["audit", "list", "--limit", "1"], catch_exceptions=False)
-    assert "executions cancel" in table.stdout and f"{pack}.job" not in table.stdout
+    assert "api.cancel_execution" in table.stdout and "submit" not in table.stdout
 
 
 def test_the_audit_pages_newest_first_in_the_api_and_the_dashboard(
@@ -271,8 +272,7 @@ def test_the_clis_rule_switches_are_recorded(engine: Engine, pack: str) -> None:
     assert runner.invoke(cli.main, ["rules", "enable", f"{pack}.nope"]).exit_code != 0
     # Then both are in the audit, the second as refused
     rows = audit_rows(engine)
-    assert [(r.verb, r.target) for r in rows] == [
-        ("rules disable", f"{pack}.run"),
-        ("rules enable", f"{pack}.nope"),
+    assert [(r.verb, r.target, r.outcome) for r in rows] == [
+        ("api.disable_rule", f"/api/v1/rules/{pack}.run/disable", "200"),
+        ("api.enable_rule", f"/api/v1/rules/{pack}.nope/enable", "404 unknown_rule"),
     ]
-    assert rows[0].outcome == "ok" and rows[1].outcome.startswith("refused: unknown_rule")

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, text
 
 import web
 from app import cli, config, db, tokens
+from app.cli.client import ApiError
 from app.errors import UnknownRule
 from policies import events, rules
 from policies import packs as app_packs
@@ -178,8 +179,11 @@ def test_usher_rules_list_show_enable_and_disable(
     assert "cat.on_alert: disabled (its events are skipped) until its pack is loaded again" in said
     assert json.loads(usher("rules", "show", "cat.on_alert", "--json"))["enabled"] is False
     assert "enabled until" in usher("rules", "enable", "cat.on_alert")
-    with pytest.raises(UnknownRule, match=r"no rule named 'cat\.on_alrt'; did you mean cat\.on_a"):
+    with pytest.raises(
+        ApiError, match=r"no rule named 'cat\.on_alrt'; did you mean cat\.on_a"
+    ) as no:
         CliRunner().invoke(cli.main, ["rules", "enable", "cat.on_alrt"], catch_exceptions=False)
+    assert (no.value.status, no.value.code, no.value.exit_code) == (404, UnknownRule.code, 1)
 
 
 # --- the policy: skipped while disabled, execution events switched, a load resets -----------------

@@ -165,7 +165,7 @@ def test_packs_load_a_directory_of_packs_and_reload(engine: Engine, tmp_path: Pa
 def test_packs_load_refuses_an_invalid_pack(settings: config.Settings, tmp_path: Path) -> None:
     _, directory = write_pack(tmp_path, [{"name": "bad", "runner": "teleport"}])
     done = usher_process(settings, "packs", "load", str(directory))
-    assert done.returncode == 2
+    assert done.returncode == 1
     # (rich may wrap the line; see test_error_messages_are_one_unwrapped_line)
     message = "".join(done.stderr.splitlines())
     assert "actions/bad.yaml" in message and "teleport" in message
@@ -175,7 +175,7 @@ def test_packs_load_refuses_an_invalid_pack(settings: config.Settings, tmp_path:
 def test_error_messages_are_one_unwrapped_line(settings: config.Settings, tmp_path: Path) -> None:
     _, directory = write_pack(tmp_path, [{"name": "bad", "runner": "teleport"}])
     done = usher_process(settings, "packs", "load", str(directory))
-    assert done.returncode == 2
+    assert done.returncode == 1
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert str(directory / "actions" / "bad.yaml") in lines[0]
@@ -204,17 +204,19 @@ def test_run_prints_the_new_execution_id(engine: Engine, pack: str) -> None:
 def test_run_json(pack: str) -> None:
     first = usher_json("run", f"{pack}.free")
     second = usher_json("run", f"{pack}.free")
-    assert set(first) == {"id", "seq"}
-    assert (first["seq"], second["seq"]) == (1, 2)
+    # The API's answer: id, status, place in line (none for one granted at once)
+    assert first == {"id": first["id"], "status": "scheduled", "position": None}
     assert second["id"] > first["id"]
+    shown = [usher_json("executions", "show", str(e["id"]))["seq"] for e in (first, second)]
+    assert shown == [1, 2]
 
 
-def test_run_errors_are_one_message_and_exit_2(settings: config.Settings, pack: str) -> None:
+def test_run_errors_are_one_message_and_exit_1(settings: config.Settings, pack: str) -> None:
     unknown = usher_process(settings, "run", f"{pack}.nothing")
-    assert unknown.returncode == 2
+    assert unknown.returncode == 1
     assert f"{pack}.nothing" in unknown.stderr and "Traceback" not in unknown.stderr
     invalid = usher_process(settings, "run", f"{pack}.job", "n=notanumber")
-    assert invalid.returncode == 2
+    assert invalid.returncode == 1
     assert "parameters.n" in invalid.stderr and "Traceback" not in invalid.stderr
     malformed = usher_process(settings, "run", f"{pack}.job", "novalue")
     assert malformed.returncode == 2
@@ -309,7 +311,7 @@ def test_executions_cancel(engine: Engine, settings: config.Settings, pack: str)
     assert invariants.counter_mismatches(engine) == []
     # And cancelling again is refused with one message
     again = usher_process(settings, "executions", "cancel", str(first))
-    assert again.returncode == 2
+    assert again.returncode == 1
     assert "already cancelled" in again.stderr and "Traceback" not in again.stderr
 
 
@@ -324,5 +326,5 @@ def test_executions_cancel_a_queued_one(pack: str) -> None:
 def test_unknown_execution_is_one_message(settings: config.Settings, pack: str) -> None:
     for command in ("show", "cancel"):
         done = usher_process(settings, "executions", command, "987654")
-        assert done.returncode == 2
+        assert done.returncode == 1
         assert "987654" in done.stderr and "Traceback" not in done.stderr

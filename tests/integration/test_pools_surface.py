@@ -17,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 
 from app import cli, config, db, tokens
+from app.cli.client import ApiError
 from app.errors import NotFound
 from policies import control, levels, pools
 from policies import packs as app_packs
@@ -143,10 +144,11 @@ def test_usher_pools_lists_and_sets_a_limit_and_queues_shows_the_levels(
     (pool,) = json.loads(usher("pools", "list", "--json"))
     assert (pool["limit"], pool["live"], pool["active"]) == (1, False, 2)
     # Refusals: an unknown pool names the known ones; a limit out of bounds is click's
-    with pytest.raises(NotFound, match=r"no pool named 'shop\.nope'; the pools are shop\.db"):
+    with pytest.raises(ApiError, match=r"no pool named 'shop\.nope'; the pools are shop\.db") as no:
         CliRunner().invoke(
             cli.main, ["pools", "set", "shop.nope", "--limit", "2"], catch_exceptions=False
         )
+    assert no.value.code == NotFound.code
     bad = CliRunner().invoke(cli.main, ["pools", "set", "shop.db", "--limit", "0"])
     assert bad.exit_code == 2 and "--limit" in bad.output
 

@@ -12,6 +12,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine
 
 from app import cli, config, db, tokens
+from app.cli.client import ApiError
 from app.errors import NotFound
 from tests.integration.test_schedules import load, write_pack
 from tests.support.api import AUTH, bearer
@@ -56,8 +57,9 @@ def test_usher_schedules_lists_pauses_and_resumes(loaded: str) -> None:
         line for line in usher("schedules", "list").splitlines() if "nightly" in line
     )
     assert "w.nightly: enabled, next fire" in usher("schedules", "resume", "w.nightly")
-    with pytest.raises(NotFound, match=r"no schedule named 'w\.nope'"):
+    with pytest.raises(ApiError, match=r"no schedule named 'w\.nope'") as no:
         CliRunner().invoke(cli.main, ["schedules", "pause", "w.nope"], catch_exceptions=False)
+    assert (no.value.status, no.value.code) == (404, NotFound.code)
 
 
 def test_the_api_lists_schedules_to_any_token_and_pauses_them_with_an_admin_one(
