@@ -72,6 +72,10 @@ class Settings(BaseSettings):
     schedule_grace_s: Annotated[float, Field(ge=1, le=86_400)] = 5.0
     # An Idempotency-Key is remembered this long (per action, or per trigger for events).
     idempotency_ttl_s: Annotated[int, Field(**bounds.IDEMPOTENCY_TTL_S.field())] = 86_400
+    # History kept (policies.retention): finished executions and their attempts and output,
+    # events and enforcements, schedule fires; the audit for its own span.
+    retention_s: Annotated[int, Field(ge=60, le=100 * 365 * 86_400)] = 30 * 86_400
+    audit_retention_s: Annotated[int, Field(ge=60, le=100 * 365 * 86_400)] = 365 * 86_400
     # Where ``{{ secrets.NAME }}`` looks after USHER_SECRET_<NAME>: one file per secret.
     secrets_dir: Path | None = None
     # Session cookies are Secure (HTTPS only) unless this is set for plain-HTTP development.

@@ -199,6 +199,11 @@ class Execution(Base):
             postgresql_where=text("requested_by IS NOT NULL"),
         ),
         Index("ix_executions_enqueued_at", "enqueued_at"),
+        # What retention's delete of an execution looks up (ON DELETE SET NULL of the two).
+        Index(
+            "ix_executions_replay_of", "replay_of", postgresql_where=text("replay_of IS NOT NULL")
+        ),
+        Index("ix_executions_rerun_of", "rerun_of", postgresql_where=text("rerun_of IS NOT NULL")),
         UniqueConstraint("queue_id", "seq"),
     )
 
@@ -609,3 +614,17 @@ class ExecutionOutput(Base):
     at: Mapped[datetime] = mapped_column(
         DateTime(timezone=True), server_default=text("clock_timestamp()"), nullable=False
     )
+
+
+class HistoryPruned(Base):
+    """What retention removed, counted by what /metrics counts of it (``family``: events by
+    trigger, enforcements by rule and status, refusals by action and reason, schedule fires
+    by schedule): a family's total is its rows plus these, so no counter goes down when old
+    rows go (``policies.retention``)."""
+
+    __tablename__ = "history_pruned"
+
+    family: Mapped[str] = mapped_column(Text, primary_key=True)
+    label: Mapped[str] = mapped_column(Text, primary_key=True)
+    detail: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
+    n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))

@@ -111,9 +111,17 @@ class Ended:
     cancelled: int = 0
 
 
-def apply(session: Session, line: lines.Line, mode: str, new_id: int, ended: Ended) -> None:
+def apply(
+    session: Session,
+    line: lines.Line,
+    mode: str,
+    new_id: int,
+    ended: Ended,
+    requested_by: str | None = None,
+) -> None:
     """The mode of a busy request, now waiting as ``new_id``, on the other executions of its
-    line (see the module); the caller holds the line's lock."""
+    line (see the module); the caller holds the line's lock. Who asked for it
+    (``requested_by``) is who cancelled the others (their ``cancelled_by``)."""
     if mode not in (REPLACE, CANCEL_RUNNING):
         return
     others = session.execute(
@@ -128,7 +136,7 @@ def apply(session: Session, line: lines.Line, mode: str, new_id: int, ended: End
                 reason = f"superseded by execution {new_id} (when_busy: cancel_running)"
         else:
             reason = f"cancelled for execution {new_id} (when_busy: cancel_running)"
-        left = cancels.leave(session, line, other.id, reason)
+        left = cancels.leave(session, line, other.id, reason, requested_by)
         ended.grants += left.grants
         ended.cancelled += 1
         if left.previous_status == "running":

@@ -383,4 +383,4 @@ def _one_by_one(
         ended.grants += granted
         placed[item.index] = (execution_id, seq)
         if not any(g.execution_id == execution_id for g in granted):
-            busy.apply(session, line, mode, execution_id, ended)
+            busy.apply(session, line, mode, execution_id, ended, item.request.requested_by)

@@ -9,7 +9,7 @@ from celery import current_app, shared_task
 
 from app import celery as usher_celery
 from app import db, sql
-from policies import admission, emitted, idempotency, lines, recovery
+from policies import admission, emitted, idempotency, lines, recovery, retention
 from tasks import context, signals
 from tasks import delayed as delayed_runs
 
@@ -57,6 +57,8 @@ def sweep() -> dict[str, int]:
                 lambda s: idempotency.prune(s, settings.idempotency_ttl_s)
             )
             counts["samples"] = _in_tx(recovery.sample_lines)
+            # History past USHER_RETENTION_S, within a budget of this sweep's time.
+            counts.update(retention.prune(engine, settings))
             if not settings.broker_url:
                 counts["event_files_pruned"] = usher_celery.prune_event_files(settings.home)
             # One message, in id order: a task processes them in that order, and one that

@@ -18,29 +18,46 @@ SELECT ref AS action, resolved_concurrency AS concurrency FROM actions ORDER BY 
 -- name: metrics_rejected
 -- What Usher records as refused: a rejected enforcement (its reason starts with the error's
 -- kind, "QueueFull: ..."), counted under the rule's action; a delayed execution rejected
--- when it fell due (its line was full). The kind is cut to 40 characters.
-SELECT action, reason, count(*) AS n FROM (
+-- when it fell due (its line was full). The kind is cut to 40 characters. Those retention
+-- removed are added from history_pruned (policies.retention): the counter never goes down.
+SELECT action, reason, sum(n) AS n FROM (
     SELECT coalesce(r.action_ref, '') AS action,
            left(CASE WHEN n.reason LIKE '%:%' THEN split_part(n.reason, ':', 1)
-                     ELSE 'other' END, 40) AS reason
+                     ELSE 'other' END, 40) AS reason,
+           1 AS n
     FROM enforcements n LEFT JOIN rules r ON r.id = n.rule_id
     WHERE n.status = 'rejected'
     UNION ALL
-    SELECT a.ref, 'QueueFull'
+    SELECT a.ref, 'QueueFull', 1
     FROM executions e JOIN actions a ON a.id = e.action_id
     WHERE e.status = 'rejected'
+    UNION ALL
+    SELECT label, detail, n FROM history_pruned WHERE family = 'rejected'
 ) s
 GROUP BY action, reason ORDER BY action, reason
 
 -- name: metrics_events
-SELECT trigger, count(*) AS n FROM events GROUP BY trigger ORDER BY trigger
+SELECT trigger, sum(n) AS n FROM (
+    SELECT trigger, count(*) AS n FROM events GROUP BY trigger
+    UNION ALL
+    SELECT label, n FROM history_pruned WHERE family = 'events'
+) s
+GROUP BY trigger ORDER BY trigger
 
 -- name: metrics_enforcements
-SELECT rule_ref AS rule, status, count(*) AS n FROM enforcements
-GROUP BY rule_ref, status ORDER BY rule_ref, status
+SELECT rule, status, sum(n) AS n FROM (
+    SELECT rule_ref AS rule, status, count(*) AS n FROM enforcements GROUP BY rule_ref, status
+    UNION ALL
+    SELECT label, detail, n FROM history_pruned WHERE family = 'enforcements'
+) s
+GROUP BY rule, status ORDER BY rule, status
 
 -- name: metrics_schedule_fires
 -- Every schedule, fired or not yet.
-SELECT s.ref AS schedule, count(f.schedule_id) AS n
-FROM schedules s LEFT JOIN schedule_fires f ON f.schedule_id = s.id
-GROUP BY s.ref ORDER BY s.ref
+SELECT s.ref AS schedule,
+       (SELECT count(*) FROM schedule_fires f WHERE f.schedule_id = s.id)
+       + coalesce((SELECT h.n FROM history_pruned h
+                   WHERE h.family = 'schedule_fires' AND h.label = s.ref AND h.detail = ''), 0)
+       AS n
+FROM schedules s
+ORDER BY s.ref

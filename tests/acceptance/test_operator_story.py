@@ -9,9 +9,10 @@ Postgres, the broker of USHER_TEST_BROKER_URL and a real worker process.
    schema does not allow, then takes a good one): the new execution names it in rerun_of;
 5. follow that re-run's shell output on its page line by line while it runs.
 
-Its screenshots go to docs/images/operator-*.png, which docs/dashboard.md shows ("The
-operator's story in one run"). Each step's details have their own tests:
-test_dashboard_controls, test_output_live, tests/integration/.
+Its screenshots go to test-artifacts/operator-*.png; copied to docs/images by hand when
+the pages change, docs/dashboard.md shows them ("The operator's story in one run"). Each
+step's details have their own tests: test_dashboard_controls, test_output_live,
+tests/integration/.
 """
 
 from __future__ import annotations
@@ -27,15 +28,14 @@ import pytest
 import yaml
 from sqlalchemy import Engine, text
 
-from tests.acceptance.conftest import TOKEN
+from tests.acceptance.conftest import ARTIFACTS, TOKEN
 from tests.acceptance.test_dashboard_pages import fits, log_in
 from tests.support import api, invariants, packs
 from tests.support.flow import wait_until
-from tests.support.workers import REPO, Pool
+from tests.support.workers import Pool
 
 pytestmark = [pytest.mark.broker, pytest.mark.timeout(180)]
 
-IMAGES = REPO / "docs" / "images"
 # Every wait of the page, in ms (Playwright's) and s (Postgres polls): a hang fails in time.
 WAIT_MS = 30_000
 WAIT_S = 30.0
@@ -119,7 +119,8 @@ def _status(engine: Engine, execution_id: int) -> str:
 
 
 def _shoot(page: Any, name: str, full_page: bool = False) -> None:
-    page.screenshot(path=IMAGES / f"operator-{name}.png", full_page=full_page)
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=ARTIFACTS / f"operator-{name}.png", full_page=full_page)
 
 
 def test_the_operators_story_in_one_run(
@@ -234,7 +235,7 @@ def test_the_operators_story_in_one_run(
     # And a good version makes a re-run, whose page the form opens
     page.locator("details.rerun summary").click()
     form.fill('{"version": "2.6.0"}')
-    # Not fits(page) here: the open form's textarea (cols=60) is wider than its card.
+    fits(page)  # the open form too
     _shoot(page, "rerun")
     page.get_by_test_id("rerun").click()
     expect(flash).to_contain_text(f"Execution {ids[0]} re-run as ")

@@ -22,7 +22,7 @@ from flask.testing import FlaskClient
 from sqlalchemy import Engine, text
 
 import web
-from app import config, db
+from app import config, db, tokens
 from app.errors import LineBusy
 from policies import admission, events, schedules
 from policies import packs as app_packs
@@ -114,7 +114,8 @@ def _rows(engine: Engine, ref: str) -> list[Any]:
     with engine.connect() as conn:
         return list(
             conn.execute(
-                text("""SELECT e.id, e.seq, e.status, e.error, e.parameters FROM executions e
+                text("""SELECT e.id, e.seq, e.status, e.error, e.parameters, e.cancelled_by
+                     FROM executions e
                         JOIN actions a ON a.id = e.action_id WHERE a.ref = :ref
                         ORDER BY e.id"""),
                 {"ref": ref},
@@ -198,6 +199,7 @@ def test_a_request_may_set_when_busy_over_its_policy(
     rows = {r.id: r for r in _rows(engine, plain)}
     assert rows[waiting["id"]].status == "cancelled"
     assert rows[waiting["id"]].error.startswith(f"superseded by execution {newest['id']}")
+    assert rows[waiting["id"]].cancelled_by == tokens.ADMIN_NAME  # who asked for the newest
     assert rows[newest["id"]].status == "queued"
     _sound(engine)
 
