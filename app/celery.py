@@ -14,7 +14,7 @@ from celery import Celery
 from celery.app import trace
 from kombu import Queue
 
-from app import fs_broker, logs, secretstore
+from app import db, fs_broker, logs, secretstore, sql
 from app.config import Settings
 
 log = logging.getLogger(__name__)
@@ -24,8 +24,13 @@ SWEEP = "usher.sweep"
 WAKE = "usher.wake_line"
 PROCESS_EVENT = "usher.process_event"
 PROCESS_EVENTS = "usher.process_events"
-EVENTS_QUEUE = "usher.events"
-DEFAULT_QUEUE = "usher.default"
+# Every queue of an installation carries its id (the installation table, made once by the
+# migrations): two installations on one broker vhost never share a queue, so neither takes
+# the other's messages. The message says it too (its INSTALLATION header).
+EVENTS_QUEUE = "usher.{installation}.events"
+DEFAULT_QUEUE = "usher.{installation}.default"
+ACTION_QUEUE = "usher.{installation}.action.{ref}"
+INSTALLATION = "usher_installation"
 # Seconds between a soft time limit (the runner is asked to stop) and the hard kill.
 HARD_KILL_GRACE_S = 5
 
@@ -66,8 +71,48 @@ class Taken(Protocol):
     def events(self) -> Iterable[int]: ...
 
 
-def queue_name(action_ref: str) -> str:
-    return f"usher.action.{action_ref}"
+def installation(app: Celery) -> str:
+    """The id of the installation whose Postgres ``app``'s settings name, read once."""
+    found: str | None = app.conf.get("usher_installation")
+    if found is None:
+        settings: Settings = app.conf.usher_settings
+        with db.engine_for(db.database_url(settings)).connect() as conn:
+            found = str(conn.execute(sql.query("installation_id")).scalar_one())
+        app.conf.usher_installation = found
+    return found
+
+
+def queue_name(app: Celery, action_ref: str) -> str:
+    return ACTION_QUEUE.format(installation=installation(app), ref=action_ref)
+
+
+def events_queue(app: Celery) -> str:
+    return EVENTS_QUEUE.format(installation=installation(app))
+
+
+def default_queue(app: Celery) -> str:
+    return DEFAULT_QUEUE.format(installation=installation(app))
+
+
+def own_queues(app: Celery) -> list[str]:
+    """What every worker of the installation consumes beside the action queues."""
+    return [default_queue(app), events_queue(app)]
+
+
+class Router:
+    """Celery's ``task_routes``: the sweeper's and the events' tasks to the installation's
+    own queues (read on first use, so making the app needs no database); their messages
+    carry its id."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+
+    def __call__(self, name: str, *args: object, **kwargs: object) -> dict[str, object] | None:
+        if name in (PROCESS_EVENT, PROCESS_EVENTS):
+            return {"queue": events_queue(self.app)}
+        if name in (SWEEP, WAKE):
+            return {"queue": default_queue(self.app)}
+        return None
 
 
 def filesystem_transport_options(home: Path) -> dict[str, str]:
@@ -145,7 +190,8 @@ def create(settings: Settings) -> Celery:
         # WorkerLostError (10 s by default). Results are ignored here, so waiting only
         # delays freeing the slot.
         worker_lost_wait=1.0,
-        task_default_queue=DEFAULT_QUEUE,
+        # Every task of Usher's is routed (Router); this one catches only a stranger's.
+        task_default_queue="usher.default",
         # An event's processing is bounded: a try that runs past it is stopped and counted
         # as a failure (policies.events.record_failure).
         task_annotations={
@@ -155,12 +201,7 @@ def create(settings: Settings) -> Celery:
             }
             for name in (PROCESS_EVENT, PROCESS_EVENTS)
         },
-        task_routes={
-            SWEEP: {"queue": DEFAULT_QUEUE},
-            WAKE: {"queue": DEFAULT_QUEUE},
-            PROCESS_EVENT: {"queue": EVENTS_QUEUE},
-            PROCESS_EVENTS: {"queue": EVENTS_QUEUE},
-        },
+        task_routes=(Router(app),),
         worker_hijack_root_logger=False,
         beat_schedule={
             "usher-sweep": {
@@ -224,7 +265,7 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
                 if grant.timeout_s:
                     limits = (grant.timeout_s + HARD_KILL_GRACE_S, grant.timeout_s)
                 args = [grant.execution_id, grant.attempt]
-                queue = app.amqp.queues[queue_name(grant.action_ref)]
+                queue = app.amqp.queues[queue_name(app, grant.action_ref)]
                 # The queue is declared (within the publish's retries) until it is known to
                 # exist, so a grant is never dropped for lack of a queue no worker consumes.
                 declared = publisher is not None and publisher.declared(queue)
@@ -239,6 +280,7 @@ def publish(app: Celery, grants: Iterable[Grant], publisher: Publisher | None = 
                     kwargsrepr="{}",
                     ignore_result=True,
                 )
+                message.headers[INSTALLATION] = installation(app)
                 producer.publish(
                     message.body,
                     exchange="",
@@ -311,7 +353,7 @@ def wake_line(app: Celery, queue_id: int, at: datetime | None) -> None:
 
 def send_event(app: Celery, event_id: int) -> None:
     try:
-        app.send_task(PROCESS_EVENT, args=[event_id])
+        app.send_task(PROCESS_EVENT, args=[event_id], headers={INSTALLATION: installation(app)})
     except Exception:
         log.exception("could not publish event %s; the sweeper will", event_id)
 
@@ -321,7 +363,7 @@ def send_events(app: Celery, event_ids: list[int]) -> None:
     if not event_ids:
         return
     try:
-        app.send_task(PROCESS_EVENTS, args=[event_ids])
+        app.send_task(PROCESS_EVENTS, args=[event_ids], headers={INSTALLATION: installation(app)})
     except Exception:
         log.exception("could not publish %d events; the sweeper will", len(event_ids))
 

@@ -628,3 +628,20 @@ class HistoryPruned(Base):
     label: Mapped[str] = mapped_column(Text, primary_key=True)
     detail: Mapped[str] = mapped_column(Text, primary_key=True, server_default=text("''"))
     n: Mapped[int] = mapped_column(BigInteger, server_default=text("0"))
+
+
+class Installation(Base):
+    """This installation's id, one row made by the migrations: in every queue name and
+    message of it (``app.celery``), so installations sharing a broker vhost stay apart."""
+
+    __tablename__ = "installation"
+    __table_args__ = (
+        CheckConstraint("one", name="one"),
+        CheckConstraint("id ~ '^[0-9a-f]{12}$'", name="id_hex"),
+    )
+
+    one: Mapped[bool] = mapped_column(Boolean, primary_key=True, server_default=text("true"))
+    id: Mapped[str] = mapped_column(
+        Text, server_default=text("left(replace(CAST(gen_random_uuid() AS text), '-', ''), 12)")
+    )
+    created_at: Mapped[datetime] = _now()

@@ -1,4 +1,5 @@
-"""Workers consume every action's queue ``usher.action.<ref>``, or only the pinned ones.
+"""Workers consume every action's queue ``usher.<installation>.action.<ref>``, or only the
+pinned ones.
 
 ``add_consumer`` state lives only in a worker's memory, so each worker adds every known
 queue when it is ready and re-checks Postgres every few seconds for actions registered
@@ -33,7 +34,7 @@ def wanted_queues(app: Any) -> set[str]:
         refs = recovery.action_refs(session)
     if pins:
         refs = [r for r in refs if any(fnmatch.fnmatchcase(r, p) for p in pins)]
-    return {usher_celery.queue_name(r) for r in refs}
+    return {usher_celery.queue_name(app, r) for r in refs}
 
 
 def consuming(consumer: Any) -> set[str]:

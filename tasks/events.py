@@ -13,18 +13,20 @@ from collections.abc import Sequence
 from typing import Any
 
 from billiard.exceptions import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
-from celery import current_app, shared_task, signals
+from celery import Task, current_app, shared_task, signals
 
 from app import celery as usher_celery
 from app import db
 from policies import events
-from tasks import context
+from tasks import context, foreign
 
 log = logging.getLogger(__name__)
 
 
-@shared_task(name="usher.process_event", acks_late=True, ignore_result=True)
-def process_event(event_id: int) -> int:
+@shared_task(name="usher.process_event", bind=True, acks_late=True, ignore_result=True)
+def process_event(self: Task, event_id: int) -> int:
+    if foreign.sent_on(self):
+        return 0
     try:
         return _process(event_id)
     except Exception as error:
@@ -39,14 +41,16 @@ def _process(event_id: int) -> int:
     return len(processed.enforcements)
 
 
-@shared_task(name="usher.process_events", acks_late=True, ignore_result=True)
-def process_events(event_ids: list[int]) -> int:
+@shared_task(name="usher.process_events", bind=True, acks_late=True, ignore_result=True)
+def process_events(self: Task, event_ids: list[int]) -> int:
     """A batch from ``POST /api/v1/events/batch``, in one transaction.
 
     Should the batch fail (a deadlock, one event whose processing raises), each event is
     taken on its own, so one bad event never holds back the others. A batch that ran out of
     time has none left for that: each event is sent again as its own message.
     """
+    if foreign.sent_on(self):
+        return 0
     try:
         with db.unit_of_work(context.engine()) as session:
             processed = events.process_many(session, context.settings(), event_ids)

@@ -21,7 +21,7 @@ from celery import Task, shared_task
 
 from app import secretstore
 from policies import admission
-from tasks import context, output, runners
+from tasks import context, foreign, output, runners
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +112,8 @@ leases = Leases()
 
 @shared_task(name="usher.execute", bind=True, acks_late=True, ignore_result=True)
 def execute(self: Task, execution_id: int, attempt: int) -> Any:
+    if foreign.sent_on(self):
+        return SKIPPED
     settings = context.settings()
     worker = context.worker_name(self.request.hostname)
     claimed = context.hot().run(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -19,6 +20,9 @@ from tests.support import brokers, workers
 
 ADMIN_URL_ENV = "USHER_TEST_DATABASE_URL"
 BROKER_ENV = "USHER_TEST_BROKER_URL"
+NEW_INSTALLATION = (
+    "UPDATE installation SET id = left(replace(CAST(gen_random_uuid() AS text), '-', ''), 12)"
+)
 
 
 @pytest.fixture(scope="session")
@@ -62,17 +66,31 @@ def template_db(pg_admin_url: str) -> Iterator[str]:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
-@pytest.fixture
-def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
-    """A fresh migrated database for this test alone."""
+@contextlib.contextmanager
+def fresh_database(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A new migrated database (a copy of the template) with an installation of its own;
+    dropped afterwards."""
     name = f"usher_t_{uuid.uuid4().hex[:12]}"
     with _admin(pg_admin_url) as conn:
         conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template_db}"')
     url = make_url(pg_admin_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    db.dispose_all()
-    with _admin(pg_admin_url) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    # A copy keeps the template's installation id: each test is an installation of its own,
+    # with queues of its own on the run's broker namespace (tests/support/brokers.py).
+    with psycopg.connect(_psycopg_url(pg_admin_url, name), autocommit=True) as conn:
+        conn.execute(NEW_INSTALLATION)
+    try:
+        yield url
+    finally:
+        db.dispose_all()
+        with _admin(pg_admin_url) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db_url(pg_admin_url: str, template_db: str) -> Iterator[str]:
+    """A fresh migrated database for this test alone."""
+    with fresh_database(pg_admin_url, template_db) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -36,6 +36,8 @@ def environment(settings: config.Settings) -> dict[str, str]:
         USHER_EVENT_MAX_FAILURES=str(settings.event_max_failures),
         USHER_MAX_CHAIN_DEPTH=str(settings.max_chain_depth),
         USHER_OUTPUT_MAX_BYTES=str(settings.output_max_bytes),
+        USHER_RETENTION_S=str(settings.retention_s),
+        USHER_AUDIT_RETENTION_S=str(settings.audit_retention_s),
         PYTHONPATH=os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p),
     )
     if settings.broker_url:

@@ -34,7 +34,7 @@ def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
     app = rt.celery
     app.conf.usher_actions = [a.strip() for a in actions.split(",") if a.strip()]
     app.steps["consumer"].add(consumers.ActionQueueWatcher)
-    queues = f"{usher_celery.DEFAULT_QUEUE},{usher_celery.EVENTS_QUEUE}"
+    queues = ",".join(usher_celery.own_queues(app))
     argv = ["worker", "-Q", queues, "--loglevel", "INFO", *celery_args]
     app.worker_main(argv)
 
@@ -204,6 +204,21 @@ def up_cmd(
     help="with a rule on usher.execution: every end writes its event (what chaining costs)",
 )
 @click.option(
+    "--retention",
+    "soak_minutes",
+    type=click.IntRange(1, 24 * 60),
+    default=None,
+    help="only the retention soak: a steady load for N minutes with USHER_RETENTION_S=60, "
+    "the history tables' rows and sizes each minute",
+)
+@click.option(
+    "--rate",
+    type=click.IntRange(1, 5000),
+    default=50,
+    show_default=True,
+    help="with --retention: executions requested per second (and a fifth as many events)",
+)
+@click.option(
     "--plot",
     type=click.Path(dir_okay=False, path_type=Path),
     default=None,
@@ -222,6 +237,8 @@ def bench_cmd(
     clients: int | None,
     plain_queues: int,
     listen: bool,
+    soak_minutes: int | None,
+    rate: int,
     plot: Path | None,
     as_json: bool,
 ) -> None:
@@ -229,6 +246,18 @@ def bench_cmd(
     from app.cli.bench import core as bench
     from app.cli.bench import plot as bench_plot
     from app.cli.bench import report as bench_report
+
+    if soak_minutes:
+        from dataclasses import asdict
+
+        from app.cli.bench import soak
+
+        found = soak.run(rt.settings, soak_minutes, rate, err_console)
+        if as_json:
+            emit_json([asdict(m) for m in found])
+        else:
+            console.print(soak.table(found))
+        return
 
     if clients:
         from app.cli.bench import postgres as bench_postgres

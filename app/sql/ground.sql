@@ -44,3 +44,7 @@ WHERE s.nonce_hash = :hash AND s.ended_at IS NULL AND s.expires_at > now()
 -- name: end_web_session
 UPDATE web_sessions SET ended_at = now()
 WHERE nonce_hash = :hash AND ended_at IS NULL
+
+-- name: installation_id
+-- This installation's id (one row, made by the migrations): in its queue names and messages.
+SELECT id FROM installation

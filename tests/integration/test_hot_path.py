@@ -171,7 +171,7 @@ def test_the_hot_sql_also_runs_inside_a_session_transaction(
 def test_the_publisher_declares_a_queue_no_worker_consumes_yet(celery_app: Any) -> None:
     # Given an action queue that no worker consumes (nobody declared it)
     ref = f"hot{uuid.uuid4().hex[:8]}.job"
-    name = usher_celery.queue_name(ref)
+    name = usher_celery.queue_name(celery_app, ref)
     grants = [
         lines.Grant(7, 1, ref, None),
         lines.Grant(8, 2, ref, 30),
@@ -214,7 +214,7 @@ def test_after_its_connection_drops_the_publisher_declares_again(celery_app: Any
         with celery_app.connection_for_write() as conn:
             counts = []
             for ref in refs:
-                queue = Queue(usher_celery.queue_name(ref)).bind(conn.default_channel)
+                queue = Queue(usher_celery.queue_name(celery_app, ref)).bind(conn.default_channel)
                 counts.append(queue.queue_declare(passive=True).message_count)
                 queue.delete()
     finally:

@@ -284,6 +284,7 @@ def test_the_sweeper_prunes_and_every_history_table_is_covered(
         "action_levels",
         "attempt_totals",
         "history_pruned",
+        "installation",
     }
     with engine.connect() as conn:
         tables = set(

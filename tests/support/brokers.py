@@ -1,14 +1,13 @@
 """Each test run gets a broker namespace of its own, and each test a clean one.
 
 RabbitMQ: a vhost made for the run with ``rabbitmqctl`` (the server runs on this machine)
-and deleted with everything in it at the end; between tests the queues every deployment
-shares (``usher.default``, ``usher.events``) are purged, kept with their bindings (a test
-may publish before its workers declare anything), so no sweep, event batch or wake-up a
-test left behind reaches the next test's workers (action queues are per test already:
-every test's pack has its own name). Redis: a database of its own for the run, claimed
-with SETNX, flushed at the end; between tests its shared queues and unacked messages are
-emptied, its bindings kept. Where the vhost cannot be made (no ``rabbitmqctl`` here: a
-remote broker) the URL is used as given.
+and deleted with everything in it at the end. Redis: a database of its own for the run,
+claimed with SETNX, flushed at the end. Within the run, each test's database is a new
+installation, whose queues carry its id (``usher.<installation>.events``, ...): no sweep,
+event batch or wake-up a test left behind can reach the next test's workers. Between tests
+only Redis's unacked messages (one hash for every queue of a database) are emptied. Where
+the vhost cannot be made (no ``rabbitmqctl`` here: a remote broker) the URL is used as
+given.
 """
 
 from __future__ import annotations
@@ -25,9 +24,6 @@ import kombu
 import redis
 from kombu.utils.url import maybe_sanitize_url
 
-from app import celery as usher_celery
-
-SHARED_QUEUES = (usher_celery.DEFAULT_QUEUE, usher_celery.EVENTS_QUEUE)
 REDIS_DATABASES = range(1, 16)
 CLAIM = "usher-test-claimed-by"
 
@@ -80,25 +76,11 @@ def namespace(url: str) -> Iterator[str]:
 
 
 def clean(url: str) -> None:
-    """Empty what deployments share, between two tests: the messages, never the queues or
-    their bindings (a test may publish before its workers declare anything)."""
+    """Between two tests: the unacked messages a killed worker left in Redis, which the next
+    worker would restore (to the queues of the installation before, which nobody reads)."""
     if url.split("://", 1)[0].startswith("redis"):
         client = redis.Redis.from_url(url)
-        # A queue's list and its priority lists; the unacked messages a killed worker left,
-        # which the next worker would restore. The exchange bindings stay.
-        keys = [k for name in SHARED_QUEUES for k in client.scan_iter(match=f"{name}*")]
-        keys += [k for k in ("unacked", "unacked_index", "unacked_mutex") if client.exists(k)]
+        keys = [k for k in ("unacked", "unacked_index", "unacked_mutex") if client.exists(k)]
         if keys:
             client.delete(*keys)
         client.close()
-        return
-    with kombu.Connection(url, connect_timeout=5) as connection:
-        for name in SHARED_QUEUES:
-            channel = connection.channel()
-            try:
-                channel.queue_purge(name)
-            except connection.channel_errors:
-                pass  # not declared in this vhost yet
-            finally:
-                with contextlib.suppress(Exception):
-                    channel.close()

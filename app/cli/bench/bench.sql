@@ -387,3 +387,31 @@ DELETE FROM api_tokens WHERE name = 'bench-web'
 -- name: planner_setting
 -- A planner setting (e.g. enable_seqscan off) for the rest of the transaction only.
 SELECT set_config(:name, :value, true)
+
+-- name: soak_tables
+-- The history tables' rows, sizes (with indexes and TOAST) and dead tuples: what retention
+-- keeps flat (usher bench --retention).
+SELECT c.relname AS name,
+       (xpath('/row/n/text()',
+              query_to_xml(format('SELECT count(*) AS n FROM %I', c.relname), false, true, '')
+       ))[1]::text::bigint AS rows,
+       pg_total_relation_size(c.oid) AS bytes,
+       coalesce(s.n_dead_tup, 0) AS dead,
+       coalesce(s.autovacuum_count, 0) + coalesce(s.vacuum_count, 0) AS vacuums
+FROM pg_class c
+LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid
+WHERE c.relkind = 'r' AND c.relname = ANY(:tables)
+  AND c.relnamespace = CAST(current_schema() AS regnamespace)
+ORDER BY array_position(CAST(:tables AS text[]), CAST(c.relname AS text))
+
+-- name: soak_totals
+-- The lines' counters (never pruned): what was asked for and what ran, since the start.
+SELECT coalesce(sum(total_enqueued), 0) AS enqueued, coalesce(sum(total_completed), 0) AS completed
+FROM queues
+
+-- name: soak_waits
+-- Request -> start of what started in the last :window seconds, in ms.
+SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY w), 0) AS p50,
+       coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY w), 0) AS p99
+FROM (SELECT extract(epoch FROM started_at - enqueued_at) * 1000 AS w FROM executions
+      WHERE started_at > clock_timestamp() - make_interval(secs => :window)) s

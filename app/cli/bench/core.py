@@ -148,7 +148,7 @@ def run(
             return report
         finally:
             pool.stop_all()
-            queues = [usher_celery.queue_name(ref) for ref in refs]
+            queues = [usher_celery.queue_name(celery_app, ref) for ref in refs]
             delete_queues(celery_app, [*queues, *baseline.plain_queues(plain_queues)])
             engine.dispose()
             celery_app.close()

@@ -88,7 +88,7 @@ def measure(
             web.terminate()
             web.wait(timeout=30)
         pool.stop_all()
-        delete_queues(celery_app, [usher_celery.queue_name(r) for r in refs])
+        delete_queues(celery_app, [usher_celery.queue_name(celery_app, r) for r in refs])
         celery_app.close()
         engine.dispose()
         db.dispose_all()
