@@ -222,7 +222,7 @@ class PoolChange(BaseModel, extra="forbid"):
     limit: Concurrency
 
 
-class NewToken(BaseModel, extra="forbid"):
+class TokenRequest(BaseModel, extra="forbid"):
     """An API token to make: admin unless ``read_only``."""
 
     name: Annotated[

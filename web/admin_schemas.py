@@ -68,7 +68,7 @@ class TokenPath(BaseModel):
     name: str = Field(json_schema_extra={"minLength": 1, "maxLength": 200})
 
 
-class NewToken(BaseModel):
+class MadeToken(BaseModel):
     name: str
     read_only: bool
     token: str = Field(description="the token: shown in this answer only, never again")

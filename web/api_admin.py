@@ -53,9 +53,9 @@ def list_tokens() -> Any:
 @bp.post(
     "/tokens",
     summary="Make an API token; the answer is the only place its value is ever shown",
-    responses={201: admin_schemas.NewToken, **schemas.WRITE},
+    responses={201: admin_schemas.MadeToken, **schemas.WRITE},
 )
-def create_token(body: requests.NewToken) -> Any:
+def create_token(body: requests.TokenRequest) -> Any:
     with unit_of_work() as session:
         token = tokens.create(session, body.name, body.read_only)
     answer = {"name": body.name, "read_only": body.read_only, "token": token}

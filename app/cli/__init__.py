@@ -53,6 +53,7 @@ def main(ctx: click.Context, url: str | None, token: str | None) -> None:
     rt = ctx.ensure_object(Runtime)
     rt.overrides.update({k: v for k, v in (("url", url), ("token", token)) if v is not None})
     rt.serving = ctx.invoked_subcommand in SERVING
+    ctx.call_on_close(rt.close)
 
 
 @main.group("db")

@@ -89,6 +89,11 @@ class Runtime:
     def celery(self) -> Celery:
         return usher_celery.create(self.settings)
 
+    def close(self) -> None:
+        """At the command's end: the API client's connections (a server keeps them alive)."""
+        if "api" in self.__dict__:
+            self.api.close()
+
     @cached_property
     def api(self) -> client.Api:
         """The REST API: of ``--url`` with ``--token``, or this process's own (on the

@@ -13,7 +13,7 @@ import waitress.task
 
 from app import celery as usher_celery
 from app.cli.common import Runtime, console, emit_json, err_console, pass_runtime
-from app.errors import TooLarge, UsherError
+from app.errors import ConfigError, TooLarge
 
 # Commands that hand what follows their own options (after ``--``, or any option they do
 # not know) to Celery: a later option wins, so ``--loglevel debug`` overrides the default.
@@ -58,7 +58,7 @@ def flower_cmd(rt: Runtime, flower_args: tuple[str, ...]) -> None:
     Extra options go to Flower (e.g. `usher flower -- --port 5556`); the auth stays."""
     auth = rt.settings.flower_basic_auth
     if not auth:
-        raise UsherError(
+        raise ConfigError(
             "USHER_FLOWER_BASIC_AUTH is not set: Flower never runs without auth "
             "(export USHER_FLOWER_BASIC_AUTH=user:a-long-password)"
         )
