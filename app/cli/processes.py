@@ -47,12 +47,15 @@ def environment(settings: config.Settings) -> dict[str, str]:
     return env
 
 
-def launch(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+def launch(
+    args: list[str], env: dict[str, str], log: Path, wrap: tuple[str, ...] = ()
+) -> subprocess.Popen[bytes]:
     """``usher ARGS...`` in its own session (so that its whole group can be killed), its
-    output to ``log``."""
+    output to ``log``; ``wrap`` runs it through a command that execs it (``ip netns exec
+    NAME``: a test's worker host)."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [sys.executable, "-m", "app.cli", *args],
+            [*wrap, sys.executable, "-m", "app.cli", *args],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -85,6 +88,7 @@ class Pool:
     log_dir: Path
     workers: list[Worker] = field(default_factory=list)
     others: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    wrap: tuple[str, ...] = ()  # as ``launch`` takes it: each process of the pool so
 
     def start(
         self,
@@ -101,7 +105,7 @@ class Pool:
         if actions:
             args += ["--actions", actions]
         args += ["-n", f"{name}@%h", "--without-gossip", "--without-mingle", *extra]
-        process = launch(args, environment(self.settings), log)
+        process = launch(args, environment(self.settings), log, self.wrap)
         worker = Worker(name, process, log)
         self.workers.append(worker)
         deadline = time.monotonic() + ready_s
@@ -115,7 +119,7 @@ class Pool:
     def start_beat(self) -> subprocess.Popen[bytes]:
         """``usher beat`` (the sweeper's schedule), stopped by ``stop_all``."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        beat = launch(["beat"], environment(self.settings), self.log_dir / "beat.log")
+        beat = launch(["beat"], environment(self.settings), self.log_dir / "beat.log", self.wrap)
         self.others.append(beat)
         return beat
 
