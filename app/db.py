@@ -219,17 +219,48 @@ def unit_of_work(engine: Engine) -> Iterator[Session]:
         yield session
 
 
-def upgrade(url: str) -> None:
-    """Apply every Alembic migration: the only way the schema is made."""
-    from alembic import command
+def _alembic(url: str | None = None) -> Any:
     from alembic.config import Config
 
     import migrations
 
     config = Config()
     config.set_main_option("script_location", str(Path(migrations.__file__).parent))
-    config.attributes["url"] = url
-    command.upgrade(config, "head")
+    if url is not None:
+        config.attributes["url"] = url
+    return config
+
+
+def upgrade(url: str) -> None:
+    """Apply every Alembic migration: the only way the schema is made."""
+    from alembic import command
+
+    command.upgrade(_alembic(url), "head")
+
+
+def schema_problem(engine: Engine) -> str | None:
+    """What keeps this version of Usher from working on the database's schema, as one line
+    that says what to do; None when it is at this version's head revision."""
+    from alembic.runtime.migration import MigrationContext
+    from alembic.script import ScriptDirectory
+
+    with engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    script = ScriptDirectory.from_config(_alembic())
+    head = script.get_current_head()
+    if current == head:
+        return None
+    if current is None:
+        return "the database has no Usher schema yet: run `usher db upgrade`"
+    if current in {revision.revision for revision in script.walk_revisions()}:
+        return (
+            f"the database's schema is at revision {current}, this Usher needs {head}: "
+            "run `usher db upgrade`"
+        )
+    return (
+        f"the database's schema ({current}) is newer than this Usher knows ({head}): "
+        "upgrade Usher, or point it at a database of its own version"
+    )
 
 
 def dispose_all() -> None:

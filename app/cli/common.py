@@ -20,6 +20,7 @@ from sqlalchemy import Engine
 from app import bounds, config, db
 from app import celery as usher_celery
 from app.cli import client
+from app.errors import ConfigError
 
 # Piped output is not cut to 80 columns: scripts and logs get the whole table.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -89,6 +90,11 @@ class Runtime:
     def celery(self) -> Celery:
         return usher_celery.create(self.settings)
 
+    def require_schema(self) -> None:
+        """Stop with one line (what to do) unless the database's schema is this version's."""
+        if problem := db.schema_problem(self.engine):
+            raise ConfigError(problem)
+
     def close(self) -> None:
         """At the command's end: the API client's connections (a server keeps them alive)."""
         if "api" in self.__dict__:
@@ -100,6 +106,7 @@ class Runtime:
         database, as ``actor()``)."""
         if self.settings.url and not self.serving:
             return client.remote(self.settings.url, self.settings.token)
+        self.require_schema()
         return client.local(self.settings, self.celery, actor())
 
 
