@@ -225,6 +225,7 @@ class Publisher:
     """
 
     def __init__(self, app: Celery) -> None:
+        self.app = app
         self.connection = app.connection_for_write()
         self.producer = app.amqp.Producer(self.connection)
 
@@ -330,10 +331,11 @@ def after_cancel(
     send_events(app, list(events))
 
 
-def after_intake(app: Celery, taken: Taken) -> None:
-    """After an intake committed: send its grants, stop the workers of the running
-    executions it cancelled (``when_busy: cancel_running``), send its execution events."""
-    publish(app, taken.grants)
+def after_intake(app: Celery, taken: Taken, publisher: Publisher | None = None) -> None:
+    """After an intake committed: send its grants (on ``publisher`` if given), stop the
+    workers of the running executions it cancelled (``when_busy: cancel_running``), send its
+    execution events."""
+    publish(app, taken.grants, publisher)
     for stop in taken.stopped:
         terminate(app, stop.execution_id, stop.attempt, stop.previous_status)
     send_events(app, list(taken.events))

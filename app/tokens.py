@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -108,3 +110,35 @@ def session_identity(
 
 def end_session(session: Session, nonce: str) -> None:
     session.execute(sql.query("end_web_session"), {"hash": digest(nonce)})
+
+
+class Recent:
+    """The identities of the tokens this process checked in the last ``ttl_s``: a request
+    whose token was checked that recently is not checked in Postgres again (the API's
+    requests then make one transaction, their own, not two). A revocation reaches a process
+    within ``ttl_s``; at once in the process that revoked (``forget``). Only valid tokens
+    are kept (a refused one is checked each time, and counts towards the throttle), by their
+    digest, at most ``size`` of them."""
+
+    def __init__(self, ttl_s: float, size: int = 10_000) -> None:
+        self.ttl_s, self.size = ttl_s, size
+        self._seen: dict[str, tuple[float, Identity]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Identity | None:
+        key = digest(token)
+        with self._lock:
+            found = self._seen.get(key)
+        if found is None or found[0] < time.monotonic():
+            return None
+        return found[1]
+
+    def put(self, token: str, identity: Identity) -> None:
+        with self._lock:
+            if len(self._seen) >= self.size:
+                self._seen.clear()
+            self._seen[digest(token)] = (time.monotonic() + self.ttl_s, identity)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._seen.clear()

@@ -200,7 +200,7 @@ def enqueue(
     items: Sequence[Any],
     key: str | None = None,
     position: Callable[[int], int | None] | None = None,
-    requested_by: str | None = None,
+    requested_by: str | Sequence[str | None] | None = None,
 ) -> tuple[list[Answer], intake.Intake]:
     """``intake.enqueue_many`` of these request bodies, each with its ``key`` field (a batch)
     or ``key`` (the header of a single request): a key seen before answers its first answer,
@@ -220,7 +220,8 @@ def enqueue(
             answers[index] = Answer(index, t.answer, None, True)
         elif t is not None or index not in claims:
             fresh.append(index)
-    results = intake.enqueue_many(session, settings, [items[i] for i in fresh], requested_by)
+    who = requested_by if isinstance(requested_by, str | None) else [requested_by[i] for i in fresh]
+    results = intake.enqueue_many(session, settings, [items[i] for i in fresh], who)
     kept, dropped = [], []
     for index, result in zip(fresh, results, strict=True):
         if result.error is not None:

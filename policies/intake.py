@@ -139,7 +139,7 @@ def _validated(
     settings: Settings,
     requests: Sequence[Any],
     errors: dict[int, UsherError],
-    requested_by: str | None,
+    requested_by: str | Sequence[str | None] | None,
 ) -> list[_Item]:
     """Items that pass every check made before taking a place in line; errors by index."""
     checked: list[tuple[int, Request]] = []
@@ -149,8 +149,9 @@ def _validated(
         except UsherError as error:
             errors[index] = error
             continue
-        if one.requested_by is None and requested_by is not None:
-            one = replace(one, requested_by=requested_by)
+        who = requested_by if isinstance(requested_by, str | None) else requested_by[index]
+        if one.requested_by is None and who is not None:
+            one = replace(one, requested_by=who)
         checked.append((index, one))
     known = actions.find(session, settings, {r.action for _, r in checked}) if checked else {}
     items = []
@@ -173,10 +174,11 @@ def enqueue_many(
     session: Session,
     settings: Settings,
     requests: Sequence[Any],
-    requested_by: str | None = None,
+    requested_by: str | Sequence[str | None] | None = None,
 ) -> Intake:
     """Enqueue each ``{action, parameters, priority}`` request (or ``Request``) that can be;
-    see the module. ``requested_by`` is the requester of those that do not name their own.
+    see the module. ``requested_by`` is the requester of those that do not name their own:
+    one for all, or one per request (a group commit's single requests, each its token's).
 
     A line takes what it has room for, then admits; when that admission granted slots (so
     made room) and items are left, the line takes more: exactly what the same requests sent

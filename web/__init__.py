@@ -25,7 +25,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from werkzeug.wrappers import Response
 
 from app import celery as usher_celery
-from app import config, db
+from app import config, db, tokens
 from app.errors import DatabaseUnavailable, InvalidRequest, QueueFull, TooLarge, UsherError
 from policies import parameters
 
@@ -68,6 +68,7 @@ def create_app(settings: config.Settings | None = None, celery_app: Celery | Non
     flask_app.config["USHER_SETTINGS"] = settings
     flask_app.config["USHER_ENGINE"] = db.engine_for(db.database_url(settings))
     flask_app.config["USHER_CELERY"] = celery_app or usher_celery.create(settings)
+    flask_app.extensions[api.RECENT_TOKENS] = tokens.Recent(api.TOKEN_CHECK_S)
     flask_app.json.sort_keys = False  # type: ignore[attr-defined]
 
     flask_app.config.update(

@@ -28,7 +28,7 @@ from policies import (
     requests,
     stats,
 )
-from web import catalog_schemas, schemas, settings, unit_of_work
+from web import catalog_schemas, groups, schemas, settings, unit_of_work
 
 bp = APIBlueprint(
     "api",
@@ -40,6 +40,8 @@ bp = APIBlueprint(
 log = logging.getLogger(__name__)
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 LOCAL_ACTOR = "USHER_LOCAL_ACTOR"  # set by web.local_app only: never from a setting
+RECENT_TOKENS = "usher_recent_tokens"  # tokens.Recent, made by web.create_app
+TOKEN_CHECK_S = 5.0  # a token checked this recently is not checked again (revocation: 5 s)
 
 
 @bp.before_request
@@ -57,8 +59,13 @@ def authenticate() -> None:
     scheme, _, token = header.partition(" ")
     identity = None
     if scheme.lower() == "bearer" and token:
-        with unit_of_work() as session:
-            identity = tokens.identify(session, token, settings().api_token)
+        recent: tokens.Recent = current_app.extensions[RECENT_TOKENS]
+        identity = recent.get(token)
+        if identity is None:
+            with unit_of_work() as session:
+                identity = tokens.identify(session, token, settings().api_token)
+            if identity is not None:
+                recent.put(token, identity)
     if identity is None:
         if header:  # a credential was offered and refused: it counts towards the throttle
             web.auth_failed()
@@ -179,19 +186,15 @@ BUSY_OR_CONFLICT: dict[Any, Any] = {
 )
 def submit_execution(header: requests.IdempotencyHeader, body: requests.ExecutionRequest) -> Any:
     """With an Idempotency-Key seen before: 200 and the first answer, nothing created; so
-    too when it coalesced into an equal waiting execution (``coalesced``)."""
-    with unit_of_work() as session:
-        (answer,), taken = idempotency.enqueue(
-            session,
-            settings(),
-            [body.model_dump(exclude_unset=True)],
-            header.idempotency_key,
-            position=lambda execution_id: admission.position(session, execution_id),
-            requested_by=web.actor(),
-        )
-        if answer.error is not None:
-            raise answer.error
-    usher_celery.after_intake(current_app.config["USHER_CELERY"], taken)
+    too when it coalesced into an equal waiting execution (``coalesced``). Requests that
+    arrive together are enqueued in one transaction (``web.grouped``), each answered
+    with its own outcome once it committed."""
+    request = body.model_dump(exclude_unset=True)
+    if header.idempotency_key is not None:
+        request["key"] = header.idempotency_key
+    answer = groups.executions().submit((request, web.actor()))
+    if answer.error is not None:
+        raise answer.error
     assert answer.body is not None
     created = not (answer.replayed or answer.body.get("coalesced"))
     return _shown(answer.body, "position"), 202 if created else 200
@@ -201,6 +204,8 @@ def _shown(body: dict[str, Any], place: str) -> dict[str, Any]:
     """An execution's answer: id, status, its place (position or seq), run_at if delayed,
     coalesced if it is an equal waiting one's."""
     shown = {name: body.get(name) for name in ("id", "status", place)}
+    if place == "position" and body.get("seq") is not None:
+        shown["seq"] = body["seq"]
     if body.get("run_at") is not None:
         shown["run_at"] = body["run_at"]
     if body.get("coalesced"):

@@ -14,7 +14,7 @@ from app import celery as usher_celery
 from app import tokens
 from app.errors import InvalidPack
 from policies import control, pack_files, packs, pools, requests, stats, webhooks
-from web import admin_schemas, schemas, settings, unit_of_work
+from web import admin_schemas, api, schemas, settings, unit_of_work
 from web.api import bp
 
 
@@ -70,6 +70,7 @@ def create_token(body: requests.TokenRequest) -> Any:
 def revoke_token(path: admin_schemas.TokenPath) -> Any:
     with unit_of_work() as session:
         tokens.revoke(session, path.name)
+    current_app.extensions[api.RECENT_TOKENS].forget()  # here at once; elsewhere within 5 s
     return {"name": path.name, "revoked": True}
 
 

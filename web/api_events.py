@@ -12,7 +12,7 @@ from flask import current_app
 
 from app import celery as usher_celery
 from policies import events, idempotency, requests
-from web import schemas, settings, unit_of_work
+from web import groups, schemas, settings, unit_of_work
 from web.api import CONFLICT, READ_ONE, WRITE_ONE, bp
 
 
@@ -30,8 +30,14 @@ def post_event(
     query: schemas.EventQuery, header: requests.IdempotencyHeader, body: requests.Event
 ) -> Any:
     """Store the event and answer at once; a worker matches rules on queue usher.events.
-    With an Idempotency-Key seen before (same trigger): 200 and the first answer."""
+    With an Idempotency-Key seen before (same trigger): 200 and the first answer. Events
+    without a key that arrive together are stored in one transaction (``web.grouped``)."""
     key = header.idempotency_key
+    if key is None:
+        stored = groups.events_group().submit((body.trigger, body.payload))
+        if isinstance(stored, Exception):
+            raise stored
+        return _event(stored, query.wait), 202
     with unit_of_work() as session:
         event_id, first = idempotency.store_event(
             session, settings(), body.trigger, body.payload, key

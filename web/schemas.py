@@ -336,6 +336,12 @@ class Submitted(BaseModel, json_schema_extra=requests.no_null_defaults):
     id: int
     status: Waiting
     position: int | None = Field(description="1 = next, while queued; null while delayed")
+    seq: Annotated[
+        int,
+        Field(
+            description="its place in its line's order, which grants follow (none while delayed)"
+        ),
+    ] = requests.absent()
     run_at: RunAt = requests.absent()
     coalesced: Coalesced = False
 

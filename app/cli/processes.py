@@ -74,10 +74,15 @@ class Worker:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def child_pids(self) -> list[int]:
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.process.pid)], capture_output=True, text=True, check=False
-        ).stdout
-        return [int(p) for p in out.split()]
+        return children(self.process.pid)
+
+
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s child processes."""
+    out = subprocess.run(
+        ["pgrep", "-P", str(pid)], capture_output=True, text=True, check=False
+    ).stdout
+    return [int(p) for p in out.split()]
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -112,38 +113,60 @@ class JsonErrorChannel(waitress.channel.HTTPChannel):
     error_task_class = JsonErrorTask
 
 
-def create_server(flask_app: Any, max_body_bytes: int, host: str, port: int, threads: int) -> Any:
-    """waitress serving ``flask_app``. It buffers a whole body before calling the app, so it
-    refuses one over the limit itself, from the Content-Length (or as chunks pass it)."""
-    sockets: dict[int, Any] = {}
+def create_server(
+    flask_app: Any,
+    max_body_bytes: int,
+    host: str,
+    port: int,
+    threads: int,
+    listener: socket.socket | None = None,
+) -> Any:
+    """waitress serving ``flask_app`` on ``host:port``, or on ``listener`` (a socket already
+    listening, shared by every process of ``usher web --processes``). It buffers a whole body
+    before calling the app, so it refuses one over the limit itself, from the Content-Length
+    (or as chunks pass it)."""
+    served: dict[int, Any] = {}
+    where: dict[str, Any] = {"sockets": [listener]} if listener else {"host": host, "port": port}
     server = waitress.server.create_server(
         flask_app,
-        sockets,
-        host=host,
-        port=port,
+        served,
         threads=threads,
         max_request_body_size=max_body_bytes + 1,  # waitress refuses this size and up
+        **where,
     )
-    for listener in sockets.values():  # one per address the host resolves to
-        if isinstance(listener, waitress.server.BaseWSGIServer):
-            listener.channel_class = JsonErrorChannel
+    for channel in served.values():  # one per address the host resolves to
+        if isinstance(channel, waitress.server.BaseWSGIServer):
+            channel.channel_class = JsonErrorChannel
     return server
 
 
 @click.command("web")
+@click.option(
+    "--processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="web processes sharing the port (the kernel spreads connections): one per core",
+)
+@click.option("--threads", type=click.IntRange(1, 256), default=8, show_default=True)
 @pass_runtime
-def web_cmd(rt: Runtime) -> None:
+def web_cmd(rt: Runtime, processes: int, threads: int) -> None:
     """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
     rt.require_schema()
     import web
     from app import logs
 
     logs.configure(rt.settings)
-    flask_app = web.create_app(rt.settings, rt.celery)
     host, port = rt.settings.web_host, rt.settings.web_port
-    server = create_server(flask_app, rt.settings.max_body_bytes, host, port, threads=8)
-    console.print(f"serving on http://{host}:{port}")
-    server.run()
+    if processes == 1:
+        flask_app = web.create_app(rt.settings, rt.celery)
+        server = create_server(flask_app, rt.settings.max_body_bytes, host, port, threads)
+        console.print(f"serving on http://{host}:{port}")
+        server.run()
+        return
+    from app.cli import web_processes
+
+    web_processes.serve(rt.settings, host, port, processes, threads, console)
 
 
 @click.command("up")
@@ -207,6 +230,33 @@ def up_cmd(
     help="with a rule on usher.execution: every end writes its event (what chaining costs)",
 )
 @click.option(
+    "--intake-http",
+    is_flag=True,
+    help="only single requests over HTTP: K clients against a real usher web, beside the "
+    "batch path and plain Celery's send_task",
+)
+@click.option(
+    "--http-clients",
+    type=click.IntRange(1, 512),
+    default=32,
+    show_default=True,
+    help="with --intake-http: concurrent clients, one connection each",
+)
+@click.option(
+    "--requests",
+    type=click.IntRange(100, 1_000_000),
+    default=3000,
+    show_default=True,
+    help="with --intake-http: requests of each kind",
+)
+@click.option(
+    "--web-processes",
+    type=click.IntRange(1, 64),
+    default=1,
+    show_default=True,
+    help="with --intake-http: usher web --processes N",
+)
+@click.option(
     "--retention",
     "soak_minutes",
     type=click.IntRange(1, 24 * 60),
@@ -240,6 +290,10 @@ def bench_cmd(
     clients: int | None,
     plain_queues: int,
     listen: bool,
+    intake_http: bool,
+    http_clients: int,
+    requests: int,
+    web_processes: int,
     soak_minutes: int | None,
     rate: int,
     plot: Path | None,
@@ -250,6 +304,15 @@ def bench_cmd(
     from app.cli.bench import plot as bench_plot
     from app.cli.bench import report as bench_report
 
+    if intake_http:
+        from app.cli.bench import intake_http as bench_http
+
+        rows = bench_http.measure(rt.settings, err_console, requests, http_clients, web_processes)
+        if as_json:
+            emit_json(rows)
+        else:
+            console.print(bench_http.table(rows, http_clients, web_processes))
+        return
     if soak_minutes:
         from dataclasses import asdict
 

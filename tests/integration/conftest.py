@@ -52,8 +52,10 @@ def client(app: Flask) -> FlaskClient:
 
 @pytest.fixture
 def served(app: Flask, settings: config.Settings) -> Iterator[int]:
-    """The app behind waitress, configured as ``usher web`` runs it; yields the port."""
-    server = cli_serve.create_server(app, settings.max_body_bytes, "127.0.0.1", 0, threads=2)
+    """The app behind waitress, configured as ``usher web`` runs it; yields the port. Two
+    request threads, or the app's ``USHER_TEST_THREADS``."""
+    threads = app.config.get("USHER_TEST_THREADS", 2)
+    server = cli_serve.create_server(app, settings.max_body_bytes, "127.0.0.1", 0, threads)
     thread = threading.Thread(target=server.run, name="waitress", daemon=True)
     thread.start()
     yield server.effective_port

@@ -205,8 +205,8 @@ def test_run_json(pack: str) -> None:
     first = usher_json("run", f"{pack}.free")
     second = usher_json("run", f"{pack}.free")
     # The API's answer: id, status, place in line (none for one granted at once)
-    assert first == {"id": first["id"], "status": "scheduled", "position": None}
-    assert second["id"] > first["id"]
+    assert first == {"id": first["id"], "status": "scheduled", "position": None, "seq": 1}
+    assert second["id"] > first["id"] and second["seq"] == 2
     shown = [usher_json("executions", "show", str(e["id"]))["seq"] for e in (first, second)]
     assert shown == [1, 2]
 

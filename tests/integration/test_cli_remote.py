@@ -188,7 +188,7 @@ def test_every_mutation_answers_the_same_in_both_modes_and_is_audited(
     _same_answer(deployment, "packs", "load", str(deployment.packs), "--json")
     first = usher(local, "run", "demo.slow_report", "seconds=1", "--json").json()
     second = usher(remote, "run", "demo.slow_report", "seconds=1", "--json").json()
-    assert first.keys() == second.keys() == {"id", "status", "position"}
+    assert first.keys() == second.keys() == {"id", "status", "position", "seq"}
     for verb in ("pause", "resume"):
         _same_answer(deployment, "actions", verb, "demo.slow_report")
     _same_answer(deployment, "actions", "set", "demo.slow_report", "--concurrency", "2")

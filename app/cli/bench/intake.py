@@ -165,8 +165,10 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _serve(settings: config.Settings, folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """``usher web`` (waitress) on 127.0.0.1, started and answering."""
+def _serve(
+    settings: config.Settings, folder: Path, extra: tuple[str, ...] = ()
+) -> tuple[subprocess.Popen[bytes], str]:
+    """``usher web [extra]`` (waitress) on 127.0.0.1, started and answering."""
     port = _free_port()
     env = processes.environment(settings) | {
         "USHER_WEB_HOST": "127.0.0.1",
@@ -174,7 +176,7 @@ def _serve(settings: config.Settings, folder: Path) -> tuple[subprocess.Popen[by
         "USHER_API_TOKEN": settings.api_token or "",
     }
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    web = processes.launch(["web"], env, folder / "logs" / "web.log")
+    web = processes.launch(["web", *extra], env, folder / "logs" / "web.log")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

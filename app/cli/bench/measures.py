@@ -100,8 +100,9 @@ class CpuMeter:
     else may use them during the run for the split to be exact.
     """
 
-    def __init__(self, pool: processes.Pool) -> None:
+    def __init__(self, pool: processes.Pool, others: dict[int, str] | None = None) -> None:
         self.pool = pool
+        self.others = others or {}  # pid -> part: that process and its children
         self.tick = os.sysconf("SC_CLK_TCK")
 
     def read(self) -> dict[int, tuple[str, float]]:
@@ -111,6 +112,9 @@ class CpuMeter:
         for worker in self.pool.workers:
             workers.update(dict.fromkeys(worker.child_pids(), "pool processes"))
         workers[os.getpid()] = "benchmark client"
+        for pid, role in self.others.items():
+            workers[pid] = role
+            workers.update(dict.fromkeys(processes.children(pid), role))
         for entry in Path("/proc").iterdir():
             if not entry.name.isdigit():
                 continue
