@@ -30,9 +30,12 @@ def _child(settings: config.Settings, listener: socket.socket, threads: int) -> 
     from app import celery as usher_celery
     from app.cli.serve import create_server
 
+    # Not the parent's handlers (a child forked after they were set has them): until it
+    # serves, SIGTERM ends a child at once; the parent's Ctrl-C reaches it as SIGTERM.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     code = 0
     try:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent's Ctrl-C stops us by SIGTERM
         flask_app = web.create_app(settings, usher_celery.create(settings))
         server = create_server(flask_app, settings.max_body_bytes, "", 0, threads, listener)
 
