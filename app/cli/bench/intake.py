@@ -24,6 +24,7 @@ import os
 import secrets
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import uuid
@@ -176,7 +177,22 @@ def _serve(
         "USHER_API_TOKEN": settings.api_token or "",
     }
     (folder / "logs").mkdir(parents=True, exist_ok=True)
-    web = processes.launch(["web", *extra], env, folder / "logs" / "web.log")
+    # USHER_BENCH_WEB_REPO: the web of another checkout (a version before, say), on the same
+    # database, broker and workers: what an alternating before/after run compares.
+    other = os.environ.get("USHER_BENCH_WEB_REPO")
+    if other:
+        env["PYTHONPATH"] = other
+        with (folder / "logs" / "web.log").open("wb") as out:
+            web = subprocess.Popen(
+                [sys.executable, "-m", "app.cli", "web", *extra],
+                env=env,
+                cwd=other,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+    else:
+        web = processes.launch(["web", *extra], env, folder / "logs" / "web.log")
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while True:

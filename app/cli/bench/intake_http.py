@@ -136,7 +136,8 @@ def measure(
         try:
             refs = _pack(engine, folder)
             pool.start(concurrency=2, actions=refs[0].split(".")[0] + ".*", name="http1")
-            web, base = _serve(bench, folder, ("--processes", str(web_processes)))
+            extra = ("--processes", str(web_processes)) if web_processes > 1 else ()
+            web, base = _serve(bench, folder, extra)
             meter = CpuMeter(pool, {web.pid: "web"})
             kinds: list[tuple[str, str, list[Any], str, int]] = [
                 ("executions, one line", "/api/v1/executions",
