@@ -54,6 +54,24 @@ def record(
     )
 
 
+def record_many(session: Session, rows: list[tuple[str, str, str, str, dict[str, Any]]]) -> None:
+    """Add the rows (actor, verb, target, outcome, detail) in the caller's unit of work, in
+    one statement: a group commit's requests are recorded in the transaction that did them."""
+    if not rows:
+        return
+    found = [
+        {
+            "actor": _cut(actor),
+            "verb": _cut(verb),
+            "target": _cut(target),
+            "outcome": _cut(outcome),
+            "detail": detail if len(json.dumps(detail).encode()) <= DETAIL_BYTES else None,
+        }
+        for actor, verb, target, outcome, detail in rows
+    ]
+    session.execute(sql.query("audit_record_many"), {"rows": sql.jsonb(found)})
+
+
 def record_now(
     engine: Engine,
     actor: str,

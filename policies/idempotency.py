@@ -199,13 +199,14 @@ def enqueue(
     settings: Settings,
     items: Sequence[Any],
     key: str | None = None,
-    position: Callable[[int], int | None] | None = None,
+    positions: Callable[[list[int]], dict[int, int]] | None = None,
     requested_by: str | Sequence[str | None] | None = None,
 ) -> tuple[list[Answer], intake.Intake]:
     """``intake.enqueue_many`` of these request bodies, each with its ``key`` field (a batch)
     or ``key`` (the header of a single request): a key seen before answers its first answer,
     one seen with a different request its conflict, a bad key its 400; the others are
-    enqueued. ``position`` (a single request's) goes in each new answer. The intake of those
+    enqueued. ``positions`` (single requests': their places in line, by id, read at once)
+    go in each new answer. The intake of those
     enqueued comes back too: its grants, stops and events to send after commit."""
     claims, answers = _execution_claims(items, key)
     first, taken = _claim_all(session, settings, claims)
@@ -223,6 +224,8 @@ def enqueue(
     who = requested_by if isinstance(requested_by, str | None) else [requested_by[i] for i in fresh]
     results = intake.enqueue_many(session, settings, [items[i] for i in fresh], who)
     kept, dropped = [], []
+    made = [r.execution_id for r in results if r.error is None and r.execution_id is not None]
+    places = positions(made) if positions is not None else {}
     for index, result in zip(fresh, results, strict=True):
         if result.error is not None:
             answers[index] = Answer(index, error=result.error)
@@ -230,8 +233,7 @@ def enqueue(
                 dropped.append(claims[index])
             continue
         assert result.execution_id is not None
-        where = position(result.execution_id) if position is not None else None
-        answers[index] = Answer(index, _body(result, where))
+        answers[index] = Answer(index, _body(result, places.get(result.execution_id)))
         if index in taken:
             kept.append((claims[index], answers[index].body))
     remember(session, kept)

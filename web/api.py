@@ -189,10 +189,10 @@ def submit_execution(header: requests.IdempotencyHeader, body: requests.Executio
     too when it coalesced into an equal waiting execution (``coalesced``). Requests that
     arrive together are enqueued in one transaction (``web.grouped``), each answered
     with its own outcome once it committed."""
-    request = body.model_dump(exclude_unset=True)
+    asked = body.model_dump(exclude_unset=True)
     if header.idempotency_key is not None:
-        request["key"] = header.idempotency_key
-    answer = groups.executions().submit((request, web.actor()))
+        asked["key"] = header.idempotency_key
+    answer = groups.submit(groups.executions(), asked)
     if answer.error is not None:
         raise answer.error
     assert answer.body is not None

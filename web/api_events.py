@@ -34,7 +34,7 @@ def post_event(
     without a key that arrive together are stored in one transaction (``web.grouped``)."""
     key = header.idempotency_key
     if key is None:
-        stored = groups.events_group().submit((body.trigger, body.payload))
+        stored = groups.submit(groups.events_group(), (body.trigger, body.payload))
         if isinstance(stored, Exception):
             raise stored
         return _event(stored, query.wait), 202

@@ -45,6 +45,8 @@ def outcome(response: Response) -> str:
 def _record(response: Response) -> Response:
     if request.method not in MUTATING or request.blueprint not in AUDITED:
         return response
+    if g.get("audited"):
+        return response  # recorded with what it did, in its group commit (web.groups)
     audit.record_now(
         current_app.config["USHER_ENGINE"],
         web.actor(),

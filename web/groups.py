@@ -5,18 +5,30 @@ request thread that leads it, inside that request's app context."""
 from __future__ import annotations
 
 import threading
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from flask import current_app
+from flask import current_app, g, request
 
+import web
+from app import audit
 from app import celery as usher_celery
 from app.errors import UsherError
 from policies import admission, events, idempotency
 from web import grouped, settings, unit_of_work
 
 GROUPS = "usher_groups"
+Outcome = TypeVar("Outcome")
 _made = threading.Lock()
 _publishers = threading.local()
+
+
+def submit(group: grouped.Group[Single, Outcome], asked: Any) -> Outcome:
+    """This request's outcome from ``group``: its audit row was written by its batch (so
+    web.audit skips it), unless the batch failed as a whole (then the hook writes it)."""
+    outcome = group.submit(Single.of_request(asked))
+    g.audited = True
+    return outcome
 
 
 def _group(name: str, run: Any) -> grouped.Group[Any, Any]:
@@ -37,41 +49,74 @@ def publisher() -> usher_celery.Publisher:
     return found
 
 
-def _run_executions(batch: list[tuple[dict[str, Any], str]]) -> list[idempotency.Answer]:
+@dataclass(frozen=True)
+class Single:
+    """One request of a group: what it asks (a body, or a trigger and payload), who asks,
+    and its audit row's verb and target (recorded in the batch's transaction)."""
+
+    asked: Any
+    actor: str
+    verb: str
+    target: str
+
+    @classmethod
+    def of_request(cls, asked: Any) -> Single:
+        """This request's, in its own thread (it holds the request context)."""
+        return cls(asked, web.actor(), request.endpoint or "", request.path)
+
+    def row(self, status: int, code: str | None) -> tuple[str, str, str, str, dict[str, Any]]:
+        outcome = f"{status} {code}" if code else str(status)
+        return self.actor, self.verb, self.target, outcome, {"method": "POST", "status": status}
+
+
+def _run_executions(batch: list[Single]) -> list[idempotency.Answer]:
     """One transaction for the batch's execution requests (each with its own key and
-    requester), then its grants sent."""
+    requester) and their audit rows, then its grants sent."""
     with unit_of_work() as session:
         answers, taken = idempotency.enqueue(
             session,
             settings(),
-            [request for request, _ in batch],
-            position=lambda execution_id: admission.position(session, execution_id),
-            requested_by=[actor for _, actor in batch],
+            [single.asked for single in batch],
+            positions=lambda ids: admission.positions(session, ids),
+            requested_by=[single.actor for single in batch],
         )
+        rows = []
+        for single, answer in zip(batch, answers, strict=True):
+            if answer.error is not None:
+                rows.append(single.row(answer.error.status, answer.error.code))
+            else:
+                again = answer.replayed or bool((answer.body or {}).get("coalesced"))
+                rows.append(single.row(200 if again else 202, None))
+        audit.record_many(session, rows)
     usher_celery.after_intake(current_app.config["USHER_CELERY"], taken, publisher())
     return answers
 
 
-def executions() -> grouped.Group[tuple[dict[str, Any], str], idempotency.Answer]:
+def executions() -> grouped.Group[Single, idempotency.Answer]:
     return _group("executions", _run_executions)
 
 
-def _run_events(batch: list[tuple[str, Any]]) -> list[int | Exception]:
-    """The batch's events stored in one transaction, each checked on its own (a bad one
-    is its request's error, before any statement: the others are stored); one message for
-    all of them after the commit."""
+def _run_events(batch: list[Single]) -> list[int | Exception]:
+    """The batch's events stored in one transaction with their audit rows, each checked on
+    its own (a bad one is its request's error, before any statement: the others are
+    stored); one message for all of them after the commit."""
     stored: list[int | Exception] = []
+    rows = []
     limit = settings().max_payload_bytes
     with unit_of_work() as session:
-        for trigger, payload in batch:
+        for single in batch:
+            trigger, payload = single.asked
             try:
                 stored.append(events.store(session, trigger, payload, limit))
+                rows.append(single.row(202, None))
             except UsherError as error:
                 stored.append(error)
+                rows.append(single.row(error.status, error.code))
+        audit.record_many(session, rows)
     app = current_app.config["USHER_CELERY"]
     usher_celery.send_events(app, [e for e in stored if isinstance(e, int)])
     return stored
 
 
-def events_group() -> grouped.Group[tuple[str, Any], int | Exception]:
+def events_group() -> grouped.Group[Single, int | Exception]:
     return _group("events", _run_events)

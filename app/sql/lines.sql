@@ -132,6 +132,19 @@ SELECT CASE WHEN e.status = 'queued' THEN (
 ) END
 FROM executions e WHERE e.id = :id
 
+-- name: positions
+-- The 1-based places of those of :ids still queued (others: no row), from one pass over the
+-- waiting rows of their lines (the partial index of waiting rows, in grant order): a group
+-- commit's answers at once, not one count of the line per answer.
+SELECT w.id, w.place FROM (
+    SELECT e.id,
+           row_number() OVER (PARTITION BY e.queue_id ORDER BY e.priority DESC, e.seq) AS place
+    FROM executions e
+    WHERE e.status = 'queued'
+      AND e.queue_id IN (SELECT x.queue_id FROM executions x WHERE x.id = ANY(:ids))
+) w
+WHERE w.id = ANY(:ids)
+
 -- name: lock_action
 -- Against other live changes. FOR NO KEY UPDATE, as for a line: FOR UPDATE would also block
 -- the KEY SHARE lock an execution INSERT's foreign key takes, and an enqueue holding the

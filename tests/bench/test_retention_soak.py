@@ -20,17 +20,16 @@ pytestmark = pytest.mark.timeout(600)
 def test_the_sweeper_keeps_a_minute_of_history_under_a_steady_load(
     settings: config.Settings,
 ) -> None:
-    # When a steady load runs for 100 s with a retention of 60 s
+    # When a steady load runs for 75 s with a retention of 60 s
     rate = 20
-    found = soak.run(settings, minutes=2, rate=rate, console=Console(width=200), minute_s=50)
-    # Then everything asked for ran (5 lines: 4 by request, 1 by the rule's events)
-    last = found[-1]
-    made = sum(m.enqueued_per_s for m in found) * 50
-    assert made >= 100 * rate
-    assert last.completed_per_s >= 0.8 * last.enqueued_per_s
-    # And the executions left are about the last minute's, not the whole run's
-    assert last.tables["executions"]["rows"] < 0.85 * made
-    assert last.tables["events"]["rows"] < 0.85 * 100 * max(rate // 5, 1)
+    [last] = soak.run(settings, minutes=1, rate=rate, console=Console(width=200), minute_s=75)
+    # Then what was asked for ran (4 lines by request, a fifth by the rule's events)
+    assert last.enqueued_per_s >= rate and last.completed_per_s >= 0.8 * last.enqueued_per_s
+    # And no execution kept finished longer ago than the retention, a sweep and a margin
+    # for this busy machine, while the run made ones older than that
+    assert 0 < last.oldest_finished_s <= soak.RETENTION_S + 10
+    made = last.enqueued_per_s * 75
+    assert last.tables["executions"]["rows"] < made
 
 
 @pytest.mark.slow

@@ -273,7 +273,8 @@ def test_submit_returns_id_status_and_position(client: FlaskClient, pack: str) -
     second = submit(client, ref, {"n": 2})
     urgent = submit(client, ref, {"n": 3}, priority=10)
     # Then the first holds the slot and the urgent one waits ahead of the second
-    assert set(first) == {"id", "status", "position"}
+    assert set(first) == {"id", "status", "position", "seq"}
+    assert (first["seq"], second["seq"], urgent["seq"]) == (1, 2, 3)
     assert first["status"] == "scheduled" and first["position"] is None
     assert second["status"] == "queued" and second["position"] == 1
     assert urgent["status"] == "queued" and urgent["position"] == 1

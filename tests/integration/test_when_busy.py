@@ -356,6 +356,7 @@ def test_coalesce_returns_the_equal_waiting_execution(
         "id": waiting["id"],
         "status": "queued",
         "position": 1,
+        "seq": waiting["seq"],
         "coalesced": True,
     }
     # Different parameters: a new one

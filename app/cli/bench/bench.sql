@@ -415,3 +415,14 @@ SELECT coalesce(percentile_cont(0.5) WITHIN GROUP (ORDER BY w), 0) AS p50,
        coalesce(percentile_cont(0.99) WITHIN GROUP (ORDER BY w), 0) AS p99
 FROM (SELECT extract(epoch FROM started_at - enqueued_at) * 1000 AS w FROM executions
       WHERE started_at > clock_timestamp() - make_interval(secs => :window)) s
+
+-- name: soak_oldest
+-- How long ago the oldest execution still kept finished: retention holds it near 60 s.
+SELECT coalesce(extract(epoch FROM clock_timestamp() - min(finished_at)), 0) AS age_s
+FROM executions WHERE finished_at IS NOT NULL
+
+-- name: intake_http_executions
+SELECT count(*) FROM executions
+
+-- name: intake_http_events
+SELECT count(*) FROM events

@@ -30,11 +30,12 @@ from typing import Any
 import httpx
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from app import celery as usher_celery
 from app import config, db
 from app.cli import processes
+from app.cli.bench import statements
 from app.cli.bench.intake import _serve
 from app.cli.bench.measures import CpuMeter, percentile
 from app.cli.bench.scratch import delete_queues, scratch
@@ -108,7 +109,7 @@ def _plain(app: Any, n: int, clients: int) -> tuple[float, list[float]]:
 
 def _count(engine: Engine, table: str) -> int:
     with engine.connect() as conn:
-        return int(conn.execute(text(f"SELECT count(*) FROM {table}")).scalar_one())
+        return int(conn.execute(statements.query(f"intake_http_{table}")).scalar_one())
 
 
 def measure(

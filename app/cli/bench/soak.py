@@ -41,6 +41,7 @@ class Minute:
     enqueue_ms_p50: float | None
     wait_ms_p50: float
     wait_ms_p99: float
+    oldest_finished_s: float  # how long ago the oldest kept execution finished
 
 
 @dataclass
@@ -97,7 +98,7 @@ def _pack(engine: Engine, folder: Any) -> str:
     return "soak"
 
 
-def _look(engine: Engine) -> tuple[dict[str, dict[str, int]], int, int, float, float]:
+def _look(engine: Engine) -> tuple[dict[str, dict[str, int]], int, int, float, float, float]:
     with engine.connect() as conn:
         tables = {
             r.name: {"rows": r.rows, "bytes": r.bytes, "dead": r.dead, "vacuums": r.vacuums}
@@ -105,7 +106,8 @@ def _look(engine: Engine) -> tuple[dict[str, dict[str, int]], int, int, float, f
         }
         totals = conn.execute(statements.query("soak_totals")).one()
         waits = conn.execute(statements.query("soak_waits"), {"window": 60}).one()
-    return tables, int(totals.enqueued), int(totals.completed), waits.p50, waits.p99
+        oldest = conn.execute(statements.query("soak_oldest")).scalar_one()
+    return tables, int(totals.enqueued), int(totals.completed), waits.p50, waits.p99, oldest
 
 
 def run(
@@ -137,12 +139,12 @@ def run(
             for i in range(2):
                 pool.start(concurrency=2, actions="soak.*", name=f"soak{i + 1}")
             pool.start_beat()
-            _, enqueued, completed, _, _ = _look(engine)
+            _, enqueued, completed, _, _, _ = _look(engine)
             thread.start()
             found: list[Minute] = []
             for minute in range(1, minutes + 1):
                 time.sleep(minute_s)
-                tables, now_enqueued, now_completed, p50, p99 = _look(engine)
+                tables, now_enqueued, now_completed, p50, p99, oldest = _look(engine)
                 taken = load.take_ms()
                 found.append(
                     Minute(
@@ -153,6 +155,7 @@ def run(
                         round(p, 2) if (p := percentile(taken, 50)) is not None else None,
                         round(p50, 1),
                         round(p99, 1),
+                        round(float(oldest), 1),
                     )
                 )
                 enqueued, completed = now_enqueued, now_completed
@@ -175,7 +178,8 @@ def line(m: Minute) -> str:
     dead = sum(t["dead"] for t in m.tables.values())
     return (
         f"minute {m.minute:>3}: {m.enqueued_per_s:,.0f} enqueued/s, {m.completed_per_s:,.0f} "
-        f"completed/s, enqueue p50 {m.enqueue_ms_p50} ms/batch, wait p50 {m.wait_ms_p50} ms; "
+        f"completed/s, enqueue p50 {m.enqueue_ms_p50} ms/batch, wait p50 {m.wait_ms_p50} ms, "
+        f"oldest kept finished {m.oldest_finished_s:.0f} s ago; "
         f"rows: {rows}; {size:,.1f} MiB, {dead:,} dead tuples"
     )
 
