@@ -48,6 +48,13 @@ STEPS = (
 )
 
 
+def autovacuum_on(engine: Engine) -> bool:
+    """Whether the server runs autovacuum: without it, the rows retention deletes stay
+    as dead tuples (and the tables grow) until someone runs VACUUM."""
+    with engine.connect() as conn:
+        return bool(conn.execute(sql.query("autovacuum_on")).scalar_one())
+
+
 def prune(engine: Engine, settings: Settings, budget_s: float = BUDGET_S) -> dict[str, int]:
     """One sweep's pruning: each step's batches until it has nothing older left or the
     budget is spent. How many rows of each went, by ``<step>_pruned``."""

@@ -59,6 +59,7 @@ def sweep() -> dict[str, int]:
             counts["samples"] = _in_tx(recovery.sample_lines)
             # History past USHER_RETENTION_S, within a budget of this sweep's time.
             counts.update(retention.prune(engine, settings))
+            _warn_without_autovacuum(engine, counts)
             if not settings.broker_url:
                 counts["event_files_pruned"] = usher_celery.prune_event_files(settings.home)
             # One message, in id order: a task processes them in that order, and one that
@@ -74,6 +75,21 @@ def sweep() -> dict[str, int]:
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
+
+
+_VACUUM_CHECKED: list[bool] = []  # once per process
+
+
+def _warn_without_autovacuum(engine: Any, counts: dict[str, int]) -> None:
+    if _VACUUM_CHECKED or not any(v for k, v in counts.items() if k.endswith("_pruned")):
+        return
+    _VACUUM_CHECKED.append(True)
+    if not retention.autovacuum_on(engine):
+        log.warning(
+            "autovacuum is off on this Postgres: the rows retention deletes stay as dead "
+            "tuples and the history tables keep growing; turn it on (autovacuum = on), or "
+            "VACUUM executions, attempts, events and enforcements regularly"
+        )
 
 
 def _in_tx(query: Any) -> Any:

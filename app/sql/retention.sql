@@ -108,3 +108,7 @@ WITH doomed AS (
     DELETE FROM audit a USING doomed d WHERE a.id = d.id RETURNING a.id
 )
 SELECT count(*) FROM gone
+
+-- name: autovacuum_on
+-- Retention deletes; only vacuum makes their space reusable, and autovacuum is what runs it.
+SELECT current_setting('autovacuum') = 'on'

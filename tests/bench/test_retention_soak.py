@@ -8,6 +8,8 @@ than a minute ago while the load went on.
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 from rich.console import Console
 
@@ -41,7 +43,10 @@ def test_twenty_minutes_of_history_stay_flat(settings: config.Settings) -> None:
     sizes = [sum(t["bytes"] for t in m.tables.values()) for m in found]
     # Flat after the first minutes: within 25 % of minute 3, rows and bytes
     assert max(rows[3:]) <= 1.25 * rows[2] and max(sizes[5:]) <= 1.25 * sizes[4]
-    # And the costs at minute 20 within 0.9x of minute 2: intake (ms per batch) and rates
+    # And the rates at minute 20 within 0.9x of minute 2, and intake's cost (ms a batch,
+    # noisy from one minute to the next: the means of minutes 2-7 and 15-20) too
     assert found[-1].enqueued_per_s >= 0.9 * found[1].enqueued_per_s
     assert found[-1].completed_per_s >= 0.9 * found[1].completed_per_s
-    assert (found[-1].enqueue_ms_p50 or 0) <= (found[1].enqueue_ms_p50 or 0) / 0.9
+    early = statistics.mean(m.enqueue_ms_p50 or 0 for m in found[1:7])
+    late = statistics.mean(m.enqueue_ms_p50 or 0 for m in found[14:20])
+    assert late <= early / 0.9

@@ -67,7 +67,12 @@ class Report:
         )
 
 
-def _actions() -> list[dict[str, Any]]:
+def actions(
+    limits: dict[str, int], policies: dict[str, dict[str, Any]] | None = None
+) -> list[dict[str, Any]]:
+    """Sleep actions of these limits (and policies), retried often and fast: a kill costs an
+    attempt, never the execution."""
+    policies = LEVEL_POLICIES if policies is None else policies
     return [
         {
             "name": name,
@@ -75,7 +80,7 @@ def _actions() -> list[dict[str, Any]]:
             "timeout_s": 30,
             "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
             "policy": {
-                **LEVEL_POLICIES.get(name, {}),
+                **policies.get(name, {}),
                 "concurrency": limit,
                 "retry": {
                     "max_retries": 20,
@@ -85,7 +90,7 @@ def _actions() -> list[dict[str, Any]]:
                 },
             },
         }
-        for name, limit in LIMITS.items()
+        for name, limit in limits.items()
     ]
 
 
@@ -136,7 +141,7 @@ def run(
     timeout_s: float = 600,
 ) -> Report:
     rng = random.Random(seed)
-    name = packs.load(engine, workdir, _actions(), pools=POOLS)
+    name = packs.load(engine, workdir, actions(LIMITS), pools=POOLS)
     refs = [f"{name}.{action}" for action in LIMITS]
     pool = Pool(settings, workdir / "logs")
     report = Report(executions=executions)

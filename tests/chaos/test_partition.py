@@ -22,6 +22,7 @@ from app import celery as usher_celery
 from app import config, db
 from app.cli.processes import Pool
 from policies import intake
+from tests.chaos import harness
 from tests.support import invariants, netns, packs
 from tests.support.flow import wait_until
 
@@ -29,22 +30,6 @@ from tests.support.flow import wait_until
 # leaves it out (it runs against RabbitMQ, or any USHER_TEST_BROKER_URL given).
 pytestmark = pytest.mark.timeout(420)
 LIMITS = {"one": 1, "two": 2, "five": 5}
-
-
-def _actions() -> list[dict[str, Any]]:
-    return [
-        {
-            "name": name,
-            "runner": "sleep",
-            "timeout_s": 30,
-            "parameters": {"type": "object", "properties": {"seconds": {"type": "number"}}},
-            "policy": {
-                "concurrency": limit,
-                "retry": {"max_retries": 10, "strategy": "fixed", "initial_delay_ms": 50},
-            },
-        }
-        for name, limit in LIMITS.items()
-    ]
 
 
 def _running_on(engine: Engine, host: str) -> int:
@@ -58,7 +43,7 @@ def _running_on(engine: Engine, host: str) -> int:
 
 
 def _partition(engine: Engine, settings: config.Settings, workdir: Path, n: int) -> dict[str, Any]:
-    name = packs.load(engine, workdir, _actions())
+    name = packs.load(engine, workdir, harness.actions(LIMITS, {}))
     refs = [f"{name}.{action}" for action in LIMITS]
     app = usher_celery.create(settings)
     beat = Pool(settings, workdir / "logs" / "beat")

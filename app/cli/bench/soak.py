@@ -25,7 +25,7 @@ from app.cli import processes
 from app.cli.bench import statements
 from app.cli.bench.measures import percentile
 from app.cli.bench.scratch import delete_queues, scratch
-from policies import events, intake, packs
+from policies import events, intake, packs, retention
 
 TABLES = ["executions", "attempts", "events", "enforcements", "audit", "schedule_fires"]
 RETENTION_S = 60
@@ -140,6 +140,11 @@ def run(
                 pool.start(concurrency=2, actions="soak.*", name=f"soak{i + 1}")
             pool.start_beat()
             _, enqueued, completed, _, _, _ = _look(engine)
+            if not retention.autovacuum_on(engine):
+                console.print(
+                    "[yellow]autovacuum is off on this Postgres: the deleted rows stay as dead "
+                    "tuples, so sizes will grow (ALTER SYSTEM SET autovacuum = on)[/yellow]"
+                )
             thread.start()
             found: list[Minute] = []
             for minute in range(1, minutes + 1):
