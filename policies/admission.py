@@ -281,7 +281,7 @@ def positions(session: Session, execution_ids: list[int]) -> dict[int, int]:
     if not execution_ids:
         return {}
     rows = session.execute(sql.query("positions"), {"ids": execution_ids}).all()
-    return {int(r.id): int(r.place) for r in rows}
+    return {int(r.id): int(r.place) for r in rows if r.place is not None}
 
 
 def position(session: Session, execution_id: int) -> int | None:

@@ -77,7 +77,6 @@ def _run_executions(batch: list[Single]) -> list[idempotency.Answer]:
             session,
             settings(),
             [single.asked for single in batch],
-            positions=lambda ids: admission.positions(session, ids),
             requested_by=[single.actor for single in batch],
         )
         rows = []
@@ -89,7 +88,23 @@ def _run_executions(batch: list[Single]) -> list[idempotency.Answer]:
                 rows.append(single.row(200 if again else 202, None))
         audit.record_many(session, rows)
     usher_celery.after_intake(current_app.config["USHER_CELERY"], taken, publisher())
+    _place(answers)
     return answers
+
+
+def _place(answers: list[idempotency.Answer]) -> None:
+    """Each new waiting answer's place in line, read after the commit in one statement:
+    read while the batch held its lines, a deep line's count would hold the workers'
+    finishes (and so the grants) back, the line would grow, and the count with it."""
+    waiting = [
+        a.body for a in answers if a.body and not a.replayed and a.body.get("status") == "queued"
+    ]
+    if not waiting:
+        return
+    with unit_of_work() as session:
+        places = admission.positions(session, [int(body["id"]) for body in waiting])
+    for body in waiting:
+        body["position"] = places.get(int(body["id"]))
 
 
 def executions() -> grouped.Group[Single, idempotency.Answer]:

@@ -133,17 +133,31 @@ SELECT CASE WHEN e.status = 'queued' THEN (
 FROM executions e WHERE e.id = :id
 
 -- name: positions
--- The 1-based places of those of :ids still queued (others: no row), from one pass over the
--- waiting rows of their lines (the partial index of waiting rows, in grant order): a group
--- commit's answers at once, not one count of the line per answer.
-SELECT w.id, w.place FROM (
-    SELECT e.id,
-           row_number() OVER (PARTITION BY e.queue_id ORDER BY e.priority DESC, e.seq) AS place
-    FROM executions e
-    WHERE e.status = 'queued'
-      AND e.queue_id IN (SELECT x.queue_id FROM executions x WHERE x.id = ANY(:ids))
-) w
-WHERE w.id = ANY(:ids)
+-- The 1-based places of those of :ids still queued (NULL for the others), without counting
+-- the line ahead of each: when every waiting execution of the line has its priority (two
+-- index probes: none higher, none lower), its place is the line's queue_length less those
+-- waiting behind it (a range of the waiting index from its seq: the few that came later).
+-- Only a line of mixed priorities counts the ones ahead. queue_length and the rows are read
+-- in one snapshot, so the two agree.
+SELECT e.id,
+       CASE
+           WHEN e.status <> 'queued' THEN NULL
+           WHEN NOT EXISTS (SELECT 1 FROM executions o WHERE o.queue_id = e.queue_id
+                            AND o.status = 'queued' AND o.priority > e.priority)
+            AND NOT EXISTS (SELECT 1 FROM executions o WHERE o.queue_id = e.queue_id
+                            AND o.status = 'queued' AND o.priority < e.priority)
+           THEN q.queue_length - (
+               SELECT count(*) FROM executions b
+               WHERE b.queue_id = e.queue_id AND b.status = 'queued'
+                 AND b.priority = e.priority AND b.seq > e.seq)
+           ELSE (
+               SELECT count(*) FROM executions w
+               WHERE w.queue_id = e.queue_id AND w.status = 'queued'
+                 AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq)))
+       END AS place
+FROM executions e
+JOIN queues q ON q.id = e.queue_id
+WHERE e.id = ANY(:ids)
 
 -- name: lock_action
 -- Against other live changes. FOR NO KEY UPDATE, as for a line: FOR UPDATE would also block
