@@ -307,3 +307,22 @@ def test_every_route_the_client_calls_is_in_the_openapi_document() -> None:
     broken = json.loads(json.dumps(document))
     del broken["paths"]["/api/v1/queues"]
     assert client.problems(broken) == ["queues: GET /api/v1/queues is not in the document"]
+
+
+def test_a_pack_upload_takes_only_pack_files_and_names_them_as_sent(client: Any) -> None:
+    from tests.support import api
+
+    escape = {"files": {"../../tmp/usher-escape/pack.yaml": "name: x\n"}}
+    refused = client.post("/api/v1/packs", json=escape, headers=api.AUTH)
+    assert refused.status_code == 422
+    assert refused.get_json()["error"]["code"] == "invalid_pack"
+    assert not Path("/tmp/usher-escape").exists()
+    bad = {
+        "files": {"shop/pack.yaml": "name: shop\n", "shop/actions/a.yaml": "name: a\nrunner: x\n"}
+    }
+    answer = client.post("/api/v1/packs", json=bad, headers=api.AUTH)
+    assert answer.status_code == 422
+    message = answer.get_json()["error"]["message"]
+    assert message.startswith("shop/actions/a.yaml:2:") and "usher-packs-" not in message
+    listed = client.get("/api/v1/packs", headers=api.AUTH).get_json()["items"]
+    assert listed == []  # nothing of a refused upload was loaded
