@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     default_max_queue_length: Annotated[int, Field(**bounds.QUEUE_LENGTH.field())] = 10_000
     default_queue_timeout_s: Annotated[int, Field(**bounds.TIMEOUT_S.field())] = 3600
     lease_s: Annotated[int, Field(ge=3, le=3600)] = 15
+    # How long a starting worker, beat or web waits for a database that does not answer yet
+    # (a host booting, Postgres restarting) before it stops with one line.
+    start_wait_s: Annotated[float, Field(ge=0, le=3600)] = 60
     retry_max_retries: Annotated[int, Field(**bounds.MAX_RETRIES.field())] = 3
     retry_strategy: RetryStrategy = RetryStrategy.exponential
     retry_initial_delay_ms: Annotated[int, Field(**bounds.INITIAL_DELAY_MS.field())] = 100

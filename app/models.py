@@ -142,81 +142,116 @@ class RateGrant(Base):
     granted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
-class Execution(Base):
-    __tablename__ = "executions"
+class ExecutionRequest(Base):
+    """What was asked, written once: the action, its parameters, who asked and when. An
+    execution's state, which changes, is its ``execution_state`` row; the view
+    ``executions`` (migration 0025) joins the two for reading."""
+
+    __tablename__ = "execution_requests"
+    __table_args__ = (
+        Index("ix_execution_requests_action_id_id", "action_id", text("id DESC")),
+        # The list's filters (GET /api/v1/executions): parameters, requester, time.
+        Index(
+            "ix_execution_requests_parameters",
+            "parameters",
+            postgresql_using="gin",
+            postgresql_ops={"parameters": "jsonb_path_ops"},
+        ),
+        Index(
+            "ix_execution_requests_requested_by_id",
+            "requested_by",
+            text("id DESC"),
+            postgresql_where=text("requested_by IS NOT NULL"),
+        ),
+        Index("ix_execution_requests_enqueued_at", "enqueued_at"),
+        # What retention's delete of an execution looks up (ON DELETE SET NULL of the two).
+        Index(
+            "ix_execution_requests_replay_of",
+            "replay_of",
+            postgresql_where=text("replay_of IS NOT NULL"),
+        ),
+        Index(
+            "ix_execution_requests_rerun_of",
+            "rerun_of",
+            postgresql_where=text("rerun_of IS NOT NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
+    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
+    enqueued_at: Mapped[datetime] = _now()
+    replay_of: Mapped[int | None] = mapped_column(
+        ForeignKey("execution_requests.id", ondelete="SET NULL")
+    )
+    # A re-run (policies.rerun) names the execution it repeats, with its overrides merged in.
+    rerun_of: Mapped[int | None] = mapped_column(
+        ForeignKey("execution_requests.id", ondelete="SET NULL")
+    )
+    # Who asked: ``rule:<ref>``, ``schedule:<ref>``, a token's name or ``cli:<user>``.
+    requested_by: Mapped[str | None] = mapped_column(Text)
+
+    action: Mapped[Action] = relationship()
+
+
+class ExecutionState(Base):
+    """An execution's volatile state: every status change is an UPDATE of this narrow row
+    and its few indexes, never of the request's (docs/scaling.md, "One narrow row per
+    change"). Its id is its request's."""
+
+    __tablename__ = "execution_state"
     __table_args__ = (
         # The waiting line, in grant order: a partial index holds only waiting rows.
         Index(
-            "ix_executions_waiting",
+            "ix_execution_state_waiting",
             "queue_id",
             text("priority DESC"),
             "seq",
             postgresql_where=text("status = 'queued'"),
         ),
         Index(
-            "ix_executions_active",
+            "ix_execution_state_active",
             "status",
             "lease_expires_at",
             postgresql_where=text("status IN ('scheduled', 'running')"),
         ),
-        Index("ix_executions_action_id_id", "action_id", text("id DESC")),
-        Index("ix_executions_status_id", "status", text("id DESC")),
+        Index("ix_execution_state_status_id", "status", text("id DESC")),
         Index(
-            "ix_executions_retrying",
+            "ix_execution_state_retrying",
             "not_before",
             postgresql_where=text("status = 'retrying'"),
         ),
         Index(
-            "ix_executions_dlq",
+            "ix_execution_state_dlq",
             text("id DESC"),
             postgresql_where=text("status = 'dead' AND dlq_cleared_at IS NULL"),
         ),
         # What beat looks for every second: delayed executions in (run_at, id) order.
         Index(
-            "ix_executions_delayed",
+            "ix_execution_state_delayed",
             "run_at",
             "id",
             postgresql_where=text("status = 'delayed'"),
         ),
         # A coalescing action's waiting rows by their parameters' hash (policies.busy).
         Index(
-            "ix_executions_waiting_params",
+            "ix_execution_state_waiting_params",
             "queue_id",
             "params_hash",
             postgresql_where=text("status = 'queued' AND params_hash IS NOT NULL"),
         ),
-        # The list's filters (GET /api/v1/executions): parameters, requester, time.
-        Index(
-            "ix_executions_parameters",
-            "parameters",
-            postgresql_using="gin",
-            postgresql_ops={"parameters": "jsonb_path_ops"},
-        ),
-        Index(
-            "ix_executions_requested_by_id",
-            "requested_by",
-            text("id DESC"),
-            postgresql_where=text("requested_by IS NOT NULL"),
-        ),
-        Index("ix_executions_enqueued_at", "enqueued_at"),
-        # What retention's delete of an execution looks up (ON DELETE SET NULL of the two).
-        Index(
-            "ix_executions_replay_of", "replay_of", postgresql_where=text("replay_of IS NOT NULL")
-        ),
-        Index("ix_executions_rerun_of", "rerun_of", postgresql_where=text("rerun_of IS NOT NULL")),
         UniqueConstraint("queue_id", "seq"),
     )
 
-    id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
+    id: Mapped[int] = mapped_column(
+        ForeignKey("execution_requests.id", ondelete="CASCADE"), primary_key=True
+    )
     queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
     # Taken when it joins its line: NULL while delayed (and for one that never joined).
     seq: Mapped[int | None] = mapped_column(BigInteger)
     priority: Mapped[int] = mapped_column(Integer, server_default="0")
     status: Mapped[str] = mapped_column(String(20))
-    parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     attempt: Mapped[int] = mapped_column(Integer, server_default="1")
-    enqueued_at: Mapped[datetime] = _now()
     # When this attempt joined the line: enqueued_at for the first, the retry's due time after.
     queued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     not_before: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
@@ -229,9 +264,6 @@ class Execution(Base):
     worker: Mapped[str | None] = mapped_column(String(300))
     result: Mapped[Any | None] = mapped_column(JSONB)
     error: Mapped[str | None] = mapped_column(Text)
-    replay_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
-    # A re-run (policies.rerun) names the execution it repeats, with its overrides merged in.
-    rerun_of: Mapped[int | None] = mapped_column(ForeignKey("executions.id", ondelete="SET NULL"))
     # The levels (totals, pools) whose slots this execution holds; its release frees them.
     levels: Mapped[list[int]] = mapped_column(
         ARRAY(Integer), server_default=text("'{}'::integer[]")
@@ -242,11 +274,7 @@ class Execution(Base):
     run_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # For an action with coalesce: its parameters' hash (policies.busy); NULL otherwise.
     params_hash: Mapped[int | None] = mapped_column(BigInteger)
-    # Who asked: ``rule:<ref>``, ``schedule:<ref>``, a token's name or ``cli:<user>``.
-    requested_by: Mapped[str | None] = mapped_column(Text)
     cancelled_by: Mapped[str | None] = mapped_column(Text)
-
-    action: Mapped[Action] = relationship()
 
 
 class Attempt(Base):
@@ -260,7 +288,9 @@ class Attempt(Base):
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
-    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id", ondelete="CASCADE"))
+    execution_id: Mapped[int] = mapped_column(
+        ForeignKey("execution_requests.id", ondelete="CASCADE")
+    )
     # The execution's line, copied by the attempts_line trigger when the writer leaves it out.
     queue_id: Mapped[int] = mapped_column(Integer)
     attempt: Mapped[int] = mapped_column(Integer)
@@ -413,7 +443,7 @@ class Enforcement(Base):
     status: Mapped[str] = mapped_column(String(20))
     reason: Mapped[str | None] = mapped_column(Text)
     execution_id: Mapped[int | None] = mapped_column(
-        ForeignKey("executions.id", ondelete="SET NULL")
+        ForeignKey("execution_requests.id", ondelete="SET NULL")
     )
     created_at: Mapped[datetime] = _now()
 
@@ -605,7 +635,7 @@ class ExecutionOutput(Base):
     __table_args__ = (CheckConstraint("stream IN ('stdout', 'stderr')", name="stream"),)
 
     execution_id: Mapped[int] = mapped_column(
-        ForeignKey("executions.id", ondelete="CASCADE"), primary_key=True
+        ForeignKey("execution_requests.id", ondelete="CASCADE"), primary_key=True
     )
     attempt: Mapped[int] = mapped_column(Integer, primary_key=True)
     stream: Mapped[str] = mapped_column(Text, primary_key=True)

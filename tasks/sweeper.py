@@ -88,7 +88,8 @@ def _warn_without_autovacuum(engine: Any, counts: dict[str, int]) -> None:
         log.warning(
             "autovacuum is off on this Postgres: the rows retention deletes stay as dead "
             "tuples and the history tables keep growing; turn it on (autovacuum = on), or "
-            "VACUUM executions, attempts, events and enforcements regularly"
+            "VACUUM execution_requests, execution_state, attempts, events and enforcements "
+            "regularly"
         )
 
 

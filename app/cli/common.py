@@ -7,11 +7,13 @@ import json
 import os
 import re
 import sys
+import time
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
 import click
+import sqlalchemy.exc
 from celery import Celery
 from rich.console import Console
 from rich.table import Table
@@ -90,9 +92,25 @@ class Runtime:
     def celery(self) -> Celery:
         return usher_celery.create(self.settings)
 
-    def require_schema(self) -> None:
-        """Stop with one line (what to do) unless the database's schema is this version's."""
-        if problem := db.schema_problem(self.engine):
+    def require_schema(self, wait: bool = False) -> None:
+        """Stop with one line (what to do) unless the database's schema is this version's.
+        With ``wait`` (a serving process starting), a database that does not answer is
+        asked again every second for USHER_START_WAIT_S before the one line."""
+        deadline = time.monotonic() + (self.settings.start_wait_s if wait else 0)
+        said = ""
+        while True:
+            try:
+                problem = db.schema_problem(self.engine)
+                break
+            except sqlalchemy.exc.OperationalError as error:
+                if time.monotonic() >= deadline:
+                    raise
+                reason = str(error.orig or error).strip().splitlines()[0][:300]
+                if reason != said:  # once per distinct reason, not once a second
+                    err_console.print(f"waiting for the database: {reason}", highlight=False)
+                    said = reason
+                time.sleep(1)
+        if problem:
             raise ConfigError(problem)
 
     def close(self) -> None:

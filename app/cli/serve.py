@@ -30,7 +30,7 @@ PASS_THROUGH = {"ignore_unknown_options": True, "allow_extra_args": True}
 def worker_cmd(rt: Runtime, actions: str, celery_args: tuple[str, ...]) -> None:
     """A Celery worker consuming every action's queue, or only --actions. Extra options go to
     `celery worker` (e.g. -c 4, -n name@%h)."""
-    rt.require_schema()
+    rt.require_schema(wait=True)
     from tasks import consumers
 
     app = rt.celery
@@ -48,7 +48,7 @@ def beat_cmd(rt: Runtime, celery_args: tuple[str, ...]) -> None:
     """Celery beat: fires the packs' schedules (each tick once, however many beats run) and
     schedules the sweeper (leases, lost messages, queue timeouts). Extra options go to
     `celery beat` (e.g. `usher beat -- --loglevel debug`)."""
-    rt.require_schema()
+    rt.require_schema(wait=True)
     argv = ["beat", "--loglevel", "INFO", "--scheduler", "tasks.beat:Scheduler", *celery_args]
     rt.celery.start(argv)
 
@@ -152,7 +152,7 @@ def create_server(
 @pass_runtime
 def web_cmd(rt: Runtime, processes: int, threads: int) -> None:
     """Serve the dashboard and API with waitress on USHER_WEB_HOST:USHER_WEB_PORT."""
-    rt.require_schema()
+    rt.require_schema(wait=True)
     import web
     from app import logs
 

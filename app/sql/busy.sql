@@ -8,12 +8,12 @@ SELECT next_seq, queue_length, active_count FROM queues WHERE id = :queue_id
 
 -- name: waiting_twin
 -- A waiting execution of the line whose parameters equal these (coalesce): the hash finds
--- it by the partial index ix_executions_waiting_params, the comparison makes sure; the
+-- it by the partial index ix_execution_state_waiting_params, the comparison makes sure; the
 -- first in line if several.
-SELECT id, seq FROM executions
-WHERE queue_id = :queue_id AND status = 'queued' AND params_hash = :hash
-  AND parameters = CAST(:parameters AS jsonb)
-ORDER BY priority DESC, seq
+SELECT e.id, e.seq FROM execution_state e JOIN execution_requests r ON r.id = e.id
+WHERE e.queue_id = :queue_id AND e.status = 'queued' AND e.params_hash = :hash
+  AND r.parameters = CAST(:parameters AS jsonb)
+ORDER BY e.priority DESC, e.seq
 LIMIT 1
 
 -- name: line_others
@@ -21,7 +21,7 @@ LIMIT 1
 -- (replace and cancel_running), and with :active also those holding or about to hold a
 -- slot (cancel_running: scheduled, running, and a retry backing off, which would rejoin
 -- ahead of the new one). Oldest first; delayed ones are not in line yet.
-SELECT id, status, attempt FROM executions
+SELECT id, status, attempt FROM execution_state
 WHERE queue_id = :queue_id AND id <> :keep
   AND (status = 'queued' OR (:active AND status IN ('scheduled', 'running', 'retrying')))
 ORDER BY id

@@ -9,24 +9,29 @@ SELECT clock_timestamp()
 -- name: execution_ids
 -- Ids for a batch's delayed executions, taken before their insert so that each is known by
 -- its place in the request (they join in (run_at, id) order: the request's, at one time).
-SELECT nextval(pg_get_serial_sequence('executions', 'id')) FROM generate_series(1, :n)
+SELECT nextval('execution_requests_id_seq') FROM generate_series(1, :n)
 
 -- name: insert_delayed
 -- The delayed executions of a batch in one statement. enqueued_at is the request's time
 -- until the execution joins its line, when it becomes the join's.
-INSERT INTO executions (id, action_id, queue_id, seq, priority, status, parameters,
-                        enqueued_at, run_at, replay_of, requested_by, rerun_of)
-SELECT r.i, r.a, r.q, NULL, r.p, 'delayed', r.d, clock_timestamp(), r.t, r.r, r.b, r.o
-FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r(i bigint, a integer, q integer, p integer, d jsonb, t timestamptz, r bigint, b text,
-         o bigint)
-ORDER BY r.i
+WITH batch AS MATERIALIZED (
+    SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+        AS r(i bigint, a integer, q integer, p integer, d jsonb, t timestamptz, r bigint,
+             b text, o bigint)
+),
+requests AS (
+    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at, replay_of,
+                                    requested_by, rerun_of)
+    SELECT i, a, d, clock_timestamp(), r, b, o FROM batch ORDER BY i
+)
+INSERT INTO execution_state (id, queue_id, seq, priority, status, run_at)
+SELECT i, q, NULL, p, 'delayed', t FROM batch ORDER BY i
 
 -- name: due_delayed
 -- Delayed executions due now, oldest time first (the partial index on (run_at, id) of the
 -- delayed rows): which lines to visit. Read without a lock: each line's join takes its
 -- line's lock and checks again that they are still delayed.
-SELECT id, queue_id FROM executions
+SELECT id, queue_id FROM execution_state
 WHERE status = 'delayed' AND run_at <= clock_timestamp()
 ORDER BY run_at, id LIMIT :limit
 
@@ -42,26 +47,34 @@ line AS (
 ),
 due AS (
     SELECT d.id, row_number() OVER (ORDER BY d.run_at, d.id) AS n FROM (
-        SELECT id, run_at FROM executions
+        SELECT id, run_at FROM execution_state
         WHERE id = ANY(CAST(:ids AS bigint[])) AND queue_id = :queue_id
           AND status = 'delayed'
         ORDER BY run_at, id LIMIT (SELECT room FROM line)
     ) d
+),
+joined AS (
+    UPDATE execution_state e SET status = 'queued', seq = (SELECT next_seq FROM line) + due.n,
+        queued_at = (SELECT ts FROM now)
+    FROM due WHERE e.id = due.id
+    RETURNING e.id, e.seq
+),
+asked AS (
+    -- The one change of a request after its insert: a delayed run's time of joining.
+    UPDATE execution_requests r SET enqueued_at = (SELECT ts FROM now)
+    FROM joined j WHERE r.id = j.id
 )
-UPDATE executions e SET status = 'queued', seq = (SELECT next_seq FROM line) + due.n,
-    enqueued_at = (SELECT ts FROM now), queued_at = (SELECT ts FROM now)
-FROM due WHERE e.id = due.id
-RETURNING e.id, e.seq
+SELECT id, seq FROM joined
 
 -- name: reject_delayed
 -- Under the line's lock: these delayed executions found their line full when they fell
 -- due; they end 'rejected' with the reason, as a request to a full line is refused.
-UPDATE executions SET status = 'rejected', finished_at = clock_timestamp(), error = :reason
+UPDATE execution_state SET status = 'rejected', finished_at = clock_timestamp(), error = :reason
 WHERE id = ANY(CAST(:ids AS bigint[])) AND queue_id = :queue_id AND status = 'delayed'
 RETURNING id
 
 -- name: next_delayed_due
 -- Seconds until the next delayed execution falls due (negative: due already), NULL if none:
 -- how long a beat may sleep.
-SELECT extract(epoch FROM min(run_at) - clock_timestamp()) FROM executions
+SELECT extract(epoch FROM min(run_at) - clock_timestamp()) FROM execution_state
 WHERE status = 'delayed'

@@ -1,6 +1,6 @@
 -- Usher's PL/pgSQL, as it stands now: the one copy.
 --
--- Version 10 (migrations 0008, 0013 and 0018 load this file; 0006 created the first versions). Every
+-- Version 11 (migrations 0008, 0013, 0018 and 0025 load this file; 0006 created the first versions). Every
 -- statement is CREATE OR REPLACE, so loading the file again changes nothing. To change a
 -- function: edit it here, bump the version, and add a migration that loads this file again
 -- (dropping first any function whose arguments or result change).
@@ -158,18 +158,18 @@ BEGIN
         FROM queues q WHERE q.id = p_queue_id
     ),
     candidates AS (
-        (SELECT e.id, e.priority, e.seq, e.status FROM executions e
+        (SELECT e.id, e.priority, e.seq, e.status FROM execution_state e
          WHERE e.queue_id = p_queue_id AND e.status = 'queued'
          ORDER BY e.priority DESC, e.seq LIMIT (SELECT n FROM free))
         UNION ALL
-        (SELECT e.id, e.priority, e.seq, e.status FROM executions e
+        (SELECT e.id, e.priority, e.seq, e.status FROM execution_state e
          WHERE e.queue_id = p_queue_id AND e.status = 'retrying' AND NOT e.holds_slot
            AND e.not_before <= (SELECT ts FROM now)
          ORDER BY e.priority DESC, e.seq LIMIT (SELECT n FROM free))
         ORDER BY 2 DESC, 3 LIMIT (SELECT n FROM free)
     ),
     granted AS (
-        UPDATE executions e SET status = 'scheduled',
+        UPDATE execution_state e SET status = 'scheduled',
             scheduled_at = (SELECT ts FROM now), published_at = (SELECT ts FROM now)
         FROM candidates c WHERE e.id = c.id
         RETURNING e.id, e.attempt, e.priority, e.seq, c.status AS was
@@ -201,7 +201,7 @@ DECLARE
 BEGIN
     RETURN QUERY
     WITH done AS (
-        UPDATE executions e SET
+        UPDATE execution_state e SET
             status = p_status,
             attempt = e.attempt + CASE WHEN retrying THEN 1 ELSE 0 END,
             finished_at = CASE WHEN retrying THEN NULL ELSE ts END,
@@ -223,7 +223,7 @@ BEGIN
         -- The levels it held (the snapshot from before the UPDATE), after its line: the
         -- lock order of docs/architecture.md. The caller holds the group's lock.
         UPDATE levels l SET active = l.active - 1, last_updated = ts
-        FROM executions e
+        FROM execution_state e
         WHERE e.id = p_id AND NOT p_hold AND l.id = ANY(e.levels)
           AND EXISTS (SELECT 1 FROM done)
     ),
@@ -233,7 +233,7 @@ BEGIN
                               scheduled_at, started_at, finished_at, worker, error, kept_slot)
         SELECT e.id, e.queue_id, p_attempt, p_outcome, e.queued_at, e.scheduled_at,
                e.started_at, ts, e.worker, p_error, p_hold
-        FROM executions e WHERE e.id = p_id AND EXISTS (SELECT 1 FROM done)
+        FROM execution_state e WHERE e.id = p_id AND EXISTS (SELECT 1 FROM done)
     ),
     counted AS (
         UPDATE queues q SET
@@ -268,7 +268,7 @@ DECLARE
     info record;
     released boolean;
 BEGIN
-    SELECT e.queue_id INTO line_id FROM executions e WHERE e.id = p_id;
+    SELECT e.queue_id INTO line_id FROM execution_state e WHERE e.id = p_id;
     IF line_id IS NULL THEN
         RETURN QUERY SELECT 'stale'::text, NULL::integer, NULL::text, NULL::integer,
             NULL::bigint[], NULL::integer[];
@@ -321,19 +321,22 @@ DECLARE
     cause record;
     ref text;
     line text;
+    asked record;
     new_id bigint;
 BEGIN
+    -- What was asked is the request's (NEW is the execution's state row).
+    SELECT r.action_id, r.parameters INTO asked FROM execution_requests r WHERE r.id = NEW.id;
     -- The enforcement that made it, if a rule did; its event's depth is the chain's so far.
     SELECT en.rule_ref, en.event_id, ev.depth INTO cause
     FROM enforcements en JOIN events ev ON ev.id = en.event_id
     WHERE en.execution_id = NEW.id
     ORDER BY en.id LIMIT 1;
     SELECT a.ref, nullif(q.partition_key, '') INTO ref, line
-    FROM actions a JOIN queues q ON q.id = NEW.queue_id WHERE a.id = NEW.action_id;
+    FROM actions a JOIN queues q ON q.id = NEW.queue_id WHERE a.id = asked.action_id;
     INSERT INTO events (trigger, payload, depth)
     VALUES ('usher.execution', jsonb_build_object(
         'execution_id', NEW.id, 'action', ref, 'status', NEW.status,
-        'attempt', NEW.attempt, 'parameters', NEW.parameters,
+        'attempt', NEW.attempt, 'parameters', asked.parameters,
         -- Whole: a result and an error are bounded where they are written (tasks.signals).
         'result', NEW.result, 'error', NEW.error,
         'line', line, 'rule', cause.rule_ref, 'event_id', cause.event_id
@@ -343,6 +346,13 @@ BEGIN
         nullif(current_setting('usher.emitted', true), ''), new_id::text), true);
     RETURN NULL;
 END
+$$;
+
+-- The table whose status changes executions_emit follows: execution_state since migration
+-- 0025, the executions table before it (the migrations in between load this file too).
+CREATE OR REPLACE FUNCTION usher_emitting_table() RETURNS regclass
+LANGUAGE sql STABLE AS $$
+    SELECT coalesce(to_regclass('execution_state'), to_regclass('executions'))
 $$;
 
 -- After every statement that writes rules (a pack load): the trigger executions_emit is
@@ -357,9 +367,9 @@ DECLARE
     enabled boolean := usher_execution_events_enabled();
 BEGIN
     IF wanted AND NOT enabled THEN
-        EXECUTE 'ALTER TABLE executions ENABLE TRIGGER executions_emit';
+        EXECUTE 'ALTER TABLE ' || usher_emitting_table() || ' ENABLE TRIGGER executions_emit';
     ELSIF enabled AND NOT wanted THEN
-        EXECUTE 'ALTER TABLE executions DISABLE TRIGGER executions_emit';
+        EXECUTE 'ALTER TABLE ' || usher_emitting_table() || ' DISABLE TRIGGER executions_emit';
     END IF;
     RETURN NULL;
 END
@@ -368,6 +378,7 @@ $$;
 CREATE OR REPLACE FUNCTION usher_execution_events_enabled() RETURNS boolean
 LANGUAGE sql STABLE AS $$
     SELECT coalesce((SELECT t.tgenabled <> 'D' FROM pg_trigger t
-                     WHERE t.tgrelid = 'executions'::regclass AND t.tgname = 'executions_emit'),
+                     WHERE t.tgrelid = usher_emitting_table() AND t.tgname = 'executions_emit'),
                     false)
 $$;
+

@@ -13,7 +13,7 @@ SELECT pg_try_advisory_xact_lock(724313, :group) AS locked
 SELECT level_group FROM queues WHERE id = :queue_id
 
 -- name: group_of_execution
-SELECT q.level_group FROM executions e JOIN queues q ON q.id = e.queue_id WHERE e.id = :id
+SELECT q.level_group FROM execution_state e JOIN queues q ON q.id = e.queue_id WHERE e.id = :id
 
 -- name: groups_of_actions
 SELECT DISTINCT level_group FROM actions
@@ -42,16 +42,17 @@ JOIN actions a ON a.id = q.action_id
 JOIN packs p ON p.id = a.pack_id
 JOIN room ON room.action_id = a.id
 CROSS JOIN LATERAL (
-    SELECT w.id, w.enqueued_at FROM (
-        (SELECT e.id, e.enqueued_at, e.priority, e.seq FROM executions e
+    SELECT w.id, r.enqueued_at FROM (
+        (SELECT e.id, e.priority, e.seq FROM execution_state e
          WHERE e.queue_id = q.id AND e.status = 'queued'
          ORDER BY e.priority DESC, e.seq LIMIT 1)
         UNION ALL
-        (SELECT e.id, e.enqueued_at, e.priority, e.seq FROM executions e
+        (SELECT e.id, e.priority, e.seq FROM execution_state e
          WHERE e.queue_id = q.id AND e.status = 'retrying' AND NOT e.holds_slot
            AND e.not_before <= clock_timestamp()
          ORDER BY e.priority DESC, e.seq LIMIT 1)
-    ) w ORDER BY w.priority DESC, w.seq LIMIT 1
+    ) w JOIN execution_requests r ON r.id = w.id
+    ORDER BY w.priority DESC, w.seq LIMIT 1
 ) h
 WHERE q.level_group = :group AND a.paused_at IS NULL AND room.free
   AND q.active_count < coalesce(a.resolved_concurrency, :default)
@@ -60,7 +61,7 @@ WHERE q.level_group = :group AND a.paused_at IS NULL AND room.free
 -- The execution just granted (usher_admit) takes a slot of each level; its line notes when
 -- it last granted. Only under the group's lock, after the line: no wait cycle.
 WITH held AS (
-    UPDATE executions SET levels = CAST(:levels AS integer[]) WHERE id = :id RETURNING id
+    UPDATE execution_state SET levels = CAST(:levels AS integer[]) WHERE id = :id RETURNING id
 ),
 taken AS (
     UPDATE levels SET active = active + 1, last_updated = clock_timestamp()

@@ -30,7 +30,7 @@ FOR NO KEY UPDATE OF q
 -- name: lock_line_of
 SELECT q.id AS queue_id, a.ref, a.timeout_s, CAST(a.policy AS text) AS action_policy,
        CAST(p.policy AS text) AS pack_policy, a.paused_at IS NOT NULL AS paused, q.level_group
-FROM executions e JOIN queues q ON q.id = e.queue_id
+FROM execution_state e JOIN queues q ON q.id = e.queue_id
 JOIN actions a ON a.id = q.action_id JOIN packs p ON p.id = a.pack_id
 WHERE e.id = :execution_id
 FOR NO KEY UPDATE OF q
@@ -50,7 +50,7 @@ SELECT execution_id, attempt FROM usher_admit(:queue_id, :limit, :cap)
 -- name: requeue_due
 -- A retry that kept its slot is granted at once; the others wait again with their seq.
 WITH now AS (SELECT clock_timestamp() AS ts)
-UPDATE executions SET
+UPDATE execution_state SET
     status = CASE WHEN holds_slot THEN 'scheduled' ELSE 'queued' END,
     scheduled_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
     published_at = CASE WHEN holds_slot THEN (SELECT ts FROM now) END,
@@ -62,28 +62,29 @@ RETURNING id, attempt, priority, seq, status
 -- name: expire
 -- The wait counts from when the execution joined the line (queued_at: for a retry back in
 -- line, the end of its backoff).
-UPDATE executions SET status = 'expired', finished_at = clock_timestamp(),
+UPDATE execution_state e SET status = 'expired', finished_at = clock_timestamp(),
     error = 'waited longer than queue_timeout_s'
-WHERE queue_id = :queue_id AND status = 'queued'
-  AND coalesce(queued_at, enqueued_at) < clock_timestamp() - make_interval(secs => :timeout)
-RETURNING id
+FROM execution_requests r
+WHERE e.queue_id = :queue_id AND e.status = 'queued' AND r.id = e.id
+  AND coalesce(e.queued_at, r.enqueued_at) < clock_timestamp() - make_interval(secs => :timeout)
+RETURNING e.id
 
 -- name: claim
 -- The workers' fast path (app.db.Hot, psycopg placeholders). Also true when this very
 -- process already claimed it: a claim whose reply was lost with its connection is run again.
-UPDATE executions e SET status = 'running', started_at = clock_timestamp(),
+UPDATE execution_state e SET status = 'running', started_at = clock_timestamp(),
     worker = %(worker)s,
     lease_expires_at = clock_timestamp() + make_interval(secs => %(lease_s)s)
-FROM actions a
+FROM execution_requests r JOIN actions a ON a.id = r.action_id
 WHERE e.id = %(id)s AND e.attempt = %(attempt)s
   AND (e.status = 'scheduled' OR (e.status = 'running' AND e.worker = %(worker)s))
-  AND a.id = e.action_id
-RETURNING e.id, e.attempt, e.parameters, a.ref, a.runner, a.runner_config, a.timeout_s,
+  AND r.id = e.id
+RETURNING e.id, e.attempt, r.parameters, a.ref, a.runner, a.runner_config, a.timeout_s,
           a.parameters_schema
 
 -- name: renew
 -- The workers' fast path: the leases of several running attempts in one statement.
-UPDATE executions e
+UPDATE execution_state e
 SET lease_expires_at = clock_timestamp() + make_interval(secs => %(s)s)
 FROM unnest(CAST(%(ids)s AS bigint[]), CAST(%(attempts)s AS integer[])) AS h(id, attempt)
 WHERE e.id = h.id AND e.attempt = h.attempt AND e.status = 'running'
@@ -109,16 +110,16 @@ FROM usher_release(
 SELECT current_setting('usher.emitted', true) AS emitted
 
 -- name: lock_execution
-SELECT status, holds_slot FROM executions WHERE id = :id FOR UPDATE
+SELECT status, holds_slot FROM execution_state WHERE id = :id FOR UPDATE
 
 -- name: cancel_execution
 -- The slots it held at its levels are freed (the snapshot from before the UPDATE), after
 -- its line: the caller holds the group's lock.
 WITH freed AS (
     UPDATE levels l SET active = l.active - 1, last_updated = clock_timestamp()
-    FROM executions e WHERE e.id = :id AND l.id = ANY(e.levels)
+    FROM execution_state e WHERE e.id = :id AND l.id = ANY(e.levels)
 )
-UPDATE executions SET status = 'cancelled', finished_at = clock_timestamp(),
+UPDATE execution_state SET status = 'cancelled', finished_at = clock_timestamp(),
     lease_expires_at = NULL, holds_slot = false, error = :reason, levels = '{}',
     cancelled_by = CAST(:by AS text)
 WHERE id = :id
@@ -126,11 +127,11 @@ WHERE id = :id
 -- name: position
 -- 1-based place in the line of a queued execution; NULL once it left the line.
 SELECT CASE WHEN e.status = 'queued' THEN (
-    SELECT count(*) FROM executions w
+    SELECT count(*) FROM execution_state w
     WHERE w.queue_id = e.queue_id AND w.status = 'queued'
       AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq))
 ) END
-FROM executions e WHERE e.id = :id
+FROM execution_state e WHERE e.id = :id
 
 -- name: positions
 -- The 1-based places of those of :ids still queued (NULL for the others), without counting
@@ -142,20 +143,20 @@ FROM executions e WHERE e.id = :id
 SELECT e.id,
        CASE
            WHEN e.status <> 'queued' THEN NULL
-           WHEN NOT EXISTS (SELECT 1 FROM executions o WHERE o.queue_id = e.queue_id
+           WHEN NOT EXISTS (SELECT 1 FROM execution_state o WHERE o.queue_id = e.queue_id
                             AND o.status = 'queued' AND o.priority > e.priority)
-            AND NOT EXISTS (SELECT 1 FROM executions o WHERE o.queue_id = e.queue_id
+            AND NOT EXISTS (SELECT 1 FROM execution_state o WHERE o.queue_id = e.queue_id
                             AND o.status = 'queued' AND o.priority < e.priority)
            THEN q.queue_length - (
-               SELECT count(*) FROM executions b
+               SELECT count(*) FROM execution_state b
                WHERE b.queue_id = e.queue_id AND b.status = 'queued'
                  AND b.priority = e.priority AND b.seq > e.seq)
            ELSE (
-               SELECT count(*) FROM executions w
+               SELECT count(*) FROM execution_state w
                WHERE w.queue_id = e.queue_id AND w.status = 'queued'
                  AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq)))
        END AS place
-FROM executions e
+FROM execution_state e
 JOIN queues q ON q.id = e.queue_id
 WHERE e.id = ANY(:ids)
 

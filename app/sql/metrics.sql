@@ -5,9 +5,14 @@
 -- The partial index on waiting executions holds exactly these rows (at most the lines'
 -- max_queue_length); an action with nothing waiting answers 0.
 SELECT a.ref AS action,
-       coalesce(extract(epoch FROM clock_timestamp()
-                        - min(coalesce(e.queued_at, e.enqueued_at))), 0) AS seconds
-FROM actions a LEFT JOIN executions e ON e.action_id = a.id AND e.status = 'queued'
+       coalesce(extract(epoch FROM clock_timestamp() - min(w.queued_at)), 0) AS seconds
+FROM actions a LEFT JOIN (
+    -- A waiting row's queued_at is set when it joins; its request is read only otherwise.
+    SELECT q.action_id, coalesce(e.queued_at, (SELECT r.enqueued_at FROM execution_requests r
+                                               WHERE r.id = e.id)) AS queued_at
+    FROM execution_state e JOIN queues q ON q.id = e.queue_id
+    WHERE e.status = 'queued'
+) w ON w.action_id = a.id
 GROUP BY a.ref ORDER BY a.ref
 
 -- name: metrics_concurrency_limits

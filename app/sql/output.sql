@@ -10,7 +10,7 @@ ON CONFLICT DO NOTHING
 -- name: output_attempt
 -- The execution's current attempt and status: which attempt "latest" means, and whether its
 -- output can still grow.
-SELECT attempt, status FROM executions WHERE id = :execution_id
+SELECT attempt, status FROM execution_state WHERE id = :execution_id
 
 -- name: output_text
 -- An attempt's streams, their pieces in order (the primary key's index reads them).

@@ -4,7 +4,7 @@
 
 -- name: expired_leases
 -- Running executions whose worker stopped renewing the lease, the longest expired first.
-SELECT id, attempt FROM executions
+SELECT id, attempt FROM execution_state
 WHERE status = 'running' AND lease_expires_at < clock_timestamp()
 ORDER BY lease_expires_at LIMIT :limit
 
@@ -12,22 +12,22 @@ ORDER BY lease_expires_at LIMIT :limit
 -- Scheduled executions whose message no worker claimed in time, marked republished now so
 -- each is sent again at most once per that many seconds. SKIP LOCKED: one that a worker is
 -- claiming (or another sweeper republishing) is left to it.
-UPDATE executions e SET published_at = clock_timestamp()
-FROM actions a
+UPDATE execution_state e SET published_at = clock_timestamp()
+FROM execution_requests r JOIN actions a ON a.id = r.action_id
 WHERE e.id IN (
-    SELECT id FROM executions
+    SELECT id FROM execution_state
     WHERE status = 'scheduled'
       AND published_at < clock_timestamp() - make_interval(secs => :s)
     ORDER BY published_at LIMIT :limit
     FOR UPDATE SKIP LOCKED
-) AND a.id = e.action_id
+) AND r.id = e.id
 RETURNING e.id, e.attempt, a.ref, a.timeout_s
 
 -- name: lines_to_tend
 -- Lines with work waiting: queued executions (timeouts, raised limits) or due retries.
 SELECT id FROM queues WHERE queue_length > 0
 UNION
-SELECT DISTINCT queue_id FROM executions
+SELECT DISTINCT queue_id FROM execution_state
 WHERE status = 'retrying' AND not_before <= clock_timestamp()
 
 -- name: unprocessed_events
@@ -66,7 +66,7 @@ DELETE FROM queue_samples WHERE sampled_at < now() - make_interval(hours => :h)
 -- name: running_on
 -- The executions a worker node runs now: its workers are named node/... (the caller escapes
 -- the node name for LIKE).
-SELECT id, attempt FROM executions
+SELECT id, attempt FROM execution_state
 WHERE status = 'running' AND worker LIKE :prefix ORDER BY id
 
 -- name: dlq_items
@@ -82,7 +82,7 @@ WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
 ORDER BY e.id DESC LIMIT :limit
 
 -- name: dlq_count
-SELECT count(*) FROM executions e WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
+SELECT count(*) FROM execution_state e WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
 
 -- name: rerun_source
 -- What a re-run repeats (policies.rerun): the execution's action, parameters and priority.
@@ -101,23 +101,24 @@ WHERE e.id = :id
 -- name: dlq_lock_dead
 -- Taken once the lines are locked, as everywhere: locking the execution first would
 -- deadlock with a cancel of it (which holds the line, then wants the execution).
-SELECT e.id, e.status, e.dlq_cleared_at, e.parameters, e.priority, a.ref
-FROM executions e JOIN actions a ON a.id = e.action_id
+SELECT e.id, e.status, e.dlq_cleared_at, r.parameters, e.priority, a.ref
+FROM execution_state e JOIN execution_requests r ON r.id = e.id
+JOIN actions a ON a.id = r.action_id
 WHERE e.id = :id FOR UPDATE OF e
 
 -- name: dlq_clear
 -- The replayed execution leaves the dead-letter queue.
-UPDATE executions SET dlq_cleared_at = clock_timestamp() WHERE id = :id
+UPDATE execution_state SET dlq_cleared_at = clock_timestamp() WHERE id = :id
 
 -- name: dlq_ids
-SELECT e.id FROM executions e
+SELECT e.id FROM execution_state e
 WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
 ORDER BY e.id
 
 -- name: dlq_purge
 -- Every item leaves the dead-letter queue; the executions and their history stay, marked
 -- cleared.
-UPDATE executions e SET dlq_cleared_at = clock_timestamp()
+UPDATE execution_state e SET dlq_cleared_at = clock_timestamp()
 WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL
 RETURNING e.id
 
@@ -132,7 +133,7 @@ SELECT usher_execution_events_enabled() AS enabled,
 -- name: lock_executions_for_trigger
 -- The lock ALTER TABLE ... ENABLE TRIGGER takes, taken first: it waits for the writers of
 -- executions in flight before this transaction holds any row they could wait on.
-LOCK TABLE executions IN SHARE ROW EXCLUSIVE MODE
+LOCK TABLE execution_state IN SHARE ROW EXCLUSIVE MODE
 
 -- name: store_event
 INSERT INTO events (trigger, payload) VALUES (:t, CAST(:p AS jsonb))
@@ -211,7 +212,7 @@ SELECT processed_at FROM events WHERE id = :id
 -- most the sum of the limits): a cached generic plan would otherwise AND it with every
 -- execution of a line of unknown size.
 WITH running AS MATERIALIZED (
-    SELECT queue_id, started_at FROM executions WHERE status = 'running'
+    SELECT queue_id, started_at FROM execution_state WHERE status = 'running'
 )
 SELECT count(*) AS started, min(s) AS first FROM (
     SELECT t.started_at AS s FROM attempts t
@@ -227,7 +228,7 @@ SELECT count(*) AS started, min(s) AS first FROM (
 -- (queue_id, started_at) index of attempts reads only those), and when its running
 -- executions started (read through the partial index of active ones, as line_pace does).
 WITH running AS MATERIALIZED (
-    SELECT queue_id, started_at FROM executions WHERE status = 'running'
+    SELECT queue_id, started_at FROM execution_state WHERE status = 'running'
 )
 SELECT a.resolved_concurrency, a.paused_at IS NOT NULL AS paused,
        (SELECT avg(extract(epoch FROM r.finished_at - r.started_at)) FROM (
@@ -242,11 +243,11 @@ WHERE q.id = :queue_id
 -- name: waiting_position
 -- An execution's status, line and place in it (1 = next) in (priority DESC, seq) order.
 SELECT e.status, e.queue_id, (
-    SELECT count(*) FROM executions w
+    SELECT count(*) FROM execution_state w
     WHERE w.queue_id = e.queue_id AND w.status = 'queued'
       AND (w.priority > e.priority OR (w.priority = e.priority AND w.seq <= e.seq))
 ) AS position
-FROM executions e WHERE e.id = :id
+FROM execution_state e WHERE e.id = :id
 
 -- name: find_actions
 -- The policies as text: parsed once per distinct text (policies.policy.parse).
@@ -260,13 +261,21 @@ FROM actions a JOIN packs p ON p.id = a.pack_id WHERE a.ref = ANY(:refs)
 -- Every execution of an intake batch in one statement, in (line, seq) order. The rows
 -- travel as one JSON document: cheaper to encode and to parse than one array per column.
 -- h: the parameters' hash, for an action that coalesces (NULL otherwise); b: who asked;
--- o: the execution a re-run repeats.
-INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters,
-                        enqueued_at, queued_at, replay_of, params_hash, requested_by, rerun_of)
-SELECT r.a, r.q, r.s, r.p, 'queued', r.d, clock_timestamp(), clock_timestamp(), r.r, r.h, r.b,
-       r.o
-FROM jsonb_to_recordset(CAST(:rows AS jsonb))
-    AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint, b text,
-         o bigint)
-ORDER BY r.q, r.s
+-- o: the execution a re-run repeats. Each row's id and time are taken in (line, seq) order;
+-- the request and its state are two rows (migration 0025), written by the same statement.
+WITH batch AS MATERIALIZED (
+    SELECT nextval('execution_requests_id_seq') AS id,
+           clock_timestamp() AS ts, r.*
+    FROM (SELECT * FROM jsonb_to_recordset(CAST(:rows AS jsonb))
+              AS r(a integer, q integer, s bigint, p integer, d jsonb, r bigint, h bigint,
+                   b text, o bigint)
+          ORDER BY r.q, r.s OFFSET 0) r
+),
+requests AS (
+    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at, replay_of,
+                                    requested_by, rerun_of)
+    SELECT id, a, d, ts, r, b, o FROM batch ORDER BY id
+)
+INSERT INTO execution_state (id, queue_id, seq, priority, status, queued_at, params_hash)
+SELECT id, q, s, p, 'queued', ts, h FROM batch ORDER BY id
 RETURNING id, queue_id, seq

@@ -31,7 +31,7 @@ ORDER BY w.i
 WITH granted AS (
     SELECT o.n, e.scheduled_at
     FROM unnest(CAST(:ids AS bigint[])) WITH ORDINALITY AS o(id, n)
-    JOIN executions e ON e.id = o.id
+    JOIN execution_state e ON e.id = o.id
 ),
 line AS (
     SELECT q.rate_grants_total AS base, q.rate_grants_pruned AS pruned,
@@ -66,11 +66,11 @@ DELETE FROM rate_grants WHERE queue_id = :queue_id
 WITH history AS (
     SELECT s, row_number() OVER (ORDER BY s) AS n FROM (
         SELECT s FROM (
-            SELECT t.scheduled_at AS s FROM attempts t JOIN executions e ON e.id = t.execution_id
+            SELECT t.scheduled_at AS s FROM attempts t JOIN execution_state e ON e.id = t.execution_id
             WHERE e.queue_id = :queue_id
               AND t.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
             UNION ALL
-            SELECT e.scheduled_at FROM executions e
+            SELECT e.scheduled_at FROM execution_state e
             WHERE e.queue_id = :queue_id
               AND e.scheduled_at > clock_timestamp() - make_interval(secs => :per_s)
               AND NOT EXISTS (SELECT 1 FROM attempts t

@@ -9,10 +9,10 @@
 -- rerun_of, an enforcement's execution_id) become NULL through their indexes. A rejected
 -- one was a refusal /metrics counts (usher_requests_rejected_total): it is counted here.
 WITH doomed AS (
-    SELECT e.id
+    SELECT e.id, e.status
     FROM unnest(CAST(:statuses AS text[])) AS s(status)
     CROSS JOIN LATERAL (
-        SELECT x.id FROM executions x
+        SELECT x.id, x.status FROM execution_state x
         WHERE x.status = s.status
           AND x.finished_at < clock_timestamp() - make_interval(secs => :keep_s)
           AND (x.status <> 'dead' OR x.dlq_cleared_at
@@ -23,8 +23,9 @@ WITH doomed AS (
     ORDER BY e.id
     LIMIT :batch
 ), gone AS (
-    DELETE FROM executions x USING doomed d WHERE x.id = d.id
-    RETURNING x.status, x.action_id
+    -- The request's delete takes its state row with it (ON DELETE CASCADE).
+    DELETE FROM execution_requests x USING doomed d WHERE x.id = d.id
+    RETURNING d.status, x.action_id
 ), refused AS (
     INSERT INTO history_pruned AS h (family, label, detail, n)
     SELECT 'rejected', a.ref, 'QueueFull', count(*)

@@ -166,13 +166,17 @@ def test_queue_timeout_expires_waiting_executions(
     ref = _pack(engine, tmp_path, concurrency=1, queue_timeout_s=60) + ".job"
     ids = submit(engine, settings, None, ref, [{}] * 4)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE executions SET enqueued_at = enqueued_at - interval '2 minutes', "
-                "queued_at = queued_at - interval '2 minutes' WHERE id = ANY(:ids)"
-            ),
-            {"ids": ids[1:3]},
-        )
+        for table, column in (
+            ("execution_requests", "enqueued_at"),
+            ("execution_state", "queued_at"),
+        ):
+            conn.execute(
+                text(
+                    f"UPDATE {table} SET {column} = {column} - interval '2 minutes' "
+                    "WHERE id = ANY(:ids)"
+                ),
+                {"ids": ids[1:3]},
+            )
         queue_id = conn.execute(text("SELECT id FROM queues")).scalar_one()
     with db.unit_of_work(engine) as session:
         line = lines.lock_line(session, settings, queue_id)
@@ -194,13 +198,14 @@ def test_a_retry_back_in_line_waits_its_own_queue_timeout(
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, first, 1, "w/1", 15)
     with engine.begin() as conn:
-        conn.execute(
-            text(
-                "UPDATE executions SET enqueued_at = enqueued_at - interval '1 hour', "
-                "queued_at = queued_at - interval '1 hour' WHERE id = :id"
-            ),
-            {"id": first},
-        )
+        for table, column in (
+            ("execution_requests", "enqueued_at"),
+            ("execution_state", "queued_at"),
+        ):
+            conn.execute(
+                text(f"UPDATE {table} SET {column} = {column} - interval '1 hour' WHERE id = :id"),
+                {"id": first},
+            )
     with db.unit_of_work(engine) as session:
         released = admission.release(
             session, settings, admission.Ended(first, 1, "failed", error="boom")

@@ -256,7 +256,7 @@ def test_the_eta_of_a_burst_after_an_idle_spell_is_not_pessimistic(
     submit(engine, settings, celery_app, ref, [{"seconds": 1.0}])
     wait_final(engine, [ref], timeout=60)
     with engine.begin() as conn:
-        for table in ("attempts", "executions"):
+        for table in ("attempts", "execution_state"):
             conn.execute(
                 text(
                     f"UPDATE {table} SET started_at = started_at - interval '4 minutes', "

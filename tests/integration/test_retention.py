@@ -120,7 +120,7 @@ def test_history_past_the_retention_goes_and_the_rest_stays(
     with db.unit_of_work(engine) as session:
         # `later` leaves the dead-letter queue (purged); `dead` stays in it
         session.execute(
-            text("UPDATE executions SET dlq_cleared_at = clock_timestamp() WHERE id = :id"),
+            text("UPDATE execution_state SET dlq_cleared_at = clock_timestamp() WHERE id = :id"),
             {"id": later},
         )
         assert dlq.dead_ids(session) == [dead]
@@ -145,8 +145,8 @@ def test_history_past_the_retention_goes_and_the_rest_stays(
     # And the newest one stays young (it is not even finished); the rest is two hours old
     young = submit(engine, kept, None, ref, [{"n": 6}])
     finished = [done[0], cancelled[0], dead, purged, later, by_event]
-    _old(engine, "executions", "finished_at", finished, 2 * HOUR)
-    _old(engine, "executions", "dlq_cleared_at", [later], 2 * HOUR)
+    _old(engine, "execution_state", "finished_at", finished, 2 * HOUR)
+    _old(engine, "execution_state", "dlq_cleared_at", [later], 2 * HOUR)
     _old(engine, "events", "received_at", [ran, unmatched, failed], 2 * HOUR)
     counters, families = _counters(engine), _families(engine, kept)
     # When the sweeper prunes
@@ -186,7 +186,7 @@ def test_an_event_stays_while_one_of_its_executions_does(
     finish(engine, kept, execution_id)
     # Finished, but not that long ago: both stay
     assert set(retention.prune(engine, kept).values()) == {0}
-    _old(engine, "executions", "finished_at", [execution_id], 2 * HOUR)
+    _old(engine, "execution_state", "finished_at", [execution_id], 2 * HOUR)
     # Old too: the execution goes, then its event, in one pass
     counts = retention.prune(engine, kept)
     assert (counts["executions_pruned"], counts["events_pruned"]) == (1, 1)
@@ -222,11 +222,18 @@ def test_pruning_goes_in_batches_within_its_budget(
     submit(engine, kept, None, f"{pack}.job", [{}])
     with engine.begin() as conn:
         conn.execute(
-            text("""INSERT INTO executions (action_id, queue_id, status, parameters, priority,
-                                            seq, attempt, enqueued_at, finished_at)
-                    SELECT q.action_id, q.id, 'succeeded', '{}', 0, 1000 + g, 1,
-                           now() - interval '3 hours', now() - interval '2 hours'
-                    FROM queues q CROSS JOIN generate_series(1, 2500) g"""),
+            text("""WITH made AS MATERIALIZED (
+                        SELECT nextval('execution_requests_id_seq') AS id, q.action_id,
+                               q.id AS queue_id, g
+                        FROM queues q CROSS JOIN generate_series(1, 2500) g
+                    ), requests AS (
+                        INSERT INTO execution_requests (id, action_id, parameters, enqueued_at)
+                        SELECT id, action_id, '{}', now() - interval '3 hours' FROM made
+                    )
+                    INSERT INTO execution_state (id, queue_id, status, priority, seq, attempt,
+                                                 finished_at)
+                    SELECT id, queue_id, 'succeeded', 0, 1000 + g, 1, now() - interval '2 hours'
+                    FROM made"""),
         )
     # A spent budget prunes nothing; one sweep's budget takes them in batches of 1,000
     assert retention.prune(engine, kept, budget_s=0)["executions_pruned"] == 0
@@ -257,7 +264,8 @@ def test_the_sweeper_prunes_and_every_history_table_is_covered(
     # or is pruned by a rule of its own; every other table holds state of bounded size. A
     # new table must be placed here.
     growing = {
-        "executions": "prune_executions",
+        "execution_requests": "prune_executions",
+        "execution_state": "cascade",
         "attempts": "cascade",
         "execution_output": "cascade",
         "events": "prune_events",

@@ -74,7 +74,10 @@ def test_a_full_line_says_when_its_running_execution_should_end(
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, running, 1, "w/1", 60) is not None
         session.execute(
-            text("UPDATE executions SET started_at = now() - interval '10 seconds' WHERE id = :i"),
+            text(
+                "UPDATE execution_state SET started_at = now() - interval '10 seconds' "
+                "WHERE id = :i"
+            ),
             {"i": running},
         )
     assert _post(client, ref).status_code == 202

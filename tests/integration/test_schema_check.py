@@ -4,17 +4,21 @@ a traceback ending in ``relation "packs" does not exist``."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
 
+import httpx
 import psycopg
 import pytest
 from sqlalchemy import Engine, text
 from sqlalchemy.engine import make_url
 
 from app import db
+from tests.support import netns
+from tests.support.flow import wait_until
 from tests.support.workers import REPO
 
 
@@ -67,3 +71,72 @@ def test_a_database_never_migrated_is_one_line_saying_to_upgrade(
     if command == ["packs", "list"]:
         assert _usher(empty_url, "db", "upgrade").returncode == 0
         assert _usher(empty_url, *command).returncode == 0
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _serving_env(url: str, **more: str) -> dict[str, str]:
+    base = {"PATH": "/usr/bin:/bin", "USHER_DATABASE_URL": url, "USHER_HOME": "/nonexistent"}
+    return base | more
+
+
+def test_a_serving_process_waits_for_the_database_then_stops_with_one_line(db_url: str) -> None:
+    # Given a database URL nothing answers on
+    url = make_url(db_url).set(host="127.0.0.1", port=_free_port())
+    # When beat starts with a short wait for it
+    done = subprocess.run(
+        [sys.executable, "-m", "app.cli", "beat"],
+        env=_serving_env(url.render_as_string(hide_password=False), USHER_START_WAIT_S="2"),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    # Then it said once that it waits, asked again for the wait, and stopped with one line
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 2, lines
+    assert lines[0].startswith("waiting for the database: connection failed")
+    assert lines[1].startswith("error: cannot reach the database (connection failed")
+
+
+@pytest.mark.timeout(120)
+def test_a_serving_process_starts_once_the_database_answers(db_url: str) -> None:
+    # Given a migrated database behind a port that answers only later (Postgres restarting)
+    real = make_url(db_url)
+    port, web_port = _free_port(), _free_port()
+    url = real.set(host="127.0.0.1", port=port).render_as_string(hide_password=False)
+    env = _serving_env(url, USHER_START_WAIT_S="60", USHER_WEB_PORT=str(web_port))
+    web = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", "web"],
+        env=env,
+        cwd=REPO,
+        stderr=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        text=True,
+    )
+    proxy = netns.Proxy()
+    try:
+        # When the web starts, says it waits, and the database answers after that
+        assert web.stderr is not None
+        first = web.stderr.readline()
+        assert first.startswith("waiting for the database"), first
+        proxy.listen("127.0.0.1", port, to=real.port or 5432)
+        # Then it serves
+        wait_until(lambda: _answers(web_port), 60, what="the web to serve")
+        assert web.poll() is None
+    finally:
+        web.terminate()
+        web.wait(timeout=30)
+        proxy.close()
+
+
+def _answers(port: int) -> bool:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code < 500
+    except httpx.HTTPError:
+        return False

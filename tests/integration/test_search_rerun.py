@@ -69,7 +69,10 @@ def seeded(engine: Engine, settings: config.Settings, ref: str) -> list[int]:
     ]
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE executions SET enqueued_at = now() - interval '2 days' WHERE id <= :id"),
+            text(
+                "UPDATE execution_requests SET enqueued_at = now() - interval '2 days' "
+                "WHERE id <= :id"
+            ),
             {"id": ids[1]},
         )
     return ids

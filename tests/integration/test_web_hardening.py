@@ -160,8 +160,14 @@ def test_lists_truncate_big_values_in_postgres(
     huge = "y" * 50_000
     with engine.begin() as conn:
         conn.execute(
-            text("""UPDATE executions SET parameters = jsonb_build_object('blob', CAST(:v AS text)),
-                           result = to_jsonb(CAST(:v AS text)), error = :v WHERE id = :id"""),
+            text("""UPDATE execution_requests
+                    SET parameters = jsonb_build_object('blob', CAST(:v AS text))
+                    WHERE id = :id"""),
+            {"v": huge, "id": big},
+        )
+        conn.execute(
+            text("""UPDATE execution_state SET result = to_jsonb(CAST(:v AS text)), error = :v
+                    WHERE id = :id"""),
             {"v": huge, "id": big},
         )
     listed = client.get("/api/v1/executions?limit=50", headers=AUTH)

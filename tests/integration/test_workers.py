@@ -303,7 +303,7 @@ def test_the_sweeper_republishes_a_grant_whose_message_was_lost(
     worker_pool.start(concurrency=1)
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE executions SET published_at = published_at - interval '10 minutes'")
+            text("UPDATE execution_state SET published_at = published_at - interval '10 minutes'")
         )
     counts = sweeper.sweep()
     assert counts["republished"] == 1
@@ -320,7 +320,9 @@ def test_the_sweeper_releases_an_expired_lease(
         assert admission.claim(session, first, 1, "gone@host/1", 6)
     with engine.begin() as conn:
         conn.execute(
-            text("UPDATE executions SET lease_expires_at = now() - interval '1 s' WHERE id = :i"),
+            text(
+                "UPDATE execution_state SET lease_expires_at = now() - interval '1 s' WHERE id = :i"
+            ),
             {"i": first},
         )
     assert sweeper.sweep()["lost_workers"] == 1

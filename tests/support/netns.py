@@ -54,7 +54,7 @@ def unavailable() -> str | None:
 
 class Proxy:
     """TCP forwarders in one event loop on a thread of this process: (address, port) ->
-    127.0.0.1:port."""
+    127.0.0.1:port (or 127.0.0.1:to)."""
 
     def __init__(self) -> None:
         self.loop = asyncio.new_event_loop()
@@ -64,9 +64,9 @@ class Proxy:
         self.thread.start()
         self.servers: list[asyncio.Server] = []
 
-    def listen(self, address: str, port: int) -> None:
+    def listen(self, address: str, port: int, to: int | None = None) -> None:
         async def start() -> asyncio.Server:
-            return await asyncio.start_server(self._pipe(port), address, port)
+            return await asyncio.start_server(self._pipe(to or port), address, port)
 
         self.servers.append(asyncio.run_coroutine_threadsafe(start(), self.loop).result(10))
 

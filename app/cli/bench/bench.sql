@@ -179,35 +179,47 @@ WITH lines AS (
     SELECT p.*, CASE WHEN status = 'dead' THEN 4
                      WHEN status = 'succeeded' AND r2 < 0.05 THEN 2 ELSE 1 END AS attempt
     FROM placed p
+), made AS MATERIALIZED (
+    -- ids in g order, as the columns' order of one INSERT gave them before the split
+    SELECT nextval('execution_requests_id_seq') AS id, x.* FROM (
+        SELECT action_id, queue_id,
+               row_number() OVER (PARTITION BY queue_id ORDER BY g) AS seq, status,
+               jsonb_build_object('host', CASE WHEN partition_key = ''
+                                               THEN 'db' || (floor(r3 * 5) + 1)
+                                               ELSE split_part(partition_key, '=', 2) END,
+                                  'n', g) AS parameters,
+               attempt, t, ran.scheduled_at, ran.started_at,
+               CASE WHEN ran.started_at IS NULL THEN t + interval '5 minutes'
+                    ELSE ran.started_at + make_interval(secs => power(10, r3 * 4 - 2))
+                    END AS finished_at,
+               CASE WHEN ran.started_at IS NOT NULL
+                    THEN format('celery@bench%s/%s', g % 4, g % 8) END AS worker,
+               CASE WHEN status = 'succeeded' THEN '{"ok": true}'::jsonb END AS result,
+               CASE status WHEN 'dead' THEN 'RuntimeError: boom'
+                           WHEN 'cancelled' THEN 'cancelled by request'
+                           WHEN 'expired' THEN 'waited longer than queue_timeout_s'
+                           END AS error,
+               -- who asked (the search's requester filters): 1 in 10 a rule, 1 in 10 a token
+               CASE g % 10 WHEN 0 THEN 'rule:bench.r' || (g % 7) WHEN 1 THEN 'ops'
+                           END AS requested_by
+        FROM timed CROSS JOIN LATERAL (
+            SELECT t + make_interval(secs => attempt - 1 + r2 * 2) AS scheduled_at,
+                   t + make_interval(secs => attempt - 1 + r2 * 2 + 0.003) AS started_at
+            WHERE status IN ('succeeded', 'dead')
+            UNION ALL SELECT NULL, NULL WHERE status NOT IN ('succeeded', 'dead')
+        ) ran
+        ORDER BY g OFFSET 0
+    ) x
+), requests AS (
+    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at, requested_by)
+    SELECT id, action_id, parameters, t, requested_by FROM made ORDER BY id
 )
-INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters, attempt,
-                        enqueued_at, queued_at, scheduled_at, published_at, started_at,
-                        finished_at, worker, result, error, requested_by)
-SELECT action_id, queue_id, row_number() OVER (PARTITION BY queue_id ORDER BY g), 0,
-       status,
-       jsonb_build_object('host', CASE WHEN partition_key = ''
-                                       THEN 'db' || (floor(r3 * 5) + 1)
-                                       ELSE split_part(partition_key, '=', 2) END,
-                          'n', g),
-       attempt, t, t + make_interval(secs => attempt - 1),
-       ran.scheduled_at, ran.scheduled_at, ran.started_at,
-       CASE WHEN ran.started_at IS NULL THEN t + interval '5 minutes'
-            ELSE ran.started_at + make_interval(secs => power(10, r3 * 4 - 2)) END,
-       CASE WHEN ran.started_at IS NOT NULL THEN format('celery@bench%s/%s', g % 4, g % 8)
-            END,
-       CASE WHEN status = 'succeeded' THEN '{"ok": true}'::jsonb END,
-       CASE status WHEN 'dead' THEN 'RuntimeError: boom'
-                   WHEN 'cancelled' THEN 'cancelled by request'
-                   WHEN 'expired' THEN 'waited longer than queue_timeout_s' END,
-       -- who asked (the search's requester filters): 1 in 10 a rule, 1 in 10 a token
-       CASE g % 10 WHEN 0 THEN 'rule:bench.r' || (g % 7) WHEN 1 THEN 'ops' END
-FROM timed CROSS JOIN LATERAL (
-    SELECT t + make_interval(secs => attempt - 1 + r2 * 2) AS scheduled_at,
-           t + make_interval(secs => attempt - 1 + r2 * 2 + 0.003) AS started_at
-    WHERE status IN ('succeeded', 'dead')
-    UNION ALL SELECT NULL, NULL WHERE status NOT IN ('succeeded', 'dead')
-) ran
-ORDER BY g
+INSERT INTO execution_state (id, queue_id, seq, priority, status, attempt, queued_at,
+                             scheduled_at, published_at, started_at, finished_at, worker,
+                             result, error)
+SELECT id, queue_id, seq, 0, status, attempt, t + make_interval(secs => attempt - 1),
+       scheduled_at, scheduled_at, started_at, finished_at, worker, result, error
+FROM made ORDER BY id
 
 -- name: seed_tails
 -- The tail of each line (k = 1 is its newest execution) waits, runs, retries, or finished
@@ -226,7 +238,7 @@ WITH tail AS (
 ), picked AS (
     SELECT t.*, e.id, row_number() OVER (PARTITION BY t.queue_id ORDER BY e.seq DESC) AS k
     FROM tail t CROSS JOIN LATERAL (
-        SELECT id, seq FROM executions x WHERE x.queue_id = t.queue_id
+        SELECT id, seq FROM execution_state x WHERE x.queue_id = t.queue_id
         ORDER BY seq DESC LIMIT t.queued + t.active + t.retrying + t.recent
     ) e
 ), shaped AS (
@@ -241,12 +253,13 @@ WITH tail AS (
            now() - make_interval(
                secs => (k - queued - active - retrying) * recent_step) AS done
     FROM picked
+), asked AS (
+    UPDATE execution_requests r SET enqueued_at = s.t FROM shaped s WHERE r.id = s.id
 )
-UPDATE executions e SET
+UPDATE execution_state e SET
     status = s.status,
     priority = CASE WHEN s.status = 'queued' AND e.id % 10 = 0 THEN 5 ELSE 0 END,
     attempt = CASE WHEN s.status = 'retrying' THEN 2 ELSE 1 END,
-    enqueued_at = s.t,
     queued_at = CASE WHEN s.status = 'retrying' THEN now() + interval '30 seconds'
                      ELSE s.t END,
     not_before = CASE WHEN s.status = 'retrying' THEN now() + interval '30 seconds' END,

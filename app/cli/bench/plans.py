@@ -60,9 +60,10 @@ def recording(engine: Engine) -> Iterator[list[tuple[str, Any]]]:
 
 
 def rows_read(node: dict[str, Any], found: dict[str, int]) -> dict[str, int]:
-    """Rows each scan of executions or attempts in a JSON plan read (kept or filtered out)."""
+    """Rows each scan of an execution's two tables or of attempts in a JSON plan read (kept
+    or filtered out)."""
     table = node.get("Relation Name")
-    if table in ("executions", "attempts"):
+    if table in ("execution_requests", "execution_state", "attempts"):
         per_loop = sum(
             node.get(k, 0)
             for k in ("Actual Rows", "Rows Removed by Filter", "Rows Removed by Index Recheck")

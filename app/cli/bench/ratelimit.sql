@@ -7,15 +7,19 @@ WITH line AS (
     INSERT INTO queues (action_id, partition_key, next_seq, total_enqueued, total_completed)
     VALUES (:action_id, '', :n, :n, :n)
     RETURNING id
+), made AS MATERIALIZED (
+    SELECT nextval('execution_requests_id_seq') AS id, line.id AS queue_id, g, t.ts
+    FROM line, generate_series(1, :n) AS g
+    CROSS JOIN LATERAL (
+        SELECT clock_timestamp() - make_interval(secs => :span_s * (:n - g) / :n) AS ts
+    ) t
+), requests AS (
+    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at)
+    SELECT id, :action_id, '{}', ts FROM made
 )
-INSERT INTO executions (action_id, queue_id, seq, priority, status, parameters, attempt,
-                        enqueued_at, queued_at, scheduled_at, published_at, started_at,
-                        finished_at)
-SELECT :action_id, line.id, g, 0, 'succeeded', '{}', 1, t.ts, t.ts, t.ts, t.ts, t.ts, t.ts
-FROM line, generate_series(1, :n) AS g
-CROSS JOIN LATERAL (
-    SELECT clock_timestamp() - make_interval(secs => :span_s * (:n - g) / :n) AS ts
-) t
+INSERT INTO execution_state (id, queue_id, seq, priority, status, attempt, queued_at,
+                             scheduled_at, published_at, started_at, finished_at)
+SELECT id, queue_id, g, 0, 'succeeded', 1, ts, ts, ts, ts, ts FROM made
 
 -- name: rate_action_id
 SELECT id FROM actions WHERE ref = :ref

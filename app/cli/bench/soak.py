@@ -27,7 +27,15 @@ from app.cli.bench.measures import percentile
 from app.cli.bench.scratch import delete_queues, scratch
 from policies import events, intake, packs, retention
 
-TABLES = ["executions", "attempts", "events", "enforcements", "audit", "schedule_fires"]
+TABLES = [
+    "execution_requests",
+    "execution_state",
+    "attempts",
+    "events",
+    "enforcements",
+    "audit",
+    "schedule_fires",
+]
 RETENTION_S = 60
 TRIGGER = "soak.tick"
 

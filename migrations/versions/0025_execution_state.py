@@ -1,0 +1,239 @@
+"""An execution's state in a narrow table of its own; ``executions`` becomes a view
+
+Revision ID: 0025
+Revises: 0024
+Create Date: 2026-12-07 12:00:00
+
+Every status change used to rewrite the whole ``executions`` row and add an entry to each of
+its 15 indexes (a non-HOT update), the GIN index of the parameters among them. The row is
+split in two:
+
+- ``execution_requests``: what was asked, written once (action, parameters, requester,
+  times of asking, re-run and replay links), with the listing indexes;
+- ``execution_state``: what changes (status, attempt, lease, worker, times, result), with the
+  line's indexes only (waiting, active, retrying, delayed, dead, status).
+
+``executions`` is a view of the two joined on id, for every read; the writers write the
+tables. The foreign keys of attempts, output and enforcements follow the rename to
+``execution_requests``. The copy rewrites the table once, under its lock: about 6 s per
+million executions on 2 cores (docs/operations.md, "Upgrading to the narrow state table").
+"""
+
+from __future__ import annotations
+
+from alembic import op
+
+from app import sql
+
+revision = "0025"
+down_revision = "0024"
+branch_labels = None
+depends_on = None
+
+FINAL = "('succeeded', 'failed', 'timed_out', 'dead', 'cancelled', 'expired', 'rejected')"
+
+STATE = (
+    "queue_id, seq, priority, status, attempt, queued_at, not_before, holds_slot, "
+    "scheduled_at, published_at, started_at, finished_at, lease_expires_at, worker, result, "
+    "error, levels, dlq_cleared_at, run_at, params_hash, cancelled_by"
+)
+
+VIEW = """
+    CREATE VIEW executions AS
+    SELECT r.id, r.action_id, s.queue_id, s.seq, s.priority, s.status, r.parameters,
+           s.attempt, r.enqueued_at, s.scheduled_at, s.published_at, s.started_at,
+           s.finished_at, s.lease_expires_at, s.worker, s.result, s.error, s.queued_at,
+           s.not_before, s.holds_slot, r.replay_of, s.dlq_cleared_at, s.run_at, s.levels,
+           s.params_hash, r.requested_by, s.cancelled_by, r.rerun_of
+    FROM execution_requests r JOIN execution_state s ON s.id = r.id
+"""
+
+INDEXES = (
+    "CREATE INDEX ix_execution_state_waiting ON execution_state "
+    "(queue_id, priority DESC, seq) WHERE status = 'queued'",
+    "CREATE INDEX ix_execution_state_active ON execution_state (status, lease_expires_at) "
+    "WHERE status IN ('scheduled', 'running')",
+    "CREATE INDEX ix_execution_state_status_id ON execution_state (status, id DESC)",
+    "CREATE INDEX ix_execution_state_retrying ON execution_state (not_before) "
+    "WHERE status = 'retrying'",
+    "CREATE INDEX ix_execution_state_dlq ON execution_state (id DESC) "
+    "WHERE status = 'dead' AND dlq_cleared_at IS NULL",
+    "CREATE INDEX ix_execution_state_delayed ON execution_state (run_at, id) "
+    "WHERE status = 'delayed'",
+    "CREATE INDEX ix_execution_state_waiting_params ON execution_state (queue_id, params_hash) "
+    "WHERE status = 'queued' AND params_hash IS NOT NULL",
+)
+
+RENAMED_INDEXES = ("action_id_id", "parameters", "requested_by_id", "enqueued_at", "replay_of")
+RENAMED_INDEXES += ("rerun_of",)
+
+# (table, old name, new name) of the constraints named after the table.
+RENAMED_CONSTRAINTS = (
+    ("execution_requests", "pk_executions", "pk_execution_requests"),
+    (
+        "execution_requests",
+        "fk_executions_action_id_actions",
+        "fk_execution_requests_action_id_actions",
+    ),
+    (
+        "execution_requests",
+        "fk_executions_replay_of_executions",
+        "fk_execution_requests_replay_of_execution_requests",
+    ),
+    (
+        "execution_requests",
+        "fk_executions_rerun_of_executions",
+        "fk_execution_requests_rerun_of_execution_requests",
+    ),
+    (
+        "attempts",
+        "fk_attempts_execution_id_executions",
+        "fk_attempts_execution_id_execution_requests",
+    ),
+    (
+        "enforcements",
+        "fk_enforcements_execution_id_executions",
+        "fk_enforcements_execution_id_execution_requests",
+    ),
+    (
+        "execution_output",
+        "fk_execution_output_execution_id_executions",
+        "fk_execution_output_execution_id_execution_requests",
+    ),
+)
+
+
+def upgrade() -> None:
+    bind = op.get_bind()
+    emitting = bind.exec_driver_sql(
+        "SELECT tgenabled <> 'D' FROM pg_trigger "
+        "WHERE tgrelid = 'executions'::regclass AND tgname = 'executions_emit'"
+    ).scalar()
+    op.execute("DROP TRIGGER executions_emit ON executions")
+    op.execute("ALTER TABLE executions RENAME TO execution_requests")
+    op.execute("ALTER SEQUENCE executions_id_seq RENAME TO execution_requests_id_seq")
+    for table, old, new in RENAMED_CONSTRAINTS:
+        op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new}")
+    for name in RENAMED_INDEXES:
+        op.execute(f"ALTER INDEX ix_executions_{name} RENAME TO ix_execution_requests_{name}")
+    op.execute("""
+        CREATE TABLE execution_state (
+            id bigint NOT NULL,
+            queue_id integer NOT NULL,
+            seq bigint,
+            priority integer DEFAULT 0 NOT NULL,
+            status varchar(20) NOT NULL,
+            attempt integer DEFAULT 1 NOT NULL,
+            queued_at timestamptz,
+            not_before timestamptz,
+            holds_slot boolean DEFAULT false NOT NULL,
+            scheduled_at timestamptz,
+            published_at timestamptz,
+            started_at timestamptz,
+            finished_at timestamptz,
+            lease_expires_at timestamptz,
+            worker varchar(300),
+            result jsonb,
+            error text,
+            levels integer[] DEFAULT '{}'::integer[] NOT NULL,
+            dlq_cleared_at timestamptz,
+            run_at timestamptz,
+            params_hash bigint,
+            cancelled_by text,
+            CONSTRAINT pk_execution_state PRIMARY KEY (id),
+            CONSTRAINT fk_execution_state_id_execution_requests FOREIGN KEY (id)
+                REFERENCES execution_requests (id) ON DELETE CASCADE,
+            CONSTRAINT fk_execution_state_queue_id_queues FOREIGN KEY (queue_id)
+                REFERENCES queues (id) ON DELETE CASCADE,
+            CONSTRAINT uq_execution_state_queue_id UNIQUE (queue_id, seq)
+        )
+    """)
+    op.execute(
+        f"INSERT INTO execution_state (id, {STATE}) SELECT id, {STATE} FROM execution_requests"
+    )
+    for column in STATE.split(", "):
+        op.execute(f"ALTER TABLE execution_requests DROP COLUMN {column}")
+    for statement in INDEXES:
+        op.execute(statement)
+    op.execute(VIEW)
+    op.execute(sql.functions())
+    op.execute(f"""
+        CREATE TRIGGER executions_emit AFTER UPDATE OF status ON execution_state
+        FOR EACH ROW WHEN (NEW.status IN {FINAL} AND OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION usher_execution_event()
+    """)
+    if not emitting:
+        op.execute("ALTER TABLE execution_state DISABLE TRIGGER executions_emit")
+    op.execute("ANALYZE execution_requests")
+    op.execute("ANALYZE execution_state")
+
+
+def downgrade() -> None:
+    # The PL/pgSQL loaded at the end is this release's (functions.sql is the one copy): after
+    # a downgrade, load the older release's app/sql/functions.sql with psql -f before its
+    # workers start.
+    bind = op.get_bind()
+    emitting = bind.exec_driver_sql(
+        "SELECT tgenabled <> 'D' FROM pg_trigger "
+        "WHERE tgrelid = 'execution_state'::regclass AND tgname = 'executions_emit'"
+    ).scalar()
+    op.execute("DROP VIEW executions")
+    op.execute("DROP TRIGGER executions_emit ON execution_state")
+    op.execute("ALTER TABLE execution_requests RENAME TO executions")
+    op.execute("ALTER SEQUENCE execution_requests_id_seq RENAME TO executions_id_seq")
+    for table, old, new in RENAMED_CONSTRAINTS:
+        table = table.replace("execution_requests", "executions")
+        op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {new} TO {old}")
+    for name in RENAMED_INDEXES:
+        op.execute(f"ALTER INDEX ix_execution_requests_{name} RENAME TO ix_executions_{name}")
+    columns = {
+        "queue_id": "integer",
+        "seq": "bigint",
+        "priority": "integer DEFAULT 0 NOT NULL",
+        "status": "varchar(20)",
+        "attempt": "integer DEFAULT 1 NOT NULL",
+        "queued_at": "timestamptz",
+        "not_before": "timestamptz",
+        "holds_slot": "boolean DEFAULT false NOT NULL",
+        "scheduled_at": "timestamptz",
+        "published_at": "timestamptz",
+        "started_at": "timestamptz",
+        "finished_at": "timestamptz",
+        "lease_expires_at": "timestamptz",
+        "worker": "varchar(300)",
+        "result": "jsonb",
+        "error": "text",
+        "levels": "integer[] DEFAULT '{}'::integer[] NOT NULL",
+        "dlq_cleared_at": "timestamptz",
+        "run_at": "timestamptz",
+        "params_hash": "bigint",
+        "cancelled_by": "text",
+    }
+    for column, kind in columns.items():
+        op.execute(f"ALTER TABLE executions ADD COLUMN {column} {kind}")
+    assignments = ", ".join(f"{c} = s.{c}" for c in columns)
+    op.execute(f"UPDATE executions e SET {assignments} FROM execution_state s WHERE s.id = e.id")
+    op.execute("DROP TABLE execution_state")
+    op.execute("ALTER TABLE executions ALTER COLUMN queue_id SET NOT NULL")
+    op.execute("ALTER TABLE executions ALTER COLUMN status SET NOT NULL")
+    op.execute(
+        "ALTER TABLE executions ADD CONSTRAINT fk_executions_queue_id_queues "
+        "FOREIGN KEY (queue_id) REFERENCES queues (id) ON DELETE CASCADE"
+    )
+    op.execute(
+        "ALTER TABLE executions ADD CONSTRAINT uq_executions_queue_id UNIQUE (queue_id, seq)"
+    )
+    for statement in INDEXES:
+        op.execute(
+            statement.replace("ix_execution_state_", "ix_executions_").replace(
+                "ON execution_state", "ON executions"
+            )
+        )
+    op.execute(sql.functions())
+    op.execute(f"""
+        CREATE TRIGGER executions_emit AFTER UPDATE OF status ON executions
+        FOR EACH ROW WHEN (NEW.status IN {FINAL} AND OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION usher_execution_event()
+    """)
+    if not emitting:
+        op.execute("ALTER TABLE executions DISABLE TRIGGER executions_emit")
