@@ -175,10 +175,15 @@ class ExecutionRequest(Base):
             "rerun_of",
             postgresql_where=text("rerun_of IS NOT NULL"),
         ),
+        # A line's places are unique: checked once, when the execution joins its line.
+        UniqueConstraint("queue_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     action_id: Mapped[int] = mapped_column(ForeignKey("actions.id", ondelete="CASCADE"))
+    # Its line and place (copied to its state, whose indexes need them).
+    queue_id: Mapped[int] = mapped_column(ForeignKey("queues.id", ondelete="CASCADE"))
+    seq: Mapped[int | None] = mapped_column(BigInteger)
     parameters: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'::jsonb"))
     enqueued_at: Mapped[datetime] = _now()
     replay_of: Mapped[int | None] = mapped_column(
@@ -214,9 +219,16 @@ class ExecutionState(Base):
         Index(
             "ix_execution_state_active",
             "status",
+            text("id DESC"),
             postgresql_where=text("status IN ('scheduled', 'running')"),
         ),
-        Index("ix_execution_state_status_id", "status", text("id DESC")),
+        # The other statuses: a grant or a claim writes the active index only.
+        Index(
+            "ix_execution_state_status_id",
+            "status",
+            text("id DESC"),
+            postgresql_where=text("status NOT IN ('scheduled', 'running')"),
+        ),
         Index(
             "ix_execution_state_retrying",
             "not_before",
@@ -241,7 +253,6 @@ class ExecutionState(Base):
             "params_hash",
             postgresql_where=text("status = 'queued' AND params_hash IS NOT NULL"),
         ),
-        UniqueConstraint("queue_id", "seq"),
     )
 
     id: Mapped[int] = mapped_column(

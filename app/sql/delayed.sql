@@ -20,9 +20,9 @@ WITH batch AS MATERIALIZED (
              b text, o bigint)
 ),
 requests AS (
-    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at, replay_of,
-                                    requested_by, rerun_of)
-    SELECT i, a, d, clock_timestamp(), r, b, o FROM batch ORDER BY i
+    INSERT INTO execution_requests (id, action_id, queue_id, parameters, enqueued_at,
+                                    replay_of, requested_by, rerun_of)
+    SELECT i, a, q, d, clock_timestamp(), r, b, o FROM batch ORDER BY i
 )
 INSERT INTO execution_state (id, queue_id, seq, priority, status, run_at)
 SELECT i, q, NULL, p, 'delayed', t FROM batch ORDER BY i
@@ -60,8 +60,9 @@ joined AS (
     RETURNING e.id, e.seq
 ),
 asked AS (
-    -- The one change of a request after its insert: a delayed run's time of joining.
-    UPDATE execution_requests r SET enqueued_at = (SELECT ts FROM now)
+    -- The one change of a request after its insert: a delayed run's place and time of
+    -- joining.
+    UPDATE execution_requests r SET seq = j.seq, enqueued_at = (SELECT ts FROM now)
     FROM joined j WHERE r.id = j.id
 )
 SELECT id, seq FROM joined

@@ -272,9 +272,9 @@ WITH batch AS MATERIALIZED (
           ORDER BY r.q, r.s OFFSET 0) r
 ),
 requests AS (
-    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at, replay_of,
-                                    requested_by, rerun_of)
-    SELECT id, a, d, ts, r, b, o FROM batch ORDER BY id
+    INSERT INTO execution_requests (id, action_id, queue_id, seq, parameters, enqueued_at,
+                                    replay_of, requested_by, rerun_of)
+    SELECT id, a, q, s, d, ts, r, b, o FROM batch ORDER BY id
 )
 INSERT INTO execution_state (id, queue_id, seq, priority, status, queued_at, params_hash)
 SELECT id, q, s, p, 'queued', ts, h FROM batch ORDER BY id

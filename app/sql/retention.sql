@@ -13,7 +13,8 @@ WITH doomed AS (
     FROM unnest(CAST(:statuses AS text[])) AS s(status)
     CROSS JOIN LATERAL (
         SELECT x.id, x.status FROM execution_state x
-        WHERE x.status = s.status
+        -- The literal list lets the planner take the partial (status, id DESC) index.
+        WHERE x.status = s.status AND x.status NOT IN ('scheduled', 'running')
           AND x.finished_at < clock_timestamp() - make_interval(secs => :keep_s)
           AND (x.status <> 'dead' OR x.dlq_cleared_at
                < clock_timestamp() - make_interval(secs => :keep_s))

@@ -9,7 +9,8 @@ its 15 indexes (a non-HOT update), the GIN index of the parameters among them. T
 split in two:
 
 - ``execution_requests``: what was asked, written once (action, parameters, requester,
-  times of asking, re-run and replay links), with the listing indexes;
+  times of asking, re-run and replay links, its line and place with their uniqueness),
+  with the listing indexes;
 - ``execution_state``: what changes (status, attempt, lease, worker, times, result), with the
   line's indexes only (waiting, active, retrying, delayed, dead, status).
 
@@ -55,9 +56,12 @@ INDEXES = (
     # Not keyed on the lease: a renewal, which changes the lease only, is then a HOT update
     # (no index entry at all). The active rows are at most the limits' sum: the sweeper's
     # look for expired leases reads them all and sorts.
-    "CREATE INDEX ix_execution_state_active ON execution_state (status) "
+    "CREATE INDEX ix_execution_state_active ON execution_state (status, id DESC) "
     "WHERE status IN ('scheduled', 'running')",
-    "CREATE INDEX ix_execution_state_status_id ON execution_state (status, id DESC)",
+    # Every other status, newest first (the list's status filter, retention): a grant and a
+    # claim, which move between queued, scheduled and running, write the active index only.
+    "CREATE INDEX ix_execution_state_status_id ON execution_state (status, id DESC) "
+    "WHERE status NOT IN ('scheduled', 'running')",
     "CREATE INDEX ix_execution_state_retrying ON execution_state (not_before) "
     "WHERE status = 'retrying'",
     "CREATE INDEX ix_execution_state_dlq ON execution_state (id DESC) "
@@ -67,6 +71,8 @@ INDEXES = (
     "CREATE INDEX ix_execution_state_waiting_params ON execution_state (queue_id, params_hash) "
     "WHERE status = 'queued' AND params_hash IS NOT NULL",
 )
+
+KEPT = ("queue_id", "seq")
 
 RENAMED_INDEXES = ("action_id_id", "parameters", "requested_by_id", "enqueued_at", "replay_of")
 RENAMED_INDEXES += ("rerun_of",)
@@ -79,6 +85,12 @@ RENAMED_CONSTRAINTS = (
         "fk_executions_action_id_actions",
         "fk_execution_requests_action_id_actions",
     ),
+    (
+        "execution_requests",
+        "fk_executions_queue_id_queues",
+        "fk_execution_requests_queue_id_queues",
+    ),
+    ("execution_requests", "uq_executions_queue_id", "uq_execution_requests_queue_id"),
     (
         "execution_requests",
         "fk_executions_replay_of_executions",
@@ -148,15 +160,17 @@ def upgrade() -> None:
             CONSTRAINT fk_execution_state_id_execution_requests FOREIGN KEY (id)
                 REFERENCES execution_requests (id) ON DELETE CASCADE,
             CONSTRAINT fk_execution_state_queue_id_queues FOREIGN KEY (queue_id)
-                REFERENCES queues (id) ON DELETE CASCADE,
-            CONSTRAINT uq_execution_state_queue_id UNIQUE (queue_id, seq)
+                REFERENCES queues (id) ON DELETE CASCADE
         ) WITH (fillfactor = 85)
     """)
     op.execute(
         f"INSERT INTO execution_state (id, {STATE}) SELECT id, {STATE} FROM execution_requests"
     )
+    # The line and place stay on the request too, with their uniqueness: checked once, when
+    # the execution joins its line, not at every change of its state.
     for column in STATE.split(", "):
-        op.execute(f"ALTER TABLE execution_requests DROP COLUMN {column}")
+        if column not in KEPT:
+            op.execute(f"ALTER TABLE execution_requests DROP COLUMN {column}")
     for statement in INDEXES:
         op.execute(statement)
     op.execute(VIEW)
@@ -194,8 +208,6 @@ def downgrade() -> None:
     for name in RENAMED_INDEXES:
         op.execute(f"ALTER INDEX ix_execution_requests_{name} RENAME TO ix_executions_{name}")
     columns = {
-        "queue_id": "integer",
-        "seq": "bigint",
         "priority": "integer DEFAULT 0 NOT NULL",
         "status": "varchar(20)",
         "attempt": "integer DEFAULT 1 NOT NULL",
@@ -218,23 +230,18 @@ def downgrade() -> None:
     }
     for column, kind in columns.items():
         op.execute(f"ALTER TABLE executions ADD COLUMN {column} {kind}")
-    assignments = ", ".join(f"{c} = s.{c}" for c in columns)
+    assignments = ", ".join(f"{c} = s.{c}" for c in columns if c not in KEPT)
     op.execute(f"UPDATE executions e SET {assignments} FROM execution_state s WHERE s.id = e.id")
     op.execute("DROP TABLE execution_state")
-    op.execute("ALTER TABLE executions ALTER COLUMN queue_id SET NOT NULL")
     op.execute("ALTER TABLE executions ALTER COLUMN status SET NOT NULL")
-    op.execute(
-        "ALTER TABLE executions ADD CONSTRAINT fk_executions_queue_id_queues "
-        "FOREIGN KEY (queue_id) REFERENCES queues (id) ON DELETE CASCADE"
-    )
-    op.execute(
-        "ALTER TABLE executions ADD CONSTRAINT uq_executions_queue_id UNIQUE (queue_id, seq)"
-    )
     for statement in INDEXES:
         op.execute(
             statement.replace("ix_execution_state_", "ix_executions_")
             .replace("ON execution_state", "ON executions")
-            .replace("(status) WHERE", "(status, lease_expires_at) WHERE")
+            .replace(
+                "(status, id DESC) WHERE status IN", "(status, lease_expires_at) WHERE status IN"
+            )
+            .replace(" WHERE status NOT IN ('scheduled', 'running')", "")
         )
     op.execute(sql.functions())
     op.execute(f"""

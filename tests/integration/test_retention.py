@@ -227,8 +227,11 @@ def test_pruning_goes_in_batches_within_its_budget(
                                q.id AS queue_id, g
                         FROM queues q CROSS JOIN generate_series(1, 2500) g
                     ), requests AS (
-                        INSERT INTO execution_requests (id, action_id, parameters, enqueued_at)
-                        SELECT id, action_id, '{}', now() - interval '3 hours' FROM made
+                        INSERT INTO execution_requests (id, action_id, queue_id, seq,
+                                                        parameters, enqueued_at)
+                        SELECT id, action_id, queue_id, 1000 + g, '{}',
+                               now() - interval '3 hours'
+                        FROM made
                     )
                     INSERT INTO execution_state (id, queue_id, status, priority, seq, attempt,
                                                  finished_at)

@@ -211,8 +211,9 @@ WITH lines AS (
         ORDER BY g OFFSET 0
     ) x
 ), requests AS (
-    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at, requested_by)
-    SELECT id, action_id, parameters, t, requested_by FROM made ORDER BY id
+    INSERT INTO execution_requests (id, action_id, queue_id, seq, parameters, enqueued_at,
+                                    requested_by)
+    SELECT id, action_id, queue_id, seq, parameters, t, requested_by FROM made ORDER BY id
 )
 INSERT INTO execution_state (id, queue_id, seq, priority, status, attempt, queued_at,
                              scheduled_at, published_at, started_at, finished_at, worker,

@@ -14,8 +14,8 @@ WITH line AS (
         SELECT clock_timestamp() - make_interval(secs => :span_s * (:n - g) / :n) AS ts
     ) t
 ), requests AS (
-    INSERT INTO execution_requests (id, action_id, parameters, enqueued_at)
-    SELECT id, :action_id, '{}', ts FROM made
+    INSERT INTO execution_requests (id, action_id, queue_id, seq, parameters, enqueued_at)
+    SELECT id, :action_id, queue_id, g, '{}', ts FROM made
 )
 INSERT INTO execution_state (id, queue_id, seq, priority, status, attempt, queued_at,
                              scheduled_at, published_at, started_at, finished_at)
