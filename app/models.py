@@ -218,7 +218,6 @@ class ExecutionState(Base):
         # Not keyed on the lease: a renewal is a HOT update (migration 0025).
         Index(
             "ix_execution_state_active",
-            "status",
             text("id DESC"),
             postgresql_where=text("status IN ('scheduled', 'running')"),
         ),

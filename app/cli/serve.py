@@ -338,7 +338,10 @@ def bench_cmd(
             console.print(
                 f"Postgres alone: {figures['lifecycles_per_s']:,.1f} lifecycles/s "
                 f"(claim + finish; {clients} clients, {actions} lines of limit {limit}"
-                f"{'; execution events on' if listen else ''})"
+                f"{'; execution events on' if listen else ''}); per lifecycle "
+                f"{figures['server_cpu_ms']:.3f} ms of Postgres CPU and "
+                f"{figures['wal_bytes_per_lifecycle']:,} bytes of WAL (enqueue: "
+                f"{figures['wal_bytes_per_enqueue']:,})"
             )
         return
 

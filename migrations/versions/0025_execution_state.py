@@ -53,10 +53,11 @@ VIEW = """
 INDEXES = (
     "CREATE INDEX ix_execution_state_waiting ON execution_state "
     "(queue_id, priority DESC, seq) WHERE status = 'queued'",
-    # Not keyed on the lease: a renewal, which changes the lease only, is then a HOT update
-    # (no index entry at all). The active rows are at most the limits' sum: the sweeper's
-    # look for expired leases reads them all and sorts.
-    "CREATE INDEX ix_execution_state_active ON execution_state (status, id DESC) "
+    # Keyed on the id alone: a renewal, which changes the lease only, is then a HOT update
+    # (no index entry at all), and a claim or finish, whose conditions imply this index's,
+    # probes it by id as it would the primary key. The active rows are at most the limits'
+    # sum: the sweeper's look for expired leases reads them all and sorts.
+    "CREATE INDEX ix_execution_state_active ON execution_state (id DESC) "
     "WHERE status IN ('scheduled', 'running')",
     # Every other status, newest first (the list's status filter, retention): a grant and a
     # claim, which move between queued, scheduled and running, write the active index only.
@@ -238,9 +239,7 @@ def downgrade() -> None:
         op.execute(
             statement.replace("ix_execution_state_", "ix_executions_")
             .replace("ON execution_state", "ON executions")
-            .replace(
-                "(status, id DESC) WHERE status IN", "(status, lease_expires_at) WHERE status IN"
-            )
+            .replace("(id DESC) WHERE status IN", "(status, lease_expires_at) WHERE status IN")
             .replace(" WHERE status NOT IN ('scheduled', 'running')", "")
         )
     op.execute(sql.functions())
