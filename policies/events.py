@@ -53,7 +53,7 @@ class Processed:
 MAX_PAYLOAD_BYTES = 256 * 1024
 
 
-def _document(trigger: Any, payload: Any, max_bytes: int) -> str:
+def document(trigger: Any, payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> str:
     """The payload as stored (JSON text), or InvalidRequest naming what is wrong. The
     trigger is checked by the API's own request model; the payload's bounds here."""
     requests.parse(requests.Event, {"trigger": trigger})
@@ -74,11 +74,12 @@ def _document(trigger: Any, payload: Any, max_bytes: int) -> str:
 
 
 def store(session: Session, trigger: Any, payload: Any, max_bytes: int = MAX_PAYLOAD_BYTES) -> int:
-    return int(
-        session.execute(
-            sql.query("store_event"), {"t": trigger, "p": _document(trigger, payload, max_bytes)}
-        ).scalar_one()
-    )
+    return store_document(session, trigger, document(trigger, payload, max_bytes))
+
+
+def store_document(session: Session, trigger: str, checked: str) -> int:
+    """Store an event whose payload ``document`` checked (its JSON text)."""
+    return int(session.execute(sql.query("store_event"), {"t": trigger, "p": checked}).scalar_one())
 
 
 def store_many(
@@ -90,10 +91,10 @@ def store_many(
         if not isinstance(item, dict):
             raise InvalidRequest(f"events[{index}] must be an object {{trigger, payload}}")
         try:
-            document = _document(item.get("trigger"), item.get("payload", {}), max_bytes)
+            checked = document(item.get("trigger"), item.get("payload", {}), max_bytes)
         except UsherError as error:
             raise type(error)(f"events[{index}]: {error.message}") from None
-        rows.append(f'{{"t": {json.dumps(item["trigger"])}, "p": {document}}}')
+        rows.append(f'{{"t": {json.dumps(item["trigger"])}, "p": {checked}}}')
     ids = session.execute(sql.query("store_events"), {"rows": f"[{','.join(rows)}]"}).scalar_one()
     return [int(i) for i in ids]
 

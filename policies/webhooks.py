@@ -276,16 +276,19 @@ def receive(
     document: dict[str, Any],
     max_payload_bytes: int = events.MAX_PAYLOAD_BYTES,
 ) -> Received:
-    """Store the delivery's event, or answer the event of the first delivery with its id."""
+    """Store the delivery's event, or answer the event of the first delivery with its id.
+    The payload is checked before any statement: a refused one leaves nothing behind, in a
+    transaction shared with other deliveries too (``web.groups``)."""
+    checked = events.document(hook.trigger, document, max_payload_bytes)
     if delivery is None:
-        return Received(events.store(session, hook.trigger, document, max_payload_bytes), False)
+        return Received(events.store_document(session, hook.trigger, checked), False)
     key = {"w": hook.id, "d": delivery}
     # Twice at most: a claim refused by a row that is gone when read (pruned by the sweeper
     # with its event in between) is claimed again.
     for _ in range(2):
         # Waits for a concurrent claim of the same id to commit (then refused) or roll back.
         if session.execute(sql.query("claim_webhook_delivery"), key).one_or_none() is not None:
-            event_id = events.store(session, hook.trigger, document, max_payload_bytes)
+            event_id = events.store_document(session, hook.trigger, checked)
             session.execute(sql.query("set_webhook_delivery_event"), {**key, "e": event_id})
             return Received(event_id, False)
         first = session.execute(sql.query("webhook_delivery_event"), key).scalar_one_or_none()
@@ -295,6 +298,6 @@ def receive(
     raise Unknown(f"no webhook named {hook.ref!r}")
 
 
-def count(session: Session, webhook: str, outcome: str) -> None:
-    """One more request of ``webhook`` (its ref; "" when it names none) ending ``outcome``."""
-    session.execute(sql.query("count_webhook_request"), {"w": webhook, "o": outcome})
+def count(session: Session, webhook: str, outcome: str, n: int = 1) -> None:
+    """``n`` more requests of ``webhook`` (its ref; "" when it names none) ending ``outcome``."""
+    session.execute(sql.query("count_webhook_request"), {"w": webhook, "o": outcome, "n": n})

@@ -1,10 +1,11 @@
-"""The group commits of this app's single requests (``web.grouped``): executions and
-events, each one group per app (so per process), made on first use. A batch runs in the
-request thread that leads it, inside that request's app context."""
+"""The group commits of this app's single requests (``web.grouped``): executions, events
+and webhook deliveries, each one group per app (so per process), made on first use. A batch
+runs in the request thread that leads it, inside that request's app context."""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -14,7 +15,7 @@ import web
 from app import audit
 from app import celery as usher_celery
 from app.errors import UsherError
-from policies import admission, events, idempotency
+from policies import admission, events, idempotency, webhooks
 from web import grouped, settings, unit_of_work
 
 GROUPS = "usher_groups"
@@ -135,3 +136,54 @@ def _run_events(batch: list[Single]) -> list[int | Exception]:
 
 def events_group() -> grouped.Group[Single, int | Exception]:
     return _group("events", _run_events)
+
+
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery, verified in its request's thread: the batch only stores it."""
+
+    hook: webhooks.Hook
+    delivery: str | None  # its delivery id, if the sender gave one
+    document: dict[str, Any]  # the event's payload (headers and body)
+
+
+def _run_deliveries(batch: list[Single]) -> list[webhooks.Received | Exception]:
+    """The batch's deliveries stored in one transaction, with their audit rows and their
+    counts; one message for the new events after the commit. Those with a delivery id are
+    claimed in (webhook, id) order, whatever their arrival: two processes' batches claiming
+    the same ids then wait for each other in one order, never in a cycle."""
+    received: list[webhooks.Received | Exception] = [ValueError("not stored")] * len(batch)
+    limit = settings().max_payload_bytes
+
+    def order(i: int) -> tuple[int, int, str]:
+        asked: Delivery = batch[i].asked
+        return (0, 0, "") if asked.delivery is None else (1, asked.hook.id, asked.delivery)
+
+    counts: Counter[tuple[str, str]] = Counter()
+    with unit_of_work() as session:
+        for i in sorted(range(len(batch)), key=order):
+            asked: Delivery = batch[i].asked
+            try:
+                received[i] = got = webhooks.receive(
+                    session, asked.hook, asked.delivery, asked.document, limit
+                )
+                counts[(asked.hook.ref, "duplicate" if got.duplicate else "accepted")] += 1
+            except UsherError as error:  # a payload too big, a webhook removed meanwhile
+                received[i] = error
+        rows = []
+        for single, outcome in zip(batch, received, strict=True):
+            if isinstance(outcome, UsherError):
+                rows.append(single.row(outcome.status, outcome.code))
+            else:
+                assert isinstance(outcome, webhooks.Received)
+                rows.append(single.row(200 if outcome.duplicate else 202, None))
+        audit.record_many(session, rows)
+        for (ref, outcome_name), n in sorted(counts.items()):
+            webhooks.count(session, ref, outcome_name, n)
+    new = [r.event_id for r in received if isinstance(r, webhooks.Received) and not r.duplicate]
+    usher_celery.send_events(current_app.config["USHER_CELERY"], new)
+    return received
+
+
+def deliveries() -> grouped.Group[Single, webhooks.Received | Exception]:
+    return _group("deliveries", _run_deliveries)

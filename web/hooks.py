@@ -14,14 +14,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Flask, current_app, g, request
+from flask import Blueprint, Flask, g, request
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.wrappers import Response
 
 import web
-from app import celery as usher_celery
 from policies import webhooks
-from web import settings, unit_of_work
+from web import groups, settings, unit_of_work
 
 bp = Blueprint("hooks", __name__, url_prefix="/hooks")
 log = logging.getLogger(__name__)
@@ -73,13 +72,13 @@ def deliver(ref: str) -> Any:
         hook, request.headers.items(), webhooks.body(request.content_type, raw)
     )
     delivery = webhooks.delivery_id(hook, request.headers)
-    with unit_of_work() as session:
-        received = webhooks.receive(session, hook, delivery, document, settings().max_payload_bytes)
-    if received.duplicate:
-        return {"event_id": received.event_id}, 200
-    # After the commit, as POST /api/v1/events does: a worker matches the rules.
-    usher_celery.send_event(current_app.config["USHER_CELERY"], received.event_id)
-    return {"event_id": received.event_id}, 202
+    # Stored with the deliveries that arrive meanwhile, in one transaction with their audit
+    # rows and counts; its event is sent after that commit (web.groups).
+    received = groups.submit(groups.deliveries(), groups.Delivery(hook, delivery, document))
+    if isinstance(received, Exception):
+        raise received  # a refusal is counted by the hook below, as any other
+    g.counted = True
+    return {"event_id": received.event_id}, 200 if received.duplicate else 202
 
 
 @bp.after_request
@@ -97,6 +96,8 @@ def account(response: Response) -> Response:
         response.status_code,
         outcome,
     )
+    if g.get("counted"):  # by its batch, in the transaction that stored it
+        return response
     try:
         with unit_of_work() as session:
             webhooks.count(session, webhook, outcome)

@@ -24,8 +24,8 @@ UPDATE webhook_deliveries SET event_id = :e WHERE webhook_id = :w AND delivery_i
 SELECT event_id FROM webhook_deliveries WHERE webhook_id = :w AND delivery_id = :d
 
 -- name: count_webhook_request
-INSERT INTO webhook_requests (webhook, outcome, count) VALUES (:w, :o, 1)
-ON CONFLICT (webhook, outcome) DO UPDATE SET count = webhook_requests.count + 1
+INSERT INTO webhook_requests (webhook, outcome, count) VALUES (:w, :o, :n)
+ON CONFLICT (webhook, outcome) DO UPDATE SET count = webhook_requests.count + excluded.count
 
 -- name: list_webhooks
 SELECT w.ref, p.name AS pack, w.name, w.description, w.trigger, w.kind,

@@ -15,9 +15,11 @@ import shutil
 import subprocess
 import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from click.testing import CliRunner
 from flask import Flask
@@ -26,10 +28,12 @@ from sqlalchemy import Engine, text
 
 import web
 from app import cli, config, db
+from app.cli import serve as cli_serve
 from policies import events, packs, webhooks
 from tests.support.flow import status, wait_for_lock_waits, wait_until
 from tests.support.wire import Unreadable, exchange
 from tests.support.workers import Pool
+from web import groups
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -276,10 +280,12 @@ def test_racing_deliveries_of_one_id_make_one_event(
         hook = webhooks.find(session, f"{pack}.github_push")
     with db.sessions(engine)() as holder:
         held = webhooks.receive(holder, hook, "race", {"headers": {}, "body": {}})
-        # When two requests with the same id arrive meanwhile, they wait on that claim
+        # When two requests with the same id arrive meanwhile, they wait on that claim: the
+        # batch that stores them (or the first one's, the second waiting in its group behind
+        # it, web.groups) waits in Postgres
         answers, join = _post_in_threads(app, pack, "race", 2)
         wait_for_lock_waits(
-            engine, 2, timeout=20, what="2 requests never came to wait on the first one's claim"
+            engine, 1, timeout=20, what="the requests never came to wait on the first claim"
         )
         # And the first one commits, or rolls back
         if first_commits:
@@ -311,6 +317,76 @@ def test_many_requests_racing_one_delivery_make_one_event(
     assert sorted(a.status_code for a in answers) == [200] * 7 + [202]
     assert len({a.get_json()["event_id"] for a in answers}) == 1
     assert len(_events(engine)) == 1
+
+
+@pytest.mark.timeout(180)
+def test_racing_deliveries_are_grouped_and_each_answer_is_stored_and_counted(
+    engine: Engine, app: Flask, settings: config.Settings, pack: str
+) -> None:
+    # Given the app behind waitress with a request thread for each of 32 clients
+    server = cli_serve.create_server(app, settings.max_body_bytes, "127.0.0.1", 0, 32)
+    serving = threading.Thread(target=server.run, name="waitress", daemon=True)
+    serving.start()
+    base = f"http://127.0.0.1:{server.effective_port}"
+    local = threading.local()
+    late: list[int] = []
+
+    def deliver(n: int) -> tuple[str | None, int, int]:
+        http = getattr(local, "http", None) or httpx.Client(base_url=base, timeout=60)
+        local.http = http
+        # 100 delivery ids, each sent by three clients; one request in eight without an id
+        delivery = None if n % 8 == 0 else f"g{n % 100}"
+        body = json.dumps({"ref": f"refs/heads/b{n}", "pusher": {"name": "octocat"}}).encode()
+        headers = {"X-GitHub-Event": "push", "X-Hub-Signature-256": _signed(body)}
+        if delivery is not None:
+            headers["X-GitHub-Delivery"] = delivery
+        answer = http.post(
+            f"/hooks/{pack}.github_push",
+            content=body,
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert answer.status_code in (200, 202), answer.text
+        event_id: int = answer.json()["event_id"]
+        with engine.connect() as conn:  # answered only once committed
+            if not conn.execute(
+                text("SELECT 1 FROM events WHERE id = :i"), {"i": event_id}
+            ).first():
+                late.append(event_id)
+        return delivery, answer.status_code, event_id
+
+    # When 32 clients send 320 deliveries at once
+    try:
+        with ThreadPoolExecutor(32) as pool:
+            answers = list(pool.map(deliver, range(320)))
+    finally:
+        server.close()
+        serving.join(timeout=10)
+    # Then each answer came after its commit, each delivery id made one event (answered
+    # 202 once, then 200 with the same event), and a request without an id made its own
+    assert late == []
+    by_id: dict[str, set[int]] = {}
+    for delivery, _, event_id in answers:
+        if delivery is not None:
+            by_id.setdefault(delivery, set()).add(event_id)
+    assert all(len(ids) == 1 for ids in by_id.values())
+    accepted = [a for a in answers if a[1] == 202]
+    assert len(accepted) == len(by_id) + sum(1 for a in answers if a[0] is None)
+    assert len(_events(engine)) == len(accepted)
+    # And each request was counted and audited in the transaction that stored it
+    with engine.connect() as conn:
+        counted = dict(
+            (r.outcome, r.count)
+            for r in conn.execute(text("SELECT outcome, count FROM webhook_requests"))
+        )
+        audited = conn.execute(
+            text("SELECT count(*) FROM audit WHERE target LIKE '/hooks/%'")
+        ).scalar_one()
+    assert counted == {"accepted": len(accepted), "duplicate": 320 - len(accepted)}
+    assert audited == 320
+    # And the deliveries were grouped: fewer transactions than requests
+    with app.app_context():
+        group = groups.deliveries()
+    assert group.items == 320 and group.batches < group.items
 
 
 def test_a_body_of_2_mib_is_413_before_it_is_read(

@@ -24,12 +24,12 @@ def test_depth_counts_without_recursion() -> None:
 
 
 def test_event_payloads_are_bounded_in_size_and_depth() -> None:
-    events._document("t", {"x": "y" * 100}, max_bytes=1024)
+    events.document("t", {"x": "y" * 100}, max_bytes=1024)
     with pytest.raises(TooLarge) as raised:
-        events._document("t", {"x": "y" * 2000}, max_bytes=1024)
+        events.document("t", {"x": "y" * 2000}, max_bytes=1024)
     assert raised.value.status == 413 and "USHER_MAX_PAYLOAD_BYTES" in raised.value.message
     with pytest.raises(InvalidRequest) as deep:
-        events._document("t", {"x": nested(950)}, max_bytes=10**6)
+        events.document("t", {"x": nested(950)}, max_bytes=10**6)
     assert "64 levels" in deep.value.message
 
 
