@@ -188,7 +188,6 @@ def test_pause_resume_and_limits_over_the_api(
     assert client.post("/api/v1/actions/no.such/pause", headers=auth).status_code == 404
 
 
-@pytest.mark.broker
 def test_the_eta_of_a_waiting_execution_under_a_steady_load(
     engine: Engine,
     settings: config.Settings,
@@ -236,7 +235,6 @@ def test_the_eta_of_a_waiting_execution_under_a_steady_load(
     assert abs(actual - predicted) <= 0.35 * max(actual, 1.0), (predicted, actual)
 
 
-@pytest.mark.broker
 def test_the_eta_of_a_burst_after_an_idle_spell_is_not_pessimistic(
     engine: Engine,
     settings: config.Settings,
@@ -316,7 +314,6 @@ def _most_in_any_window(times: list[datetime], per_s: float) -> int:
     return max(bisect.bisect_left(seconds, s + per_s) - i for i, s in enumerate(seconds))
 
 
-@pytest.mark.broker
 def test_rate_limits_hold_across_two_worker_hosts_and_keep_order(
     engine: Engine,
     settings: config.Settings,

@@ -266,7 +266,6 @@ def _pctl(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-@pytest.mark.broker
 def test_delayed_runs_start_after_their_time_and_within_2s_of_it(
     client: FlaskClient, engine: Engine, worker_pool: Pool, tmp_path: Path
 ) -> None:
@@ -305,7 +304,6 @@ def test_delayed_runs_start_after_their_time_and_within_2s_of_it(
     assert (never.status, never.started_at, never.seq) == ("cancelled", None, None)
 
 
-@pytest.mark.broker
 def test_a_thousand_due_at_one_second_join_in_request_order_and_run_fifo_under_the_limit(
     client: FlaskClient, engine: Engine, worker_pool: Pool, tmp_path: Path
 ) -> None:
@@ -349,7 +347,6 @@ def test_a_thousand_due_at_one_second_join_in_request_order_and_run_fifo_under_t
     assert invariants.max_active(engine, invariants.queue_ids(engine, ref)) == 3
 
 
-@pytest.mark.broker
 @pytest.mark.usefixtures("cli_env")
 def test_usher_run_in_2s_waits_then_runs(engine: Engine, worker_pool: Pool, tmp_path: Path) -> None:
     # Given a worker, a beat, and the command pointed at this test's database and broker
