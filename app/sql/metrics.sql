@@ -34,7 +34,7 @@ SELECT action, reason, sum(n) AS n FROM (
     WHERE n.status = 'rejected'
     UNION ALL
     SELECT a.ref, 'QueueFull', 1
-    FROM executions e JOIN actions a ON a.id = e.action_id
+    FROM execution_state e JOIN queues q ON q.id = e.queue_id JOIN actions a ON a.id = q.action_id
     WHERE e.status = 'rejected'
     UNION ALL
     SELECT label, detail, n FROM history_pruned WHERE family = 'rejected'

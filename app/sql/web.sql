@@ -88,7 +88,7 @@ SELECT (SELECT count(*) FROM actions) AS actions,
        (SELECT count(*) FROM queues) AS lines,
        (SELECT coalesce(sum(queue_length), 0) FROM queues) AS queued,
        (SELECT coalesce(sum(active_count), 0) FROM queues) AS active,
-       (SELECT count(*) FROM executions e
+       (SELECT count(*) FROM execution_state e
         WHERE e.status = 'dead' AND e.dlq_cleared_at IS NULL) AS dlq
 
 -- name: dashboard_action_id
@@ -217,7 +217,7 @@ GROUP BY a.ref ORDER BY a.ref
 
 -- name: metrics_dlq
 -- A partial index holds exactly these rows.
-SELECT count(*) FROM executions WHERE status = 'dead' AND dlq_cleared_at IS NULL
+SELECT count(*) FROM execution_state WHERE status = 'dead' AND dlq_cleared_at IS NULL
 
 -- name: metrics_totals
 -- One row per line and outcome (kept by triggers on attempts, migration 0005): a scrape costs
@@ -236,7 +236,7 @@ SELECT action, runner, usher_bucket(v, CAST(:bounds AS numeric[])) AS bucket,
        count(*) AS n, coalesce(sum(v), 0) AS total
 FROM (
     SELECT a.ref AS action, '' AS runner, extract(epoch FROM e.started_at - e.queued_at) AS v
-    FROM executions e JOIN actions a ON a.id = e.action_id
+    FROM execution_state e JOIN queues q ON q.id = e.queue_id JOIN actions a ON a.id = q.action_id
     WHERE e.status = 'running' AND e.queued_at IS NOT NULL
 ) s
 GROUP BY action, runner, bucket
