@@ -120,6 +120,17 @@ RENAMED_CONSTRAINTS = (
 )
 
 
+def _emit_trigger(table: str, enabled: bool) -> None:
+    """The execution events' trigger (migration 0013) on ``table``, enabled as it was."""
+    op.execute(f"""
+        CREATE TRIGGER executions_emit AFTER UPDATE OF status ON {table}
+        FOR EACH ROW WHEN (NEW.status IN {FINAL} AND OLD.status IS DISTINCT FROM NEW.status)
+        EXECUTE FUNCTION usher_execution_event()
+    """)
+    if not enabled:
+        op.execute(f"ALTER TABLE {table} DISABLE TRIGGER executions_emit")
+
+
 def upgrade() -> None:
     bind = op.get_bind()
     emitting = bind.exec_driver_sql(
@@ -176,13 +187,7 @@ def upgrade() -> None:
         op.execute(statement)
     op.execute(VIEW)
     op.execute(sql.functions())
-    op.execute(f"""
-        CREATE TRIGGER executions_emit AFTER UPDATE OF status ON execution_state
-        FOR EACH ROW WHEN (NEW.status IN {FINAL} AND OLD.status IS DISTINCT FROM NEW.status)
-        EXECUTE FUNCTION usher_execution_event()
-    """)
-    if not emitting:
-        op.execute("ALTER TABLE execution_state DISABLE TRIGGER executions_emit")
+    _emit_trigger("execution_state", emitting)
     # Statistics for the planner when there was history to copy (an empty table is left
     # unanalyzed, as a new table is, until autovacuum sees it grow).
     if bind.exec_driver_sql("SELECT EXISTS (SELECT 1 FROM execution_state)").scalar():
@@ -243,10 +248,4 @@ def downgrade() -> None:
             .replace(" WHERE status NOT IN ('scheduled', 'running')", "")
         )
     op.execute(sql.functions())
-    op.execute(f"""
-        CREATE TRIGGER executions_emit AFTER UPDATE OF status ON executions
-        FOR EACH ROW WHEN (NEW.status IN {FINAL} AND OLD.status IS DISTINCT FROM NEW.status)
-        EXECUTE FUNCTION usher_execution_event()
-    """)
-    if not emitting:
-        op.execute("ALTER TABLE executions DISABLE TRIGGER executions_emit")
+    _emit_trigger("executions", emitting)
