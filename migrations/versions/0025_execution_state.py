@@ -34,11 +34,32 @@ depends_on = None
 
 FINAL = "('succeeded', 'failed', 'timed_out', 'dead', 'cancelled', 'expired', 'rejected')"
 
-STATE = (
-    "queue_id, seq, priority, status, attempt, queued_at, not_before, holds_slot, "
-    "scheduled_at, published_at, started_at, finished_at, lease_expires_at, worker, result, "
-    "error, levels, dlq_cleared_at, run_at, params_hash, cancelled_by"
-)
+# The state's columns and their types: the new table's, and the downgrade's (the ones it
+# moved back, KEPT aside).
+COLUMNS = {
+    "queue_id": "integer NOT NULL",
+    "seq": "bigint",
+    "priority": "integer DEFAULT 0 NOT NULL",
+    "status": "varchar(20) NOT NULL",
+    "attempt": "integer DEFAULT 1 NOT NULL",
+    "queued_at": "timestamptz",
+    "not_before": "timestamptz",
+    "holds_slot": "boolean DEFAULT false NOT NULL",
+    "scheduled_at": "timestamptz",
+    "published_at": "timestamptz",
+    "started_at": "timestamptz",
+    "finished_at": "timestamptz",
+    "lease_expires_at": "timestamptz",
+    "worker": "varchar(300)",
+    "result": "jsonb",
+    "error": "text",
+    "levels": "integer[] DEFAULT '{}'::integer[] NOT NULL",
+    "dlq_cleared_at": "timestamptz",
+    "run_at": "timestamptz",
+    "params_hash": "bigint",
+    "cancelled_by": "text",
+}
+STATE = ", ".join(COLUMNS)
 
 VIEW = """
     CREATE VIEW executions AS
@@ -144,30 +165,10 @@ def upgrade() -> None:
         op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {old} TO {new}")
     for name in RENAMED_INDEXES:
         op.execute(f"ALTER INDEX ix_executions_{name} RENAME TO ix_execution_requests_{name}")
-    op.execute("""
+    op.execute(f"""
         CREATE TABLE execution_state (
             id bigint NOT NULL,
-            queue_id integer NOT NULL,
-            seq bigint,
-            priority integer DEFAULT 0 NOT NULL,
-            status varchar(20) NOT NULL,
-            attempt integer DEFAULT 1 NOT NULL,
-            queued_at timestamptz,
-            not_before timestamptz,
-            holds_slot boolean DEFAULT false NOT NULL,
-            scheduled_at timestamptz,
-            published_at timestamptz,
-            started_at timestamptz,
-            finished_at timestamptz,
-            lease_expires_at timestamptz,
-            worker varchar(300),
-            result jsonb,
-            error text,
-            levels integer[] DEFAULT '{}'::integer[] NOT NULL,
-            dlq_cleared_at timestamptz,
-            run_at timestamptz,
-            params_hash bigint,
-            cancelled_by text,
+            {", ".join(f"{c} {t}" for c, t in COLUMNS.items())},
             CONSTRAINT pk_execution_state PRIMARY KEY (id),
             CONSTRAINT fk_execution_state_id_execution_requests FOREIGN KEY (id)
                 REFERENCES execution_requests (id) ON DELETE CASCADE,
@@ -213,30 +214,16 @@ def downgrade() -> None:
         op.execute(f"ALTER TABLE {table} RENAME CONSTRAINT {new} TO {old}")
     for name in RENAMED_INDEXES:
         op.execute(f"ALTER INDEX ix_execution_requests_{name} RENAME TO ix_executions_{name}")
+    # Added without NOT NULL where there is no default (the table has rows); status is set
+    # NOT NULL once copied back.
     columns = {
-        "priority": "integer DEFAULT 0 NOT NULL",
-        "status": "varchar(20)",
-        "attempt": "integer DEFAULT 1 NOT NULL",
-        "queued_at": "timestamptz",
-        "not_before": "timestamptz",
-        "holds_slot": "boolean DEFAULT false NOT NULL",
-        "scheduled_at": "timestamptz",
-        "published_at": "timestamptz",
-        "started_at": "timestamptz",
-        "finished_at": "timestamptz",
-        "lease_expires_at": "timestamptz",
-        "worker": "varchar(300)",
-        "result": "jsonb",
-        "error": "text",
-        "levels": "integer[] DEFAULT '{}'::integer[] NOT NULL",
-        "dlq_cleared_at": "timestamptz",
-        "run_at": "timestamptz",
-        "params_hash": "bigint",
-        "cancelled_by": "text",
+        c: t if "DEFAULT" in t else t.replace(" NOT NULL", "")
+        for c, t in COLUMNS.items()
+        if c not in KEPT
     }
     for column, kind in columns.items():
         op.execute(f"ALTER TABLE executions ADD COLUMN {column} {kind}")
-    assignments = ", ".join(f"{c} = s.{c}" for c in columns if c not in KEPT)
+    assignments = ", ".join(f"{c} = s.{c}" for c in columns)
     op.execute(f"UPDATE executions e SET {assignments} FROM execution_state s WHERE s.id = e.id")
     op.execute("DROP TABLE execution_state")
     op.execute("ALTER TABLE executions ALTER COLUMN status SET NOT NULL")
