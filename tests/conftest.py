@@ -20,6 +20,8 @@ from tests.support import brokers, workers
 
 ADMIN_URL_ENV = "USHER_TEST_DATABASE_URL"
 BROKER_ENV = "USHER_TEST_BROKER_URL"
+# Directories whose every test starts processes (workers, beat, a browser) or times them.
+PROCESS_DIRS = ("acceptance", "bench", "chaos")
 NEW_INSTALLATION = (
     "UPDATE installation SET id = left(replace(CAST(gen_random_uuid() AS text), '-', ''), 12)"
 )
@@ -141,3 +143,13 @@ def worker_pool(settings: config.Settings, tmp_path: Path) -> Iterator[workers.P
     pool = workers.Pool(settings, tmp_path / "logs")
     yield pool
     pool.stop_all()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``processes`` every test that starts worker processes through ``worker_pool``
+    or lives in a directory of such tests; a module that starts them otherwise says so in its
+    ``pytestmark``. CI runs the unmarked tests two at a time, these one at a time."""
+    for item in items:
+        in_dir = Path(str(item.path)).parent.name in PROCESS_DIRS
+        if in_dir or "worker_pool" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.processes)

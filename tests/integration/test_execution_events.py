@@ -17,7 +17,7 @@ from tests.support import invariants, packs
 from tests.support.flow import status, submit, wait_until
 from tests.support.workers import Pool
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240), pytest.mark.processes]
 
 FLAKY = "tests.integration.actions:flaky"
 FLAKY_PARAMETERS = {

@@ -26,7 +26,7 @@ from tests.support.workers import Pool
 from web import groups
 
 # Not marked broker: its subject is the web's grouping, so the Redis pass of CI leaves it out.
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.processes]
 CLIENTS, EACH = 32, 25
 
 

@@ -19,7 +19,7 @@ from tests.support.schemas import declaring
 from tests.support.workers import Pool
 
 # Not marked broker: its subject is what a payload can reach, so the Redis pass leaves it out.
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.processes]
 
 SECRET = "hostile-test-secret-value-7731"
 

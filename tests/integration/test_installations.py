@@ -27,7 +27,7 @@ from tests.support import invariants, packs
 from tests.support.flow import status, wait_until
 from tests.support.workers import Pool
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240), pytest.mark.processes]
 N = 200
 ACTIONS = [
     {"name": "job", "runner": "sleep", "policy": {"concurrency": 3}},

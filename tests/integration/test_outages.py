@@ -25,7 +25,7 @@ from tests.support import invariants, packs
 from tests.support.flow import statuses, submit, wait_final, wait_until
 from tests.support.workers import Pool
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(400)]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(400), pytest.mark.processes]
 
 
 def _answers(port: int) -> bool:

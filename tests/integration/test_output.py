@@ -21,7 +21,7 @@ from tests.support.schemas import declaring
 from tests.support.workers import Pool
 
 # Not marked broker: its subject is the output's store, so the Redis pass leaves it out.
-pytestmark = pytest.mark.timeout(180)
+pytestmark = [pytest.mark.timeout(180), pytest.mark.processes]
 
 SECRET = "live-output-secret-4417"
 TOKEN = "output-test-admin-token-0123456789"

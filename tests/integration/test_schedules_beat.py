@@ -25,6 +25,8 @@ from tests.support import invariants
 from tests.support.flow import submit, wait_final, wait_until
 from tests.support.workers import Pool
 
+pytestmark = pytest.mark.processes
+
 # Not marked broker: a tick's once-only is Postgres's primary key, so the Redis pass of CI
 # leaves these out.
 S = timedelta(seconds=1)

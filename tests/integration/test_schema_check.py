@@ -21,6 +21,8 @@ from tests.support import netns
 from tests.support.flow import wait_until
 from tests.support.workers import REPO
 
+pytestmark = pytest.mark.processes
+
 
 @pytest.fixture
 def empty_url(pg_admin_url: str) -> Iterator[str]:

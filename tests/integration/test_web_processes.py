@@ -24,7 +24,7 @@ from app.cli import processes
 from tests.support import api, invariants, packs
 from tests.support.flow import wait_until
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.processes]
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from tests.support.flow import status, statuses, submit, wait_final, wait_until
 from tests.support.schemas import declaring
 from tests.support.workers import REPO, Pool, environment
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300), pytest.mark.processes]
 
 SLEEP_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}}
 MARKER_SCHEMA = declaring("seconds", "marker")
@@ -314,7 +314,9 @@ def test_the_sweeper_republishes_a_grant_whose_message_was_lost(
 def test_the_sweeper_releases_an_expired_lease(
     engine: Engine, settings: config.Settings, celery_app: object, tmp_path: Path
 ) -> None:
-    ref = packs.load(engine, tmp_path, [sleeper("ghost", 1)]) + ".ghost"
+    # A backoff longer than the sweep: the lost attempt cannot be due again within it.
+    ghost = sleeper("ghost", 1, retry={"initial_delay_ms": 10_000, "jitter": False})
+    ref = packs.load(engine, tmp_path, [ghost]) + ".ghost"
     first, second = submit(engine, settings, None, ref, [{}, {}])
     with db.unit_of_work(engine) as session:
         assert admission.claim(session, first, 1, "gone@host/1", 6)
