@@ -182,7 +182,7 @@ def _run_usher(
         progress.advance(task, size)
     intake_s = time.time() - start
     progress.remove_task(task)
-    count = statements.query("run_succeeded")
+    count = statements.query("run_progress")
 
     def done() -> int:
         with engine.connect() as conn:
