@@ -142,7 +142,7 @@ def celery_app(settings: config.Settings) -> Iterator[object]:
 def worker_pool(settings: config.Settings, tmp_path: Path) -> Iterator[workers.Pool]:
     pool = workers.Pool(settings, tmp_path / "logs")
     yield pool
-    pool.stop_all()
+    workers.tear_down(pool)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -16,7 +16,7 @@ from policies import events, recovery
 from tests.support import packs
 from tests.support.flow import status, submit, wait_until
 from tests.support.schemas import declaring
-from tests.support.workers import Pool
+from tests.support.workers import Pool, tear_down
 
 # Not marked broker: its subject is what a payload can reach, so the Redis pass leaves it out.
 pytestmark = [pytest.mark.timeout(240), pytest.mark.processes]
@@ -36,7 +36,7 @@ def hostile_settings(settings: config.Settings, tmp_path: Path) -> config.Settin
 def pool(hostile_settings: config.Settings, tmp_path: Path) -> Any:
     pool = Pool(hostile_settings, tmp_path / "logs")
     yield pool
-    pool.stop_all()
+    tear_down(pool)
 
 
 def _rules(root: Path, rules: list[dict[str, Any]]) -> None:

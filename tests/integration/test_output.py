@@ -18,7 +18,7 @@ from app.cli import processes
 from tests.support import packs
 from tests.support.flow import status, submit, wait_until
 from tests.support.schemas import declaring
-from tests.support.workers import Pool
+from tests.support.workers import Pool, tear_down
 
 # Not marked broker: its subject is the output's store, so the Redis pass leaves it out.
 pytestmark = [pytest.mark.timeout(180), pytest.mark.processes]
@@ -53,7 +53,7 @@ def output_settings(settings: config.Settings, tmp_path: Path) -> config.Setting
 def pool(output_settings: config.Settings, tmp_path: Path) -> Any:
     pool = Pool(output_settings, tmp_path / "logs")
     yield pool
-    pool.stop_all()
+    tear_down(pool)
 
 
 def _action(name: str, command: str) -> dict[str, Any]:
