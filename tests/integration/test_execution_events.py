@@ -17,7 +17,7 @@ from tests.support import invariants, packs
 from tests.support.flow import status, submit, wait_until
 from tests.support.workers import Pool
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(240), pytest.mark.processes]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(240)]
 
 FLAKY = "tests.integration.actions:flaky"
 FLAKY_PARAMETERS = {
@@ -159,6 +159,7 @@ def test_a_dead_execution_notifies_through_a_rule_on_usher_execution(
     invariants.check_line(engine, f"{name}.notify", 2)
 
 
+@pytest.mark.processes  # its own worker pool, not the fixture
 def test_a_rule_that_retriggers_its_own_action_stops_at_the_depth_limit(
     engine: Engine,
     settings: config.Settings,

@@ -15,7 +15,7 @@ import pytest
 from app import config
 from tests.support.workers import REPO, Pool, environment
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(120), pytest.mark.processes]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(120)]
 
 
 def _free_port() -> int:

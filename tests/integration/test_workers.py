@@ -26,7 +26,7 @@ from tests.support.flow import status, statuses, submit, wait_final, wait_until
 from tests.support.schemas import declaring
 from tests.support.workers import REPO, Pool, environment
 
-pytestmark = [pytest.mark.broker, pytest.mark.timeout(300), pytest.mark.processes]
+pytestmark = [pytest.mark.broker, pytest.mark.timeout(300)]
 
 SLEEP_SCHEMA = {"type": "object", "properties": {"seconds": {"type": "number"}}}
 MARKER_SCHEMA = declaring("seconds", "marker")
@@ -503,6 +503,7 @@ def test_a_runner_whose_attempt_was_given_away_is_stopped(
     invariants.check_line(engine, ref, limit=1)
 
 
+@pytest.mark.processes  # its own worker pool, not the fixture
 def test_sigterm_lets_short_work_finish_and_releases_the_rest_after_the_grace(
     engine: Engine, settings: config.Settings, celery_app: object, tmp_path: Path
 ) -> None:
